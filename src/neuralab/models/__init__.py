@@ -1,0 +1,34 @@
+"""Image models by name: ``create_model("resnet20", num_classes=10)``, ``list_models("resnet*")``.
+
+Importing this package imports every model module, which registers its models in ``MODELS``.
+"""
+
+from neuralab.models import cnn, mlp, resnet
+from neuralab.models.base import (
+    MODELS,
+    ImageClassifier,
+    ImageModelConfig,
+    Normalize,
+    create_model,
+    list_models,
+    model_config,
+    model_config_class,
+    model_defaults,
+    register_model,
+)
+
+__all__ = [
+    "MODELS",
+    "ImageClassifier",
+    "ImageModelConfig",
+    "Normalize",
+    "cnn",
+    "create_model",
+    "list_models",
+    "mlp",
+    "model_config",
+    "model_config_class",
+    "model_defaults",
+    "register_model",
+    "resnet",
+]

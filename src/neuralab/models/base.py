@@ -1,0 +1,199 @@
+"""The contract every neuralab image model keeps, and the registry that builds models by name.
+
+timm's idea, smaller: a model class registers under one or more names with default config
+values, and ``create_model("resnet20", num_classes=100)`` builds it. Overrides are checked
+against the model's config dataclass, so a typo or a wrong type is a one-line ``UserError``
+instead of a traceback deep inside ``__init__``.
+
+Images enter every model in [0, 1] and normalisation is the model's first layer. That makes an
+adversarial budget eps mean pixel units (as users expect), and a saved model normalises itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from neuralab.errors import UserError
+from neuralab.registry import Registry
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def check(ok: bool, message: str) -> None:
+    """Raise ``UserError(message)`` unless ``ok``: config validation reads as a list of rules."""
+    if not ok:
+        raise UserError(message)
+
+
+def check_choice(key: str, value: str, choices: Iterable[str]) -> None:
+    """Raise a ``UserError`` naming ``key`` and the allowed values unless ``value`` is one."""
+    choices = list(choices)
+    check(value in choices, f"{key}={value!r} is not one of: {', '.join(choices)}")
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, as the first layer of a model.
+
+    mean and std are persistent buffers, so they travel in the state_dict and a loaded model
+    normalises exactly as it did in training.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std  # (B, C, H, W)
+
+
+@dataclass(frozen=True)
+class ImageModelConfig:
+    """What every image model needs to know about its data; each model's config subclasses it.
+
+    Fields are int, float, bool, str or tuples of int/float only, so a TOML loader can coerce
+    ``key=value`` strings by the field types. mean/std have one value, or one per channel.
+    """
+
+    num_classes: int = 10
+    in_channels: int = 1
+    image_size: int = 28
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
+        check(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
+        check(self.image_size >= 1, f"image_size must be >= 1, got {self.image_size}")
+        check(
+            len(self.mean) in (1, self.in_channels) and len(self.std) == len(self.mean),
+            f"mean and std need 1 or in_channels={self.in_channels} values each, "
+            f"got {len(self.mean)} and {len(self.std)}",
+        )
+        check(all(s > 0 for s in self.std), f"std values must be > 0, got {self.std}")
+
+
+class ImageClassifier(nn.Module):
+    """Base of every image model: ``forward(x) = head(forward_features(x))``.
+
+    Subclasses set a ``Config`` class attribute, build their body in ``__init__`` (after calling
+    this one) and a ``head`` that is an ``nn.Linear``, and implement ``forward_features``. The
+    fixed split lets probes, linear evaluation and attacks work on any registered model.
+    """
+
+    Config: ClassVar[type[ImageModelConfig]] = ImageModelConfig
+    head: nn.Linear
+
+    def __init__(self, config: ImageModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.normalize = Normalize(config.mean, config.std)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images in [0, 1] -> (B, D) features that the head maps to logits."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_features")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images in [0, 1] -> (B, num_classes) logits."""
+        return self.head(self.forward_features(x))  # (B, num_classes)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Number of parameters (buffers such as mean/std and BN statistics not counted)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+MODELS: Registry[tuple[type[ImageClassifier], dict[str, Any]]] = Registry("model")
+M = TypeVar("M", bound=type[ImageClassifier])
+
+
+def register_model(name: str, **defaults: Any) -> Callable[[M], M]:
+    """Class decorator registering ``cls`` as ``name`` with config ``defaults``; stackable.
+
+    One class can be registered under several names, e.g. ``ResNet`` as resnet20 (depth=20)
+    and plain20 (depth=20, residual=False).
+    """
+
+    def add(cls: M) -> M:
+        cls.Config(**defaults)  # wrong defaults fail at import, not at first use
+        MODELS.add(name, (cls, dict(defaults)))
+        return cls
+
+    return add
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (list -> tuple, int -> float), or TypeError if it does not fit."""
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, tuple | list):
+            raise TypeError
+        args = typing.get_args(hint)
+        item_hints = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        if len(item_hints) != len(value):
+            raise TypeError
+        return tuple(_coerce(v, h) for v, h in zip(value, item_hints, strict=True))
+    if isinstance(value, bool) and hint is not bool:  # bool is an int subclass; True is no width
+        raise TypeError
+    if hint is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, hint):
+        raise TypeError
+    return value
+
+
+def model_config_class(name: str) -> type[ImageModelConfig]:
+    """The config dataclass of model ``name`` (UserError if no such model)."""
+    return MODELS.get(name)[0].Config
+
+
+def model_config(name: str, **overrides: Any) -> ImageModelConfig:
+    """The validated config of model ``name``: its registered defaults updated by ``overrides``.
+
+    Lists are accepted for tuple fields and ints for float fields; anything else of the wrong
+    type, an unknown key or an invalid value is a one-line ``UserError``.
+    """
+    cls, defaults = MODELS.get(name)
+    hints = typing.get_type_hints(cls.Config)
+    types = {f.name: hints[f.name] for f in dataclasses.fields(cls.Config)}
+    values = dict(defaults)
+    for key, value in overrides.items():
+        if key not in types:
+            valid = ", ".join(sorted(types))
+            raise UserError(f"model {name!r} has no option {key!r}; valid options: {valid}")
+        try:
+            values[key] = _coerce(value, types[key])
+        except TypeError:
+            hint = types[key]
+            expected = hint if typing.get_origin(hint) else hint.__name__  # tuple[int, ...] | int
+            raise UserError(f"model {name!r}: {key} must be {expected}, got {value!r}") from None
+    try:
+        return cls.Config(**values)
+    except UserError as err:
+        raise UserError(f"model {name!r}: {err}") from None
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """Every config field of model ``name`` with its default value (registered defaults applied)."""
+    return dataclasses.asdict(model_config(name))
+
+
+def create_model(name: str, **overrides: Any) -> ImageClassifier:
+    """Build model ``name`` with its registered defaults updated by ``overrides``."""
+    cls, _ = MODELS.get(name)
+    return cls(model_config(name, **overrides))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching ``pattern`` (fnmatch wildcards), sorted."""
+    return MODELS.names(pattern)

@@ -1,0 +1,343 @@
+"""The ``neuralab`` command: one function per subcommand.
+
+User mistakes (``UserError``) print one line on stderr and exit with status 2;
+``--json`` prints one JSON object on stdout and nothing else there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from neuralab.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every user error
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from neuralab import data
+
+    rows = []
+    for name in data.DATASETS.names():
+        try:
+            where = str(data.locate(name, args.data_dir))
+        except UserError:
+            where = None
+        spec = data.DATASETS.get(name)
+        rows.append(
+            {
+                "name": name,
+                "present": where is not None,
+                "where": where,
+                "classes": spec.num_classes,
+                "shape": [spec.channels, spec.height, spec.width],
+                "how_to_get": spec.how_to_get,
+            }
+        )
+    if args.json:
+        _print_json({"datasets": rows})
+        return 0
+    table = [
+        [
+            r["name"],
+            "x".join(map(str, r["shape"])),
+            r["classes"],
+            r["where"] or f"missing: {r['how_to_get']}",
+        ]
+        for r in rows
+    ]
+    print(_table(table, ["dataset", "shape", "classes", "found at"]))
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from neuralab import data
+
+    info = data.info(args.name, args.data_dir)
+    if args.json:
+        _print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key:>14}: {value}")
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from neuralab import data
+
+    path = data.fetch(args.name, args.data_dir)
+    print(f"{args.name} is in {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from neuralab.models import create_model, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise UserError(f"no model matches {args.pattern!r}; try: neuralab models list")
+    rows = [{"name": n, "params": create_model(n).num_params()} for n in names]
+    if args.json:
+        _print_json({"input": [1, 28, 28], "num_classes": 10, "models": rows})
+    else:
+        print(
+            _table([[r["name"], f"{r['params']:,}"] for r in rows], ["model", "params (1x28x28)"])
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------- train / test
+
+
+def _report_test(run_dir: Path, summary: dict[str, Any], test: dict[str, Any]) -> None:
+    cfg_lines = [
+        ["status", summary["status"]],
+        ["steps", f"{summary['train/steps']} of {summary['train/total_steps']}"],
+        ["train time", f"{summary['train/wall_s']:.1f} s on {summary['train/threads']} threads"],
+        [
+            "best val acc",
+            f"{summary.get('val/acc', float('nan')):.4f} (step {summary['best_step']})",
+        ],
+        ["test acc", f"{test['test/acc']:.4f} on {test['test/examples']} images"],
+        ["test loss", f"{test['test/loss']:.4f}"],
+    ]
+    print(_table(cfg_lines, ["result", "value"]))
+    per_class = test["test/per_class_acc"]
+    print()
+    print(_table([[c, f"{a:.3f}"] for c, a in per_class.items()], ["class", "test acc"]))
+    print()
+    print(f"run directory: {run_dir}")
+    print(f"  checkpoint:  {run_dir / 'checkpoints' / 'best'}")
+    print(f"  plots:       {run_dir / 'plots'} (curves.png, confusion.png)")
+    print(f"  metrics:     {run_dir / 'metrics.jsonl'}, results.json, tensorboard/")
+
+
+def _train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json: bool) -> int:
+    from neuralab.report.plots import plot_curves
+    from neuralab.train import fit, test
+
+    summary = fit(cfg, run_dir, resume=resume, progress=progress)
+    plot_curves(run_dir)
+    if summary["status"] == "interrupted":
+        print(
+            f"interrupted at step {summary['train/steps']}; checkpoint saved. "
+            f"Continue with: neuralab train --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return 130
+    result = test(run_dir, "best")
+    if as_json:
+        _print_json({**summary, **result, "run_dir": str(run_dir)})
+    else:
+        _report_test(run_dir, summary, result)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab.train import new_run_dir
+
+    items = list(args.items)
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.toml").is_file():
+            raise UserError(f"{run_dir} is not a run directory (no config.toml)")
+        if items and "=" not in items[0]:
+            raise UserError("give either a config file or --resume RUN, not both")
+        cfg = config_lib.load(run_dir / "config.toml", items)
+        if items:
+            (run_dir / "config.toml").write_text(config_lib.to_toml(cfg))
+    else:
+        if not items or "=" in items[0]:
+            raise UserError(
+                "missing config: neuralab train CONFIG [key=value ...], e.g. fashion_cnn"
+            )
+        path, overrides = items[0], items[1:]
+        cfg = config_lib.load(path, overrides)
+        run_dir = new_run_dir(args.run_dir, cfg, name=Path(path).stem)
+    if not args.json:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    return _train_and_test(
+        cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress, as_json=args.json
+    )
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from neuralab.train import test
+
+    result = test(args.run, args.which, data_dir=args.data_dir)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{args.run} ({args.which} checkpoint, step {result['test/step']})")
+    print(
+        f"test acc {result['test/acc']:.4f}, loss {result['test/loss']:.4f}, "
+        f"{result['test/examples']} images"
+    )
+    print(
+        _table(
+            [[c, f"{a:.3f}"] for c, a in result["test/per_class_acc"].items()],
+            ["class", "test acc"],
+        )
+    )
+    print("confusion matrix (rows: true, columns: predicted):")
+    for row in result["test/confusion"]:
+        print(" ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from neuralab import config as config_lib
+    from neuralab import data
+    from neuralab.data.image_files import border_mean, read_image
+    from neuralab.train import load_model
+
+    run_dir = Path(args.run)
+    cfg = config_lib.load(run_dir / "config.toml")
+    model = load_model(run_dir, args.which)
+    spec = data.DATASETS.get(cfg.data.name)
+    x_train, _ = data.load(
+        cfg.data.name,
+        "train",
+        data_dir=cfg.data.data_dir or None,
+        val_fraction=cfg.data.val_fraction,
+        split_seed=cfg.data.split_seed,
+    )
+    dark = border_mean(x_train[:1000]) < 0.5
+    k = min(args.top_k, spec.num_classes)
+    out = []
+    for path in args.images:
+        image, inverted = read_image(
+            path, channels=spec.channels, size=(spec.height, spec.width), dark_background=dark
+        )
+        with torch.no_grad():
+            probs = model(image.unsqueeze(0)).softmax(dim=1)[0]
+        top = probs.topk(k)
+        preds = [
+            {"class": spec.classes[i], "index": int(i), "prob": float(p)}
+            for p, i in zip(top.values, top.indices, strict=True)
+        ]
+        out.append({"image": str(path), "inverted": inverted, "top": preds})
+    if args.json:
+        _print_json({"run": str(run_dir), "predictions": out})
+        return 0
+    for item in out:
+        note = " (inverted: light background)" if item["inverted"] else ""
+        guesses = ", ".join(f"{p['class']} {p['prob']:.1%}" for p in item["top"])
+        print(f"{item['image']}{note}: {guesses}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab.train import new_run_dir
+
+    cfg = config_lib.load("digits_cnn", args.overrides)
+    run_dir = new_run_dir(args.run_dir, cfg, name="demo_digits_cnn")
+    print("neuralab demo: a small CNN on scikit-learn's 8x8 digits (1,797 images, no download)")
+    print(f"run directory: {run_dir}\n", flush=True)
+    return _train_and_test(cfg, run_dir, resume=False, progress=not args.no_progress, as_json=False)
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="neuralab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data_p = sub.add_parser("data", help="datasets: list, info, fetch")
+    data_sub = data_p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    p = data_sub.add_parser("list", help="registered datasets and where they are")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--data-dir", help="look here first (default: $NEURALAB_DATA)")
+    p.set_defaults(func=cmd_data_list)
+    p = data_sub.add_parser("info", help="sizes, classes, location, train mean/std")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_data_info)
+    p = data_sub.add_parser("fetch", help="download from the canonical source, check sha256")
+    p.add_argument("name")
+    p.add_argument("--data-dir", help="download here instead of the user cache")
+    p.set_defaults(func=cmd_data_fetch)
+
+    models_p = sub.add_parser("models", help="registered models")
+    models_sub = models_p.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    p = models_sub.add_parser("list", help="models matching a wildcard, with parameter counts")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_list)
+
+    p = sub.add_parser("train", help="train, validate every epoch, test the best checkpoint")
+    p.add_argument(
+        "items",
+        nargs="*",
+        metavar="CONFIG [key=value ...]",
+        help="a TOML file or preset name, then overrides such as optim.lr=2e-3",
+    )
+    p.add_argument("--run-dir", help="where to write the run (must not exist yet)")
+    p.add_argument("--resume", metavar="RUN", help="continue a stopped run to its configured end")
+    p.add_argument("--json", action="store_true", help="print the final results as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("test", help="re-test a run's checkpoint on the test split")
+    p.add_argument("run")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("predict", help="top-k classes for image files")
+    p.add_argument("run")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="train and test a small CNN on the bundled digits")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--run-dir")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"neuralab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neuralab: interrupted", file=sys.stderr)
+        return 130

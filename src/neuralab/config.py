@@ -1,0 +1,315 @@
+"""Run configuration: frozen dataclasses, TOML presets and ``a.b=c`` overrides.
+
+Precedence is defaults < TOML file < command-line overrides. Every key is
+checked: an unknown key or a value of the wrong type is a one-line
+``UserError`` naming the key and what is allowed. The resolved config is saved
+as ``config.toml`` in each run directory, and ``neuralab train runs/x/config.toml``
+repeats the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neuralab.errors import UserError
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+def _choices(*values: str) -> dict[str, tuple[str, ...]]:
+    return {"choices": values}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"
+    data_dir: str = ""  # "" = $NEURALAB_DATA, then the user cache, then /usr/share/datasets
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    download: bool = False
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``name`` picks a registered model; every other key is that model's own option."""
+
+    name: str = "cnn"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    threads: int = 0  # 0 = all cores
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
+    monitor: str = field(default="val/acc", metadata=_choices("val/acc", "val/loss"))
+    early_stopping: int = 0  # stop after this many validations without improvement; 0 = off
+    val_every: int = 0  # validate every N steps; 0 = at the end of each epoch
+    log_every: int = 50
+    checkpoint_every: int = 0  # also save `last` every N steps; 0 = at each validation
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = field(default="adamw", metadata=_choices("adamw", "sgd"))
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = True  # SGD only
+    beta1: float = 0.9  # AdamW only
+    beta2: float = 0.999  # AdamW only
+
+
+@dataclass(frozen=True)
+class SchedConfig:
+    name: str = field(default="cosine", metadata=_choices("cosine", "onecycle", "constant"))
+    warmup: float = 0.02  # fraction of all steps spent warming up (cosine; onecycle uses 0.3)
+    min_lr: float = 0.0  # as a fraction of optim.lr, reached at the last step (cosine)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+
+
+_SECTION_CLASSES = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "optim": OptimConfig,
+    "sched": SchedConfig,
+}
+
+
+# ----------------------------------------------------------------------------- coercion
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (from TOML or a ``key=value`` string) to type ``tp``, or raise."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
+    bad = UserError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
+    if isinstance(value, str) and tp is not str:
+        text = value.strip()
+        if origin is tuple and not text.startswith("["):
+            text = f"[{text}]"
+        try:
+            value = json.loads(text.replace("'", '"')) if text else text
+        except json.JSONDecodeError:
+            if tp is bool and text.lower() in ("true", "false"):
+                value = text.lower() == "true"
+            else:
+                raise bad from None
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad
+        inner = typing.get_args(tp)[0]
+        return tuple(coerce(key, v, inner) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _section_values(section: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise UserError(f"unknown config key '{section}.{key}'; valid keys: {valid}")
+        value = coerce(f"{section}.{key}", value, hints[key])
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise UserError(
+                f"config key '{section}.{key}' must be one of {', '.join(choices)}; got {value!r}"
+            )
+        out[key] = value
+    return out
+
+
+def _model_section(values: dict[str, Any]) -> ModelConfig:
+    from neuralab.models import MODELS, model_config_class
+
+    name = values.pop("name", ModelConfig.name)
+    if not isinstance(name, str):
+        raise UserError(f"config key 'model.name' must be a string, got {name!r}")
+    MODELS.get(name)
+    cls = model_config_class(name)
+    hints = typing.get_type_hints(cls)
+    data_given = {"num_classes", "in_channels", "image_size", "mean", "std"}
+    allowed = {f.name for f in dataclasses.fields(cls)} - data_given
+    options = {}
+    for key, value in values.items():
+        if key not in allowed:
+            valid = ", ".join(sorted(allowed | {"name"}))
+            raise UserError(f"unknown config key 'model.{key}' for model {name!r}; valid: {valid}")
+        options[key] = coerce(f"model.{key}", value, hints[key])
+    return ModelConfig(name=name, options=options)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        parts = dotted.split(".")
+        if len(parts) > 2 or not all(parts):
+            raise UserError(f"bad config key {dotted!r}; use 'section.key', e.g. optim.lr")
+        if len(parts) == 1:
+            nested[parts[0]] = value
+        else:
+            nested.setdefault(parts[0], {})[parts[1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            if key == "model" and "name" in value and value["name"] != out[key].get("name"):
+                out[key] = {}  # another model: the old model's options no longer apply
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def build(values: dict[str, Any]) -> RunConfig:
+    """A validated ``RunConfig`` from a nested dict (as read from TOML)."""
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "seed":
+            kwargs["seed"] = coerce("seed", value, int)
+        elif key in _SECTION_CLASSES:
+            if not isinstance(value, dict):
+                raise UserError(f"config key {key!r} must be a [{key}] section")
+            if key == "model":
+                kwargs[key] = _model_section(dict(value))
+            else:
+                cls = _SECTION_CLASSES[key]
+                kwargs[key] = cls(**_section_values(key, cls, value))
+        else:
+            valid = ", ".join(["seed", *_SECTION_CLASSES])
+            raise UserError(f"unknown config key {key!r}; valid top-level keys: {valid}")
+    return RunConfig(**kwargs)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=2e-3", "train.epochs=5"]`` -> nested dict of strings (coerced later)."""
+    flat = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad override {item!r}; write key=value, e.g. optim.lr=2e-3")
+        flat[key.strip()] = value
+    return _nest(flat)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A config file path, or the name of a preset shipped with neuralab (``fashion_cnn``)."""
+    p = Path(path)
+    if p.is_dir() and (p / "config.toml").is_file():
+        return p / "config.toml"
+    if p.is_file():
+        return p
+    preset = PRESETS_DIR / f"{p.stem}.toml"
+    if p.suffix in ("", ".toml") and p.parent == Path(".") and preset.is_file():
+        return preset
+    names = ", ".join(sorted(q.stem for q in PRESETS_DIR.glob("*.toml")))
+    raise UserError(f"config file {str(path)!r} not found; give a TOML path or a preset: {names}")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: not valid TOML: {err}") from None
+    except OSError as err:
+        raise UserError(f"cannot read config {path}: {err.strerror}") from None
+
+
+def load(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults < TOML file (a path or a preset name) < ``key=value`` overrides."""
+    values = read_toml(resolve_path(path)) if path is not None else {}
+    return build(_merge(values, parse_overrides(overrides or [])))
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Nested plain dict; model options are flattened into the [model] section."""
+    out: dict[str, Any] = {"seed": cfg.seed}
+    for name in _SECTION_CLASSES:
+        section = getattr(cfg, name)
+        if name == "model":
+            out[name] = {"name": section.name, **section.options}
+        else:
+            out[name] = dataclasses.asdict(section)
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """The resolved config as TOML text that ``load`` reads back to an equal config."""
+    lines = []
+    for key, value in to_dict(cfg).items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines).lstrip() + "\n"

@@ -1,0 +1,128 @@
+"""Checkpoints that survive crashes and never run code from a file.
+
+Layout of ``<run>/checkpoints/``::
+
+    step-000400/  model.safetensors  [ema.safetensors]  state.pt  meta.json
+    last -> step-000400          best -> step-000300
+
+Weights are safetensors; the training state (optimizer, RNG states) is a dict of
+tensors and numbers read back with ``torch.load(weights_only=True)``; the rest
+is JSON. A step directory is written under a temporary name and renamed when
+complete, then ``last``/``best`` are re-pointed by atomically replacing a
+symlink, so a crash at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from neuralab.errors import UserError
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+    state: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def _tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+
+
+def write(
+    root: Path,
+    step: int,
+    *,
+    model: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    ema: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``root/step-NNNNNN`` completely, then rename it into place; returns its path."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        save_file(_tensors(model), tmp / "model.safetensors")
+        if ema is not None:
+            save_file(_tensors(ema), tmp / "ema.safetensors")
+        torch.save(state, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def point(root: Path, name: str, target: Path) -> None:
+    """Atomically make ``root/name`` a symlink to ``target`` (a step directory in root)."""
+    tmp = root / f".{name}.link"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(target.name)
+    os.replace(tmp, root / name)
+
+
+def prune(root: Path) -> None:
+    """Remove step directories that neither ``last`` nor ``best`` points to."""
+    keep = {(root / n).resolve() for n in ("last", "best") if (root / n).exists()}
+    for d in root.glob("step-*"):
+        if d.resolve() not in keep:
+            shutil.rmtree(d, ignore_errors=True)
+    for d in root.glob(".step-*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(
+            f"{path} is not a valid safetensors file ({err}); re-train or re-copy it"
+        ) from None
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Training state through ``weights_only=True``: a pickle that would run code is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError, EOFError: all mean "not ours"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"refusing {path}: not a weights-only training state ({reason[:200]})"
+        ) from None
+
+
+def read(run_dir: Path, which: str = "last", *, with_state: bool = True) -> Checkpoint:
+    """Read ``<run_dir>/checkpoints/<which>``; ``which`` is 'last', 'best' or a step directory."""
+    path = run_dir / "checkpoints" / which
+    if not (path / "meta.json").is_file():
+        raise UserError(
+            f"no '{which}' checkpoint in {run_dir} (looked for {path}/meta.json); "
+            "is this a neuralab run directory that got past its first validation?"
+        )
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}/meta.json is corrupt ({err})") from None
+    model = _load_tensors(path / "model.safetensors")
+    ema_path = path / "ema.safetensors"
+    ema = _load_tensors(ema_path) if ema_path.exists() else None
+    state = load_state(path / "state.pt") if with_state else {}
+    return Checkpoint(path=path.resolve(), model=model, ema=ema, state=state, meta=meta)

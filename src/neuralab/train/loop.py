@@ -1,0 +1,326 @@
+"""The training loop: one function, readable in one sitting.
+
+prepare data -> design the model -> train, validating as it goes -> keep the
+best and last checkpoints. Testing is a separate step (``neuralab.train.evaluate``)
+so that the test split is touched once, by the best checkpoint only.
+
+Exact resume: the data order of epoch e is a permutation drawn from
+(seed, e), the augmentation of step s from (seed, s), the learning rate is a
+function of the step, and the checkpoint holds the weights, the optimizer, every
+RNG state and the step. So N steps straight and N/2 + resume + N/2 give
+bit-identical parameters on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from neuralab import config as config_lib
+from neuralab import data
+from neuralab.config import RunConfig
+from neuralab.errors import UserError
+from neuralab.models import create_model
+from neuralab.tasks import ClassifyTask
+from neuralab.train import checkpoint
+from neuralab.train.metrics import MetricsLogger
+from neuralab.train.optim import build_optimizer, lr_factor, set_lr
+from neuralab.train.seed import derived_generator, rng_state, seed_everything, set_rng_state
+
+Callback = Callable[[dict[str, Any]], None]  # observes each metrics record; never steers
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint's meta.json."""
+
+    step: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    stale_validations: int = 0
+    wall_s: float = 0.0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` CPU threads (0 = every core this process may run on)."""
+    n = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def new_run_dir(run_dir: str | Path | None, cfg: RunConfig, name: str | None = None) -> Path:
+    """Create a fresh run directory; an existing non-empty one is never overwritten."""
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path("runs") / f"{name or f'{cfg.data.name}_{cfg.model.name}'}-{stamp}"
+        path, i = base, 1
+        while path.exists():
+            path, i = Path(f"{base}-{i}"), i + 1
+    else:
+        path = Path(run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(
+                f"run directory {path} already exists; pick another --run-dir, "
+                f"or continue it with: neuralab train --resume {path}"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.toml").write_text(config_lib.to_toml(cfg))
+    return path
+
+
+def build_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: torch.Tensor) -> torch.nn.Module:
+    """The configured model, with normalisation statistics of the training split inside it."""
+    mean, std = data.channel_stats(x_train)
+    return create_model(
+        cfg.model.name,
+        num_classes=spec.num_classes,
+        in_channels=spec.channels,
+        image_size=spec.height,
+        mean=mean,
+        std=std,
+        **cfg.model.options,
+    )
+
+
+class _StopRequest:
+    """First Ctrl-C (or SIGTERM) asks the loop to stop at the next step boundary
+    with a checkpoint; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def fit(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Iterable[Callback] = (),
+) -> dict[str, Any]:
+    """Train ``cfg`` in ``run_dir`` (created by ``new_run_dir``, or an existing run to resume).
+
+    Returns the summary that is also written to ``results.json`` (without test
+    metrics; those come from ``evaluate.test``). ``summary["status"]`` is
+    "finished", "early-stopped" or "interrupted".
+    """
+    tc = cfg.train
+    threads = set_threads(tc.threads)
+
+    # 1. prepare data: whole splits in memory; the test split is not loaded here
+    spec = data.DATASETS.get(cfg.data.name)
+    split_args = dict(
+        data_dir=cfg.data.data_dir or None,
+        val_fraction=cfg.data.val_fraction,
+        split_seed=cfg.data.split_seed,
+        download=cfg.data.download,
+    )
+    x_train, y_train = data.load(cfg.data.name, "train", **split_args)
+    x_val, y_val = data.load(cfg.data.name, "val", **split_args)
+    n_train = len(x_train)
+    batch_size = min(tc.batch_size, n_train)
+    steps_per_epoch = n_train // batch_size
+    total_steps = tc.max_steps or tc.epochs * steps_per_epoch
+
+    # 2. design the model
+    seed_everything(cfg.seed)
+    model = build_model(cfg, spec, x_train)
+    task = ClassifyTask(spec.num_classes, label_smoothing=tc.label_smoothing)
+    optimizer = build_optimizer(model, cfg.optim)
+    ema = None
+    if tc.ema > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
+    eval_model = ema.module if ema is not None else model
+
+    state = Progress()
+    if resume:
+        ckpt = checkpoint.read(run_dir, "last")
+        model.load_state_dict(ckpt.model)
+        if ema is not None:
+            if ckpt.ema is None:
+                raise UserError(f"{ckpt.path} has no EMA weights but train.ema is set")
+            ema.load_state_dict(ckpt.ema)
+        optimizer.load_state_dict(ckpt.state["optimizer"])
+        set_rng_state(ckpt.state["rng"])
+        state = Progress(**ckpt.meta["progress"])
+        if state.step >= total_steps:
+            raise UserError(
+                f"{run_dir} already finished its {total_steps} steps; nothing to resume"
+            )
+
+    model_meta = {"name": cfg.model.name, "config": asdict(model.config)}
+    ckpt_root = run_dir / "checkpoints"
+    logger = MetricsLogger(run_dir, start_step=state.step)
+
+    def save(best: bool) -> None:
+        meta = {"progress": asdict(state), "model": model_meta, "dataset": spec.name}
+        train_state = {"optimizer": optimizer.state_dict(), "rng": rng_state()}
+        ema_weights = ema.state_dict() if ema is not None else None
+        path = checkpoint.write(
+            ckpt_root,
+            state.step,
+            model=model.state_dict(),
+            ema=ema_weights,
+            state=train_state,
+            meta=meta,
+        )
+        checkpoint.point(ckpt_root, "last", path)
+        if best:
+            checkpoint.point(ckpt_root, "best", path)
+        checkpoint.prune(ckpt_root)
+
+    def record(values: dict[str, Any]) -> None:
+        rec = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4), **values}
+        logger.log(rec)
+        for cb in callbacks:
+            cb(rec)
+
+    # 3. train, validating as we go
+    status = "finished"
+    bar = tqdm(
+        total=total_steps,
+        initial=state.step,
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+        desc=f"{cfg.data.name}/{cfg.model.name}",
+    )
+    run_loss, run_correct, run_count = 0.0, 0, 0
+    perm, perm_epoch = None, -1
+    started = time.perf_counter() - state.wall_s
+    with _StopRequest() as stop:
+        while state.step < total_steps:
+            epoch, i = divmod(state.step, steps_per_epoch)
+            if epoch != perm_epoch:
+                perm = torch.randperm(n_train, generator=derived_generator(cfg.seed, epoch))
+                perm_epoch = epoch
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            if cfg.data.augment:
+                gen = derived_generator(cfg.seed, state.step, 1)
+                xb = data.augment(xb, generator=gen, crop_pad=spec.crop_pad, hflip=spec.hflip)
+
+            lr = cfg.optim.lr * lr_factor(cfg.sched, state.step, total_steps)
+            set_lr(optimizer, lr)
+            model.train()
+            loss, stats = task.loss(model, xb, yb)
+            if not math.isfinite(loss.item()):
+                last = ckpt_root / "last"
+                kept = f"the last good checkpoint is {last}" if last.exists() else "none was saved"
+                raise UserError(
+                    f"loss became {loss.item()} at step {state.step + 1}; stopped ({kept}); "
+                    "lower optim.lr or set train.grad_clip"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            state.step += 1
+            bar.update()
+
+            run_loss += loss.item() * len(yb)
+            run_correct += int(stats["correct"])
+            run_count += len(yb)
+            if state.step % tc.log_every == 0 or state.step == total_steps:
+                train_metrics = {
+                    "train/loss": run_loss / run_count,
+                    "train/acc": run_correct / run_count,
+                    "lr": lr,
+                }
+                record(train_metrics)
+                bar.set_postfix(loss=f"{train_metrics['train/loss']:.3f}", refresh=False)
+                run_loss, run_correct, run_count = 0.0, 0, 0
+
+            end_of_epoch = state.step % steps_per_epoch == 0
+            validate = (
+                (tc.val_every and state.step % tc.val_every == 0)
+                or (not tc.val_every and end_of_epoch)
+                or state.step == total_steps
+            )
+            if validate:
+                state.wall_s = time.perf_counter() - started
+                improved, stale = _validate(task, eval_model, x_val, y_val, tc, state, record)
+                save(best=improved)
+                bar.set_postfix(val_acc=f"{state.best:.4f}" if state.best is not None else "-")
+                if stale:
+                    status = "early-stopped"
+                    break
+            elif tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
+                state.wall_s = time.perf_counter() - started
+                save(best=False)
+            if stop.requested:
+                if not validate:
+                    state.wall_s = time.perf_counter() - started
+                    save(best=False)
+                status = "interrupted"
+                break
+    bar.close()
+    logger.close()
+
+    summary = {
+        "status": status,
+        **state.best_metrics,
+        "best_step": state.best_step,
+        "train/steps": state.step,
+        "train/total_steps": total_steps,
+        "train/wall_s": round(state.wall_s, 3),
+        "train/threads": threads,
+        "train/examples": n_train,
+        "val/examples": len(x_val),
+        "torch": torch.__version__,
+    }
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _validate(task, model, x_val, y_val, tc, state: Progress, record) -> tuple[bool, bool]:
+    """Evaluate on the val split, log it, update the best; returns (improved, stop_early)."""
+    if len(x_val) == 0:  # no val split: the latest checkpoint is the best one
+        state.best_step = state.step
+        return True, False
+    result = task.evaluate(model, x_val, y_val, tc.eval_batch_size)
+    metrics = {"val/loss": result["loss"], "val/acc": result["acc"]}
+    record(metrics)
+    value = result[tc.monitor.split("/")[1]]
+    higher_is_better = tc.monitor == "val/acc"
+    improved = state.best is None or (
+        value > state.best if higher_is_better else value < state.best
+    )
+    if improved:
+        state.best, state.best_step, state.stale_validations = value, state.step, 0
+        state.best_metrics = metrics
+    else:
+        state.stale_validations += 1
+    return improved, bool(tc.early_stopping and state.stale_validations >= tc.early_stopping)

@@ -1,0 +1,97 @@
+"""Checkpoints: atomic writes, and never running code from a file we are handed."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from neuralab.errors import UserError
+from neuralab.train import checkpoint
+
+
+class _Exploit:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _write_good(root, step=1):
+    path = checkpoint.write(
+        root,
+        step,
+        model={"w": torch.ones(2)},
+        state={"optimizer": {}, "step": torch.tensor(step)},
+        meta={"progress": {"step": step}},
+    )
+    checkpoint.point(root, "last", path)
+    return path
+
+
+def test_round_trip(tmp_path):
+    root = tmp_path / "run" / "checkpoints"
+    _write_good(root)
+    ckpt = checkpoint.read(tmp_path / "run", "last")
+    assert torch.equal(ckpt.model["w"], torch.ones(2)) and ckpt.meta["progress"]["step"] == 1
+
+
+@pytest.mark.parametrize("target", ["state.pt", "model.safetensors"])
+def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, target):
+    """A pickle whose __reduce__ would run a shell command, put where a checkpoint file
+    belongs, is refused with a UserError and the command never runs."""
+    root = tmp_path / "run" / "checkpoints"
+    path = _write_good(root)
+    marker = tmp_path / "pwned"
+    with open(path / target, "wb") as f:
+        pickle.dump(_Exploit(marker), f)
+    with pytest.raises(UserError, match="refusing|not a valid safetensors"):
+        checkpoint.read(tmp_path / "run", "last")
+    assert not marker.exists()
+
+
+def test_torch_save_of_a_pickled_object_is_refused(tmp_path):
+    """Even a file written by torch.save is refused if it holds an arbitrary object."""
+    root = tmp_path / "run" / "checkpoints"
+    path = _write_good(root)
+    marker = tmp_path / "pwned"
+    torch.save({"optimizer": _Exploit(marker)}, path / "state.pt")
+    with pytest.raises(UserError, match="refusing"):
+        checkpoint.read(tmp_path / "run", "last")
+    assert not marker.exists()
+
+
+def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    """If writing a new checkpoint fails half-way, `last` still points at the old, complete one
+    and no partial directory is left behind."""
+    root = tmp_path / "run" / "checkpoints"
+    _write_good(root, step=1)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", boom)
+    with pytest.raises(OSError):
+        checkpoint.write(root, 2, model={"w": torch.zeros(2)}, state={}, meta={})
+    assert checkpoint.read(tmp_path / "run", "last").meta["progress"]["step"] == 1
+    assert sorted(p.name for p in root.iterdir()) == ["last", "step-000001"]
+
+
+def test_missing_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no 'best' checkpoint"):
+        checkpoint.read(tmp_path, "best")
+
+
+def test_prune_keeps_last_and_best(tmp_path):
+    root = tmp_path / "checkpoints"
+    for step in (1, 2, 3):
+        p = _write_good(root, step)
+        if step == 2:
+            checkpoint.point(root, "best", p)
+    checkpoint.prune(root)
+    assert sorted(p.name for p in root.glob("step-*")) == ["step-000002", "step-000003"]

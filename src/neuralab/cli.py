@@ -159,16 +159,15 @@ def _train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json
 
 def cmd_train(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
+    from neuralab import data
     from neuralab.train import new_run_dir
 
     items = list(args.items)
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.toml").is_file():
-            raise UserError(f"{run_dir} is not a run directory (no config.toml)")
         if items and "=" not in items[0]:
             raise UserError("give either a config file or --resume RUN, not both")
-        cfg = config_lib.load(run_dir / "config.toml", items)
+        cfg = config_lib.load_run(run_dir, items)
         if items:
             (run_dir / "config.toml").write_text(config_lib.to_toml(cfg))
     else:
@@ -178,6 +177,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         path, overrides = items[0], items[1:]
         cfg = config_lib.load(path, overrides)
+        if not cfg.data.download:  # a missing dataset must not leave an empty run behind
+            data.locate(cfg.data.name, cfg.data.data_dir or None)
         run_dir = new_run_dir(args.run_dir, cfg, name=Path(path).stem)
     if not args.json:
         print(f"run directory: {run_dir}", file=sys.stderr)
@@ -219,7 +220,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from neuralab.train import load_model
 
     run_dir = Path(args.run)
-    cfg = config_lib.load(run_dir / "config.toml")
+    cfg = config_lib.load_run(run_dir)
     model = load_model(run_dir, args.which)
     spec = data.DATASETS.get(cfg.data.name)
     x_train, _ = data.load(

@@ -279,6 +279,14 @@ def load(path: str | Path | None, overrides: list[str] | None = None) -> RunConf
     return build(_merge(values, parse_overrides(overrides or [])))
 
 
+def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The resolved config saved in a run directory (plus optional overrides)."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a neuralab run directory (it has no config.toml)")
+    return load(path, overrides)
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Nested plain dict; model options are flattened into the [model] section."""
     out: dict[str, Any] = {"seed": cfg.seed}

@@ -47,7 +47,10 @@ def read_image(
     square = torch.full((c, side, side), fill)
     top, left = (side - h) // 2, (side - w) // 2
     square[:, top : top + h, left : left + w] = arr
-    resized = torch.nn.functional.interpolate(
-        square.unsqueeze(0), size=size, mode="bilinear", antialias=True, align_corners=False
-    )
+    if side >= max(size):  # shrinking: average each block, as the datasets were made
+        resized = torch.nn.functional.interpolate(square.unsqueeze(0), size=size, mode="area")
+    else:
+        resized = torch.nn.functional.interpolate(
+            square.unsqueeze(0), size=size, mode="bilinear", align_corners=False
+        )
     return resized.squeeze(0).clamp(0, 1), inverted

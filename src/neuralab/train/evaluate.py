@@ -42,7 +42,7 @@ def test(run_dir: str | Path, which: str = "best", data_dir: str | None = None) 
     from neuralab.report.plots import plot_confusion
 
     run_dir = Path(run_dir)
-    cfg = config_lib.load(run_dir / "config.toml")
+    cfg = config_lib.load_run(run_dir)
     model = load_model(run_dir, which)
     meta = checkpoint.read(run_dir, which, with_state=False).meta
     spec = data.DATASETS.get(cfg.data.name)

@@ -52,6 +52,7 @@ class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 1000
     threads: int = 0  # 0 = all cores
+    channels_last: bool = True  # NHWC memory layout: ~1.4x faster convolutions on these CPUs
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off

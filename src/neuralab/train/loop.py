@@ -154,6 +154,8 @@ def fit(
     # 2. design the model
     seed_everything(cfg.seed)
     model = build_model(cfg, spec, x_train)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     task = ClassifyTask(spec.num_classes, label_smoothing=tc.label_smoothing)
     optimizer = build_optimizer(model, cfg.optim)
     ema = None

@@ -1,0 +1,12 @@
+"""Adversarial examples: FGSM and PGD attacks, robust accuracy and robustness curves.
+
+``PGD(model, eps=8/255, alpha=2/255, steps=10)(images, labels)`` returns attacked images in
+[0, 1]; ``robustness_curve`` reports robust accuracy against eps for any registered model.
+"""
+
+from neuralab.attack.base import Attack
+from neuralab.attack.evaluate import robust_accuracy, robustness_curve
+from neuralab.attack.fgsm import FGSM
+from neuralab.attack.pgd import PGD
+
+__all__ = ["FGSM", "PGD", "Attack", "robust_accuracy", "robustness_curve"]

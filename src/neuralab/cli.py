@@ -255,6 +255,76 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(
+            f"--eps takes numbers separated by commas, e.g. 0.03,0.1; got {text!r}"
+        ) from None
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab import data
+    from neuralab.attack.report import AttackSpec, attack_run
+    from neuralab.train import load_model
+
+    run_dir = Path(args.run)
+    cfg = config_lib.load_run(run_dir)
+    model = load_model(run_dir, args.which)
+    spec = data.DATASETS.get(cfg.data.name)
+    x, y = data.load(
+        cfg.data.name,
+        "test",
+        data_dir=cfg.data.data_dir or None,
+        val_fraction=cfg.data.val_fraction,
+        split_seed=cfg.data.split_seed,
+    )
+    attack = AttackSpec(
+        method=args.method,
+        norm=args.norm,
+        eps=_floats(args.eps),
+        alpha=args.alpha,
+        steps=args.steps,
+        restarts=args.restarts,
+        random_start=not args.no_random_start,
+        targeted=args.targeted,
+        target=args.target,
+        n=args.n,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    report = attack_run(model, x, y, list(spec.classes), attack, run_dir)
+    if args.json:
+        _print_json(
+            {
+                k: report[k]
+                for k in (
+                    "attack",
+                    "norm",
+                    "params",
+                    "n",
+                    "seed",
+                    "clean_acc",
+                    "results",
+                    "images_per_s",
+                )
+            }
+        )
+        return 0
+    print(
+        f"{attack.name} on {report['n']} test images of {run_dir} ({args.which} checkpoint), "
+        f"seed {report['seed']}"
+    )
+    rows = [["0 (clean)", f"{report['clean_acc']:.4f}"]]
+    rows += [[f"{r['eps']:g}", f"{r['robust_acc']:.4f}"] for r in report["results"]]
+    print(_table(rows, ["eps", "accuracy"]))
+    print(f"{report['images_per_s']:.0f} attacked images/s")
+    print(f"report: {run_dir / 'attacks' / (attack.name + '.json')}, plots in {run_dir / 'plots'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
     from neuralab.train import new_run_dir
@@ -323,6 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("attack", help="robust accuracy under FGSM or PGD, with a report")
+    p.add_argument("run")
+    p.add_argument("--method", default="pgd", choices=["fgsm", "pgd"])
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    p.add_argument("--eps", default="0.1", help="one or more budgets in pixel units: 0.03,0.1")
+    p.add_argument("--alpha", type=float, default=0.01, help="PGD step size")
+    p.add_argument("--steps", type=int, default=20, help="PGD steps")
+    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (worst case)")
+    p.add_argument("--no-random-start", action="store_true")
+    p.add_argument("--targeted", action="store_true")
+    p.add_argument("--target", type=int, help="target class index for --targeted")
+    p.add_argument("--n", type=int, default=10000, help="number of test images attacked")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("demo", help="train and test a small CNN on the bundled digits")
     p.add_argument("overrides", nargs="*", metavar="key=value")

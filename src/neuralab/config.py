@@ -56,7 +56,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
-    monitor: str = field(default="val/acc", metadata=_choices("val/acc", "val/loss"))
+    monitor: str = field(
+        default="val/acc", metadata=_choices("val/acc", "val/loss", "val/robust_acc")
+    )
     early_stopping: int = 0  # stop after this many validations without improvement; 0 = off
     val_every: int = 0  # validate every N steps; 0 = at the end of each epoch
     log_every: int = 50
@@ -82,6 +84,19 @@ class SchedConfig:
 
 
 @dataclass(frozen=True)
+class AdvConfig:
+    """Adversarial training (off by default); eps and alpha are in [0, 1] pixel units."""
+
+    method: str = field(default="none", metadata=_choices("none", "pgd", "fgsm", "trades"))
+    eps: float = 0.1
+    alpha: float = 0.0  # step; 0 = default: pgd/trades 2.5*eps/steps, fgsm 1.25*eps
+    steps: int = 7  # attack steps per training batch (pgd, trades)
+    trades_beta: float = 6.0  # weight of the robustness (KL) term in TRADES
+    val_n: int = 1000  # validation images attacked at each validation (robust accuracy)
+    val_steps: int = 10  # PGD steps for the validation robust accuracy
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -89,6 +104,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
+    adv: AdvConfig = field(default_factory=AdvConfig)
 
 
 _SECTION_CLASSES = {
@@ -97,6 +113,7 @@ _SECTION_CLASSES = {
     "train": TrainConfig,
     "optim": OptimConfig,
     "sched": SchedConfig,
+    "adv": AdvConfig,
 }
 
 
@@ -236,7 +253,10 @@ def build(values: dict[str, Any]) -> RunConfig:
         else:
             valid = ", ".join(["seed", *_SECTION_CLASSES])
             raise UserError(f"unknown config key {key!r}; valid top-level keys: {valid}")
-    return RunConfig(**kwargs)
+    cfg = RunConfig(**kwargs)
+    if cfg.train.monitor == "val/robust_acc" and cfg.adv.method == "none":
+        raise UserError("train.monitor=val/robust_acc needs adversarial training: set adv.method")
+    return cfg
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -184,3 +184,57 @@ def test_ctrl_c_then_resume_equals_a_straight_run(tmp_path):
     a = checkpoint.read(tmp_path / "straight", "last").model
     b = checkpoint.read(tmp_path / "cut", "last").model
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_attack_writes_a_robustness_report(trained):
+    """`attack --json` prints the documented object; the curve starts at the clean accuracy,
+    never rises with eps, and the report, curve, loss and image-grid files are written."""
+    cwd, run, result = trained
+    out = neuralab(
+        "attack",
+        str(run),
+        "--method",
+        "pgd",
+        "--eps",
+        "0.1,0,0.05",
+        "--steps",
+        "5",
+        "--alpha",
+        "0.02",
+        "--n",
+        "200",
+        "--json",
+        cwd=cwd,
+    )
+    report = json.loads(out.stdout)
+    assert {"attack", "n", "seed", "clean_acc", "results", "images_per_s"} <= set(report)
+    assert report["n"] == 200 and report["attack"] == "pgd"
+    accs = [r["robust_acc"] for r in report["results"]]
+    assert [r["eps"] for r in report["results"]] == [0.0, 0.05, 0.1]
+    assert accs[0] == report["clean_acc"] and accs == sorted(accs, reverse=True)
+    for name in (
+        "attacks/pgd_linf.json",
+        "plots/robustness_pgd_linf.png",
+        "plots/attack_loss_pgd_linf.png",
+        "plots/adversarial_pgd_linf.png",
+    ):
+        assert (run / name).is_file(), name
+    targeted = neuralab(
+        "attack",
+        str(run),
+        "--method",
+        "pgd",
+        "--norm",
+        "l2",
+        "--eps",
+        "2",
+        "--targeted",
+        "--target",
+        "3",
+        "--n",
+        "50",
+        cwd=cwd,
+    )
+    assert "pgd_l2_target3" in targeted.stdout
+    bad = neuralab("attack", str(run), "--targeted", cwd=cwd, check=False)
+    assert_user_error(bad, "needs --target")

@@ -49,7 +49,7 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, target):
     path = _write_good(root)
     marker = tmp_path / "pwned"
     with open(path / target, "wb") as f:
-        pickle.dump(_Exploit(marker), f)
+        pickle.dump(_Exploit(marker), f, protocol=2)
     with pytest.raises(UserError, match="refusing|not a valid safetensors"):
         checkpoint.read(tmp_path / "run", "last")
     assert not marker.exists()

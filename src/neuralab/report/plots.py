@@ -34,12 +34,7 @@ def plot_curves(run_dir: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(run_dir.name)
-    fig.tight_layout()
-    out = run_dir / "plots" / "curves.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, run_dir / "plots" / "curves.png")
 
 
 def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path) -> Path:
@@ -56,8 +51,74 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path) -
     ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix")
+    return _save(fig, out)
+
+
+def _save(fig, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_robustness(report: dict, out: Path) -> Path:
+    """Robust accuracy against eps (eps 0 is the clean accuracy), from an attack report."""
+    eps = [0.0] + [r["eps"] for r in report["results"]]
+    acc = [report["clean_acc"]] + [r["robust_acc"] for r in report["results"]]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(eps, acc, "o-")
+    ax.set(
+        xlabel=f"eps ({report['norm']})",
+        ylabel="accuracy",
+        ylim=(0, 1.02),
+        title=f"{report['attack'].upper()} on {report['n']} test images",
+    )
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_attack_loss(losses: dict[float, list[float]], out: Path) -> Path:
+    """Mean attack loss at each PGD step, one line per eps: a flat tail means converged."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for eps, values in losses.items():
+        if values:
+            ax.plot(range(len(values)), values, label=f"eps {eps:g}")
+    ax.set(xlabel="PGD step (0: start)", ylabel="mean attack loss", title="attack loss per step")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out)
+
+
+def plot_adversarial_grid(
+    clean: torch.Tensor,
+    adversarial: torch.Tensor,
+    labels: torch.Tensor,
+    clean_pred: torch.Tensor,
+    adv_pred: torch.Tensor,
+    classes: Sequence[str],
+    out: Path,
+    title: str = "",
+) -> Path:
+    """Clean images (top row) above their adversarial versions (bottom row), with the
+    true label and the model's predictions; a red title marks a changed prediction."""
+    n = len(clean)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
+    for i in range(n):
+        for row, (img, pred) in enumerate(
+            ((clean[i], clean_pred[i]), (adversarial[i], adv_pred[i]))
+        ):
+            ax = axes[row][i]
+            shown = img.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy()
+            ax.imshow(shown, cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            wrong = int(pred) != int(labels[i])
+            text = f"pred {classes[int(pred)]}"
+            if row == 0:
+                text = f"true {classes[int(labels[i])]}\n{text}"
+            ax.set_title(text, fontsize=8, color="red" if wrong else "black")
+    axes[0][0].set_ylabel("clean")
+    axes[1][0].set_ylabel("adversarial")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, out)

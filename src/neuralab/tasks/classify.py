@@ -21,6 +21,11 @@ class ClassifyTask:
         correct = (logits.detach().argmax(dim=1) == y).sum()
         return loss, {"correct": correct, "count": torch.tensor(len(y))}
 
+    def validate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
+        """The namespaced metrics the loop logs at each validation."""
+        result = self.evaluate(model, x, y, batch_size)
+        return {"val/loss": result["loss"], "val/acc": result["acc"]}
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
         """Plain (unsmoothed) mean cross-entropy, accuracy and confusion matrix over (x, y).

@@ -32,7 +32,7 @@ from neuralab import data
 from neuralab.config import RunConfig
 from neuralab.errors import UserError
 from neuralab.models import create_model
-from neuralab.tasks import ClassifyTask
+from neuralab.tasks import build_task
 from neuralab.train import checkpoint
 from neuralab.train.metrics import MetricsLogger
 from neuralab.train.optim import build_optimizer, lr_factor, set_lr
@@ -156,7 +156,7 @@ def fit(
     model = build_model(cfg, spec, x_train)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    task = ClassifyTask(spec.num_classes, label_smoothing=tc.label_smoothing)
+    task = build_task(cfg, spec.num_classes)
     optimizer = build_optimizer(model, cfg.optim)
     ema = None
     if tc.ema > 0:
@@ -275,7 +275,8 @@ def fit(
                 state.wall_s = time.perf_counter() - started
                 improved, stale = _validate(task, eval_model, x_val, y_val, tc, state, record)
                 save(best=improved)
-                bar.set_postfix(val_acc=f"{state.best:.4f}" if state.best is not None else "-")
+                best = f"{state.best:.4f}" if state.best is not None else "-"
+                bar.set_postfix({f"best {tc.monitor}": best})
                 if stale:
                     status = "early-stopped"
                     break
@@ -312,11 +313,12 @@ def _validate(task, model, x_val, y_val, tc, state: Progress, record) -> tuple[b
     if len(x_val) == 0:  # no val split: the latest checkpoint is the best one
         state.best_step = state.step
         return True, False
-    result = task.evaluate(model, x_val, y_val, tc.eval_batch_size)
-    metrics = {"val/loss": result["loss"], "val/acc": result["acc"]}
+    metrics = task.validate(model, x_val, y_val, tc.eval_batch_size)
     record(metrics)
-    value = result[tc.monitor.split("/")[1]]
-    higher_is_better = tc.monitor == "val/acc"
+    if tc.monitor not in metrics:
+        raise UserError(f"train.monitor={tc.monitor} is not measured here; it has: {list(metrics)}")
+    value = metrics[tc.monitor]
+    higher_is_better = tc.monitor.endswith("acc")
     improved = state.best is None or (
         value > state.best if higher_is_better else value < state.best
     )

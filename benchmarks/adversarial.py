@@ -1,0 +1,94 @@
+"""Adversarial benchmarks on Fashion-MNIST: robustness of standard and adversarially
+trained CNNs under PGD-20 (Linf eps 0.1, step 0.01, random start), full 10k test set.
+
+Prints one JSON object per result on stdout (progress goes to stderr).
+
+    python benchmarks/adversarial.py                                 # standard + fast AT
+    python benchmarks/adversarial.py --standard-run runs/x           # reuse a trained fashion_cnn
+    python benchmarks/adversarial.py --only at --at-preset fashion_cnn_trades
+
+Results:
+  standard   fashion_cnn preset, PGD-20 robust accuracy (target <= 5%) and PGD-20 images/s
+  at         an adversarial-training preset: clean >= 88% and PGD-20 robust >= 70%,
+             trained within 45 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from vision import machine, train_preset
+
+from neuralab import data
+from neuralab.attack import PGD, robustness_curve
+from neuralab.train import load_model
+
+
+def pgd20(run_dir: str) -> dict:
+    model = load_model(run_dir)
+    x, y = data.load("fashion-mnist", "test")
+    curve = robustness_curve(
+        model, x, y, lambda eps: PGD(model, eps, 0.01, 20, random_start=True), [0.1], seed=0
+    )
+    return {
+        "clean_acc": curve["clean_acc"],
+        "robust_acc": curve["results"][0]["robust_acc"],
+        "n": curve["n"],
+        "pgd20_images_per_s": curve["images_per_s"],
+    }
+
+
+def emit(result: dict) -> None:
+    print(json.dumps({**result, "machine": machine()}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="standard,at")
+    parser.add_argument("--standard-run", help="an existing fashion_cnn run to attack")
+    parser.add_argument("--at-preset", default="fashion_cnn_fast_at")
+    parser.add_argument("--out", help="keep run directories here (default: a temp dir)")
+    args = parser.parse_args()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    root = Path(args.out or tempfile.mkdtemp(prefix="neuralab-adv-"))
+    only = set(args.only.split(","))
+
+    if "standard" in only:
+        run = args.standard_run or train_preset("fashion_cnn", [], root, "standard")["run_dir"]
+        r = pgd20(run)
+        emit(
+            {
+                "benchmark": "standard_cnn_pgd20",
+                "run_dir": str(run),
+                **r,
+                "target_robust_max": 0.05,
+                "met": r["robust_acc"] <= 0.05,
+            }
+        )
+    if "at" in only:
+        t = train_preset(args.at_preset, [], root, "adversarial")
+        print(f"{args.at_preset}: trained in {t['train_s']:.0f} s", file=sys.stderr)
+        r = pgd20(t["run_dir"])
+        met = r["clean_acc"] >= 0.88 and r["robust_acc"] >= 0.70 and t["train_s"] <= 2700
+        emit(
+            {
+                "benchmark": "adversarial_training_pgd20",
+                "preset": args.at_preset,
+                "train_s": t["train_s"],
+                "epochs": t["epochs"],
+                "run_dir": t["run_dir"],
+                **r,
+                "target": {"clean": 0.88, "robust": 0.70, "train_s": 2700},
+                "met": met,
+            }
+        )
+
+
+if __name__ == "__main__":
+    main()

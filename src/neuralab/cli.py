@@ -187,6 +187,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab.probe import format_results, run_checks
+    from neuralab.train.loop import set_threads
+
+    cfg = config_lib.load(args.config, args.overrides)
+    set_threads(cfg.train.threads)
+    out_dir = Path(args.out_dir)
+    results = run_checks(cfg, out_dir)
+    if args.json:
+        _print_json(
+            {"passed": all(r.passed for r in results), "checks": [vars(r) for r in results]}
+        )
+    else:
+        print(format_results(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from neuralab.train import test
 
@@ -378,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the final results as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("check", help="sanity checks before a long run; exit 1 if any fails")
+    p.add_argument("config", help="a TOML file or preset name")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--out-dir", default="checks", help="where the input picture is written")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("test", help="re-test a run's checkpoint on the test split")
     p.add_argument("run")

@@ -238,3 +238,13 @@ def test_attack_writes_a_robustness_report(trained):
     assert "pgd_l2_target3" in targeted.stdout
     bad = neuralab("attack", str(run), "--targeted", cwd=cwd, check=False)
     assert_user_error(bad, "needs --target")
+
+
+def test_check_passes_on_a_good_config_and_says_so_in_its_exit_status(tmp_path):
+    """`neuralab check` runs the five pre-training checks; exit 0 means all passed."""
+    proc = neuralab(
+        "check", "digits_cnn", "model.widths=8,16", "--out-dir", "chk", "--json", cwd=tmp_path
+    )
+    out = json.loads(proc.stdout)
+    assert out["passed"] and len(out["checks"]) == 5
+    assert (tmp_path / "chk" / "check_inputs.png").is_file()

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from neuralab import data
 from neuralab.config import RunConfig
 from neuralab.errors import UserError
-from neuralab.report.plots import _save
+from neuralab.report.plots import save_figure
 from neuralab.tasks import ClassifyTask, build_task
 from neuralab.train.loop import build_model
 from neuralab.train.seed import derived_generator
@@ -255,7 +255,7 @@ def check_input_picture(
             ax.imshow(img.clip(0, 1))
         ax.set_title(classes[y[k]], fontsize=8)
     fig.suptitle(f"{title}: min {lo:.2f} max {hi:.2f}, shape {shape}", fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
     passed = out.is_file() and lo >= 0.0 and hi <= 1.0
     why = "" if lo >= 0.0 and hi <= 1.0 else ": images must enter the model in [0, 1]"
     detail = f"{n} images in {out}, values in [{lo:.2f}, {hi:.2f}], shape {shape}{why}"

@@ -14,6 +14,15 @@ import torch  # noqa: E402
 from neuralab.report.runs import read_jsonl  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, out: Path) -> Path:
+    """Lay out, write ``out`` as PNG (creating its folder) and close the figure."""
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     pts = [(r["step"], r[key]) for r in records if key in r]
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -34,7 +43,7 @@ def plot_curves(run_dir: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(run_dir.name)
-    return _save(fig, run_dir / "plots" / "curves.png")
+    return save_figure(fig, run_dir / "plots" / "curves.png")
 
 
 def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path) -> Path:
@@ -51,15 +60,7 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path) -
     ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix")
-    return _save(fig, out)
-
-
-def _save(fig, out: Path) -> Path:
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_robustness(report: dict, out: Path) -> Path:
@@ -75,7 +76,7 @@ def plot_robustness(report: dict, out: Path) -> Path:
         title=f"{report['attack'].upper()} on {report['n']} test images",
     )
     ax.grid(alpha=0.3)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_attack_loss(losses: dict[float, list[float]], out: Path) -> Path:
@@ -87,7 +88,7 @@ def plot_attack_loss(losses: dict[float, list[float]], out: Path) -> Path:
     ax.set(xlabel="PGD step (0: start)", ylabel="mean attack loss", title="attack loss per step")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_adversarial_grid(
@@ -121,4 +122,4 @@ def plot_adversarial_grid(
     axes[0][0].set_ylabel("clean")
     axes[1][0].set_ylabel("adversarial")
     fig.suptitle(title, fontsize=9)
-    return _save(fig, out)
+    return save_figure(fig, out)

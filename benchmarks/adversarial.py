@@ -3,9 +3,9 @@ trained CNNs under PGD-20 (Linf eps 0.1, step 0.01, random start), full 10k test
 
 Prints one JSON object per result on stdout (progress goes to stderr).
 
-    python benchmarks/adversarial.py                                 # standard + fast AT
+    python benchmarks/adversarial.py                                 # standard + TRADES
     python benchmarks/adversarial.py --standard-run runs/x           # reuse a trained fashion_cnn
-    python benchmarks/adversarial.py --only at --at-preset fashion_cnn_trades
+    python benchmarks/adversarial.py --only at --at-preset fashion_cnn_pgd_at
 
 Results:
   standard   fashion_cnn preset, PGD-20 robust accuracy (target <= 5%) and PGD-20 images/s
@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="standard,at")
     parser.add_argument("--standard-run", help="an existing fashion_cnn run to attack")
-    parser.add_argument("--at-preset", default="fashion_cnn_fast_at")
+    parser.add_argument("--at-preset", default="fashion_cnn_trades")
     parser.add_argument("--out", help="keep run directories here (default: a temp dir)")
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))

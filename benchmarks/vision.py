@@ -108,7 +108,9 @@ class ClassicNet(nn.Module):
 def classic_time_to(target_acc: float, max_epochs: int) -> dict:
     """examples/mnist recipe (Adadelta lr 1.0, StepLR gamma 0.7, batch 64, its Normalize
     constants) on Fashion-MNIST's 60k training images; test accuracy after every epoch.
-    Only training time is counted."""
+    Only training time is counted. Batches come from the same in-memory tensors as ours,
+    not from the example's DataLoader with per-image transforms, which is several times
+    slower: the comparison is between the recipes, not between data pipelines."""
     torch.manual_seed(1)
     x_tr, y_tr = data.load("fashion-mnist", "train", val_fraction=0.0)
     x_te, y_te = data.load("fashion-mnist", "test")
@@ -141,20 +143,27 @@ def classic_time_to(target_acc: float, max_epochs: int) -> dict:
     return {"reached": False, "time_s": train_s, "curve": curve}
 
 
-def ours_time_to(target_acc: float, root: Path, max_epochs: int) -> dict:
+def ours_time_to(target_acc: float, root: Path, max_epochs: int, overrides: list[str]) -> dict:
     """The fashion_cnn preset with growing epoch budgets (its schedule is fitted to the
     budget, so each budget is its own run); the first budget that reaches the target."""
     curve = []
     for epochs in range(1, max_epochs + 1):
-        r = train_preset("fashion_cnn", [f"train.epochs={epochs}"], root, f"t91-e{epochs}")
+        r = train_preset(
+            "fashion_cnn", [*overrides, f"train.epochs={epochs}"], root, f"t91-e{epochs}"
+        )
         curve.append({"epochs": epochs, "train_s": r["train_s"], "test_acc": r["test_acc"]})
         print(
             f"fashion_cnn {epochs} epochs: {r['test_acc']:.4f} in {r['train_s']:.0f} s",
             file=sys.stderr,
         )
         if r["test_acc"] >= target_acc:
-            return {"reached": True, "time_s": r["train_s"], "curve": curve}
-    return {"reached": False, "time_s": curve[-1]["train_s"], "curve": curve}
+            return {"reached": True, "time_s": r["train_s"], "overrides": overrides, "curve": curve}
+    return {
+        "reached": False,
+        "time_s": curve[-1]["train_s"],
+        "overrides": overrides,
+        "curve": curve,
+    }
 
 
 def main() -> None:
@@ -163,6 +172,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
     parser.add_argument("--out", help="keep run directories here (default: a temp dir)")
     parser.add_argument("--baseline-epochs", type=int, default=5)
+    parser.add_argument(
+        "--t91-overrides",
+        default="data.augment=false,train.label_smoothing=0",
+        help="fashion_cnn overrides for the short time-to-91%% budgets (augmentation and "
+        "label smoothing pay off only in long runs)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     threads = [f"train.threads={args.threads}"]
@@ -175,7 +190,7 @@ def main() -> None:
     if "cnn5" in only:
         emit(budget_run("fashion_cnn_5min", "fashion_cnn", threads, root, 0.925, 300))
     if "t91" in only:
-        ours = ours_time_to(0.91, root, max_epochs=6)
+        ours = ours_time_to(0.91, root, 6, [o for o in args.t91_overrides.split(",") if o])
         classic = classic_time_to(0.91, args.baseline_epochs)
         ratio = classic["time_s"] / ours["time_s"] if ours["reached"] else None
         emit(

@@ -205,6 +205,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def cmd_probe_saliency(args: argparse.Namespace) -> int:
+    from neuralab.probe.saliency import saliency_run
+
+    try:
+        indices = [int(i) for i in args.index.split(",") if i.strip()]
+    except ValueError:
+        raise UserError(f"--index takes integers separated by commas; got {args.index!r}") from None
+    result = saliency_run(args.run, indices, args.method, args.which)
+    if args.json:
+        _print_json(result)
+    else:
+        for i, label, pred in zip(
+            result["indices"], result["labels"], result["predictions"], strict=True
+        ):
+            print(f"test image {i}: true {label}, predicted {pred}")
+        print(f"saliency maps ({args.method}): {result['png']}")
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from neuralab.train import test
 
@@ -403,6 +422,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="checks", help="where the input picture is written")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
+
+    probe_p = sub.add_parser("probe", help="look inside a trained model")
+    probe_sub = probe_p.add_subparsers(dest="probe_command", required=True, parser_class=_Parser)
+    p = probe_sub.add_parser("saliency", help="saliency maps of test images, as a PNG")
+    p.add_argument("run")
+    p.add_argument("--index", default="0,1,2,3", help="test-image indices, e.g. 0,1,2")
+    p.add_argument(
+        "--method",
+        default="integrated-gradients",
+        choices=["grad", "gradxinput", "integrated-gradients", "smoothgrad"],
+    )
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe_saliency)
 
     p = sub.add_parser("test", help="re-test a run's checkpoint on the test split")
     p.add_argument("run")

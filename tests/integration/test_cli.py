@@ -248,3 +248,21 @@ def test_check_passes_on_a_good_config_and_says_so_in_its_exit_status(tmp_path):
     out = json.loads(proc.stdout)
     assert out["passed"] and len(out["checks"]) == 5
     assert (tmp_path / "chk" / "check_inputs.png").is_file()
+
+
+@pytest.mark.parametrize("method", ["grad", "integrated-gradients"])
+def test_probe_saliency_writes_maps(trained, method):
+    """`probe saliency` explains the chosen test images and writes the PNG; integrated
+    gradients report their completeness gap (Sundararajan et al. 2017) under 1%."""
+    cwd, run, _ = trained
+    out = json.loads(
+        neuralab(
+            "probe", "saliency", str(run), "--index", "0,5", "--method", method, "--json", cwd=cwd
+        ).stdout
+    )
+    assert out["indices"] == [0, 5] and len(out["predictions"]) == 2
+    assert (run / "plots" / f"saliency_{method}.png").is_file()
+    if method == "integrated-gradients":
+        assert max(out["completeness_gap"]) < 0.01
+    bad = neuralab("probe", "saliency", str(run), "--index", "99999", cwd=cwd, check=False)
+    assert_user_error(bad, "99999")

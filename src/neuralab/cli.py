@@ -260,13 +260,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cfg = config_lib.load_run(run_dir)
     model = load_model(run_dir, args.which)
     spec = data.DATASETS.get(cfg.data.name)
-    x_train, _ = data.load(
-        cfg.data.name,
-        "train",
-        data_dir=cfg.data.data_dir or None,
-        val_fraction=cfg.data.val_fraction,
-        split_seed=cfg.data.split_seed,
-    )
+    x_train, _ = data.load_split(cfg.data, "train")
     dark = border_mean(x_train[:1000]) < 0.5
     k = min(args.top_k, spec.num_classes)
     out = []
@@ -311,13 +305,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     cfg = config_lib.load_run(run_dir)
     model = load_model(run_dir, args.which)
     spec = data.DATASETS.get(cfg.data.name)
-    x, y = data.load(
-        cfg.data.name,
-        "test",
-        data_dir=cfg.data.data_dir or None,
-        val_fraction=cfg.data.val_fraction,
-        split_seed=cfg.data.split_seed,
-    )
+    x, y = data.load_split(cfg.data, "test")
     attack = AttackSpec(
         method=args.method,
         norm=args.norm,

@@ -8,7 +8,7 @@ registered datasets and ``store.py`` for where they are searched.
 from neuralab.data import catalog as _catalog  # noqa: F401  (registers the datasets)
 from neuralab.data.downloader import download
 from neuralab.data.spec import DATASETS, DatasetSpec, RawData, RemoteFile
-from neuralab.data.splits import channel_stats, info, load
+from neuralab.data.splits import channel_stats, info, load, load_split
 from neuralab.data.store import fetch, locate, search_roots
 from neuralab.data.transforms import augment
 
@@ -23,6 +23,7 @@ __all__ = [
     "fetch",
     "info",
     "load",
+    "load_split",
     "locate",
     "search_roots",
 ]

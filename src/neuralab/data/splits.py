@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch import Tensor
 from neuralab.data.spec import DATASETS, RawData
 from neuralab.data.store import fetch, find
 from neuralab.errors import UserError
+
+if TYPE_CHECKING:
+    from neuralab.config import DataConfig
 
 SPLITS = ("train", "val", "test")
 # A dataset without an official test set (digits) gets this fixed one, independent
@@ -124,6 +127,18 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def load_split(cfg: DataConfig, split: str) -> tuple[Tensor, Tensor]:
+    """``load`` with the dataset, location and split settings of a run's ``[data]`` config."""
+    return load(
+        cfg.name,
+        split,
+        data_dir=cfg.data_dir or None,
+        val_fraction=cfg.val_fraction,
+        split_seed=cfg.split_seed,
+        download=cfg.download,
+    )
 
 
 def info(

@@ -279,14 +279,7 @@ def run_checks(
     """
     spec = data.DATASETS.get(cfg.data.name)
     if x is None or y is None:
-        x_train, y_train = data.load(
-            cfg.data.name,
-            "train",
-            data_dir=cfg.data.data_dir or None,
-            val_fraction=cfg.data.val_fraction,
-            split_seed=cfg.data.split_seed,
-            download=cfg.data.download,
-        )
+        x_train, y_train = data.load_split(cfg.data, "train")
         x = x_train if x is None else x
         y = y_train if y is None else y
     if len(x) != len(y):

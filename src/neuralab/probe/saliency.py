@@ -281,13 +281,7 @@ def saliency_run(
     run_dir = Path(run_dir)
     cfg = config.load_run(run_dir)
     model = train.load_model(run_dir, which)
-    x_test, y_test = data.load(
-        cfg.data.name,
-        "test",
-        data_dir=cfg.data.data_dir or None,
-        val_fraction=cfg.data.val_fraction,
-        split_seed=cfg.data.split_seed,
-    )
+    x_test, y_test = data.load_split(cfg.data, "test")
     bad = [i for i in indices if not 0 <= i < len(x_test)]
     if not indices or bad:
         raise UserError(

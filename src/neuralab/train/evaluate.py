@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,8 @@ def test(run_dir: str | Path, which: str = "best", data_dir: str | None = None) 
     model = load_model(run_dir, which)
     meta = checkpoint.read(run_dir, which, with_state=False).meta
     spec = data.DATASETS.get(cfg.data.name)
-    x, y = data.load(
-        cfg.data.name,
-        "test",
-        data_dir=data_dir or cfg.data.data_dir or None,
-        val_fraction=cfg.data.val_fraction,
-        split_seed=cfg.data.split_seed,
-    )
+    data_cfg = dataclasses.replace(cfg.data, data_dir=data_dir) if data_dir else cfg.data
+    x, y = data.load_split(data_cfg, "test")
     task = ClassifyTask(spec.num_classes)
     result = task.evaluate(model, x, y, cfg.train.eval_batch_size)
     out = {

@@ -138,14 +138,8 @@ def fit(
 
     # 1. prepare data: whole splits in memory; the test split is not loaded here
     spec = data.DATASETS.get(cfg.data.name)
-    split_args = dict(
-        data_dir=cfg.data.data_dir or None,
-        val_fraction=cfg.data.val_fraction,
-        split_seed=cfg.data.split_seed,
-        download=cfg.data.download,
-    )
-    x_train, y_train = data.load(cfg.data.name, "train", **split_args)
-    x_val, y_val = data.load(cfg.data.name, "val", **split_args)
+    x_train, y_train = data.load_split(cfg.data, "train")
+    x_val, y_val = data.load_split(cfg.data, "val")
     n_train = len(x_train)
     batch_size = min(tc.batch_size, n_train)
     steps_per_epoch = n_train // batch_size

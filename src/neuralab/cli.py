@@ -248,18 +248,24 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
+def _trained_run(args: argparse.Namespace):
+    """(run_dir, config, best-or-last model in eval mode, dataset spec) of ``args.run``."""
     from neuralab import config as config_lib
     from neuralab import data
-    from neuralab.data.image_files import border_mean, read_image
     from neuralab.train import load_model
 
     run_dir = Path(args.run)
     cfg = config_lib.load_run(run_dir)
-    model = load_model(run_dir, args.which)
-    spec = data.DATASETS.get(cfg.data.name)
+    return run_dir, cfg, load_model(run_dir, args.which), data.DATASETS.get(cfg.data.name)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from neuralab import data
+    from neuralab.data.image_files import border_mean, read_image
+
+    run_dir, cfg, model, spec = _trained_run(args)
     x_train, _ = data.load_split(cfg.data, "train")
     dark = border_mean(x_train[:1000]) < 0.5
     k = min(args.top_k, spec.num_classes)
@@ -296,15 +302,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from neuralab import config as config_lib
     from neuralab import data
     from neuralab.attack.report import AttackSpec, attack_run
-    from neuralab.train import load_model
 
-    run_dir = Path(args.run)
-    cfg = config_lib.load_run(run_dir)
-    model = load_model(run_dir, args.which)
-    spec = data.DATASETS.get(cfg.data.name)
+    run_dir, cfg, model, spec = _trained_run(args)
     x, y = data.load_split(cfg.data, "test")
     attack = AttackSpec(
         method=args.method,

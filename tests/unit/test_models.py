@@ -29,7 +29,7 @@ def build(name: str, channels: int = 1, size: int = 28, **overrides) -> ImageCla
 
 
 @pytest.mark.parametrize("channels,size", SHAPES)
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(kind="image"))
 def test_forward_backward(name: str, channels: int, size: int) -> None:
     """Every model maps (B, C, S, S) images in [0, 1] to finite (B, num_classes) logits, and the
     loss reaches every trainable parameter with a finite gradient."""
@@ -45,7 +45,7 @@ def test_forward_backward(name: str, channels: int, size: int) -> None:
             assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(kind="image"))
 def test_deterministic_under_seed(name: str) -> None:
     """The same seed gives the same initial weights and the same outputs (dropout included)."""
     x = torch.rand(4, 1, 28, 28)
@@ -61,7 +61,7 @@ def test_deterministic_under_seed(name: str) -> None:
     assert torch.equal(out_a, out_b)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(kind="image"))
 def test_features_feed_the_head(name: str) -> None:
     """``forward_features`` gives (B, D) with D = head.in_features, and the head maps exactly
     those features to the logits, so probes and linear evaluation can rely on the split."""
@@ -72,7 +72,7 @@ def test_features_feed_the_head(name: str) -> None:
     assert torch.equal(model.head(features), model(x))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(kind="image"))
 def test_num_params_and_config(name: str) -> None:
     """``num_params`` counts every parameter (and only trainable ones when asked), and each model
     carries its frozen ``ImageModelConfig`` subclass, the one named by ``model_config_class``."""

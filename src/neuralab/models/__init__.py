@@ -1,4 +1,5 @@
-"""Image models by name: ``create_model("resnet20", num_classes=10)``, ``list_models("resnet*")``.
+"""Models by name: ``create_model("resnet20", num_classes=10)``, ``list_models("resnet*")``,
+``list_models(kind="text")``.
 
 Importing this package imports every model module, which registers its models in ``MODELS``.
 """
@@ -8,12 +9,15 @@ from neuralab.models.base import (
     MODELS,
     ImageClassifier,
     ImageModelConfig,
+    LanguageModel,
     Normalize,
+    TextModelConfig,
     create_model,
     list_models,
     model_config,
     model_config_class,
     model_defaults,
+    model_kind,
     register_model,
 )
 
@@ -21,7 +25,9 @@ __all__ = [
     "MODELS",
     "ImageClassifier",
     "ImageModelConfig",
+    "LanguageModel",
     "Normalize",
+    "TextModelConfig",
     "cnn",
     "create_model",
     "list_models",
@@ -29,6 +35,7 @@ __all__ = [
     "model_config",
     "model_config_class",
     "model_defaults",
+    "model_kind",
     "register_model",
     "resnet",
 ]

@@ -1,4 +1,5 @@
-"""The contract every neuralab image model keeps, and the registry that builds models by name.
+"""The contracts every neuralab model keeps (image classifiers, language models), and the
+registry that builds models by name.
 
 timm's idea, smaller: a model class registers under one or more names with default config
 values, and ``create_model("resnet20", num_classes=100)`` builds it. Overrides are checked
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -94,6 +95,7 @@ class ImageClassifier(nn.Module):
     """
 
     Config: ClassVar[type[ImageModelConfig]] = ImageModelConfig
+    kind: ClassVar[str] = "image"
     head: nn.Linear
 
     def __init__(self, config: ImageModelConfig) -> None:
@@ -114,8 +116,114 @@ class ImageClassifier(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
-MODELS: Registry[tuple[type[ImageClassifier], dict[str, Any]]] = Registry("model")
-M = TypeVar("M", bound=type[ImageClassifier])
+@dataclass(frozen=True)
+class TextModelConfig:
+    """What every language model needs to know about its data; each model's config subclasses it.
+
+    ``block_size`` is the context the model is trained on: the size of a GPT's position table,
+    and the truncated-backpropagation length of a recurrent model (which can read on past it).
+    """
+
+    vocab_size: int = 65
+    block_size: int = 64
+
+    def __post_init__(self) -> None:
+        check(self.vocab_size >= 2, f"vocab_size must be >= 2, got {self.vocab_size}")
+        check(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")
+
+
+class LanguageModel(nn.Module):
+    """Base of every language model: token ids in, next-token logits out.
+
+    ``forward(idx, state)`` maps (B, T) token ids to (B, T, vocab_size) logits and returns the
+    state to carry into the next chunk of the same streams: the hidden state of a recurrent
+    model (``recurrent = True``), None for a Transformer, which sees only its context window.
+    Subclasses set ``Config``, build an ``embed`` -> body -> ``head`` (an ``nn.Linear`` to the
+    vocabulary) and implement ``forward_features``.
+    """
+
+    Config: ClassVar[type[TextModelConfig]] = TextModelConfig
+    kind: ClassVar[str] = "text"
+    recurrent: ClassVar[bool] = False
+    head: nn.Linear
+
+    def __init__(self, config: TextModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward_features(
+        self, idx: torch.Tensor, state: Any = None
+    ) -> tuple[torch.Tensor, Any]:
+        """(B, T) token ids -> ((B, T, D) features that the head maps to logits, next state)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_features")
+
+    def forward(self, idx: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """(B, T) token ids -> ((B, T, vocab_size) logits, next state)."""
+        features, state = self.forward_features(idx, state)
+        return self.head(features), state  # (B, T, V)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Number of parameters (buffers not counted)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    @torch.no_grad()
+    def generate_stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield ``max_new_tokens`` sampled tokens, one (B,) tensor at a time, after the (B, T)
+        prompt ``idx``. temperature 0 is greedy decoding; ``top_k`` keeps the k likeliest.
+
+        A recurrent model reads the prompt once and then one token per step with its carried
+        state; a Transformer re-reads the last ``block_size`` tokens at every step.
+        """
+        check(idx.ndim == 2 and idx.shape[1] >= 1, "generate needs a (B, T) prompt with T >= 1")
+        check(temperature >= 0, f"temperature must be >= 0, got {temperature}")
+        check(top_k is None or top_k >= 1, f"top_k must be >= 1, got {top_k}")
+        was_training = self.training
+        self.eval()
+        try:
+            state, context = None, idx
+            for _ in range(max_new_tokens):
+                if not self.recurrent:
+                    context = idx[:, -self.config.block_size :]
+                logits, state = self(context, state)
+                logits = logits[:, -1, :].float()  # (B, V)
+                if temperature == 0:
+                    token = logits.argmax(dim=-1)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < logits.shape[-1]:
+                        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    probs = torch.softmax(logits, dim=-1)
+                    token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                yield token
+                idx = torch.cat([idx, token[:, None]], dim=1)
+                context = token[:, None]
+        finally:
+            self.train(was_training)
+
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The (B, T) prompt followed by ``max_new_tokens`` sampled tokens: (B, T + new)."""
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, generator))
+        return torch.cat([idx, *(t[:, None] for t in new)], dim=1) if new else idx
+
+
+Model = ImageClassifier | LanguageModel
+MODELS: Registry[tuple[type[Model], dict[str, Any]]] = Registry("model")
+M = TypeVar("M", bound=type[Model])
 
 
 def register_model(name: str, **defaults: Any) -> Callable[[M], M]:
@@ -152,12 +260,12 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
-def model_config_class(name: str) -> type[ImageModelConfig]:
+def model_config_class(name: str) -> type[ImageModelConfig | TextModelConfig]:
     """The config dataclass of model ``name`` (UserError if no such model)."""
     return MODELS.get(name)[0].Config
 
 
-def model_config(name: str, **overrides: Any) -> ImageModelConfig:
+def model_config(name: str, **overrides: Any) -> ImageModelConfig | TextModelConfig:
     """The validated config of model ``name``: its registered defaults updated by ``overrides``.
 
     Lists are accepted for tuple fields and ints for float fields; anything else of the wrong
@@ -188,12 +296,18 @@ def model_defaults(name: str) -> dict[str, Any]:
     return dataclasses.asdict(model_config(name))
 
 
-def create_model(name: str, **overrides: Any) -> ImageClassifier:
+def create_model(name: str, **overrides: Any) -> Model:
     """Build model ``name`` with its registered defaults updated by ``overrides``."""
     cls, _ = MODELS.get(name)
     return cls(model_config(name, **overrides))
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching ``pattern`` (fnmatch wildcards), sorted."""
-    return MODELS.names(pattern)
+def model_kind(name: str) -> str:
+    """"image" for image classifiers, "text" for language models."""
+    return MODELS.get(name)[0].kind
+
+
+def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
+    """Registered model names matching ``pattern`` (fnmatch wildcards), sorted; only those of
+    ``kind`` ("image" or "text") when given."""
+    return [n for n in MODELS.names(pattern) if kind is None or model_kind(n) == kind]

@@ -151,9 +151,7 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = config
 
-    def forward_features(
-        self, idx: torch.Tensor, state: Any = None
-    ) -> tuple[torch.Tensor, Any]:
+    def forward_features(self, idx: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """(B, T) token ids -> ((B, T, D) features that the head maps to logits, next state)."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward_features")
 
@@ -303,7 +301,7 @@ def create_model(name: str, **overrides: Any) -> Model:
 
 
 def model_kind(name: str) -> str:
-    """"image" for image classifiers, "text" for language models."""
+    """ "image" for image classifiers, "text" for language models."""
     return MODELS.get(name)[0].kind
 
 

@@ -35,6 +35,9 @@ class DataConfig:
     split_seed: int = 0
     download: bool = False
     augment: bool = True
+    path: str = ""  # a UTF-8 text file to model instead of the named dataset (text runs)
+    # text runs: random windows (nanoGPT) or contiguous streams with carried state (char-rnn)
+    batching: str = field(default="windows", metadata=_choices("windows", "streams"))
 
 
 @dataclass(frozen=True)

@@ -40,21 +40,24 @@ def roots(tmp_path, monkeypatch):
 
 
 def test_registry_and_specs():
-    """The four datasets are registered with the documented classes, shapes, augmentation
-    defaults and a sha256 (64 hex digits) for every canonical file."""
-    assert DATASETS.names() == ["cifar10", "digits", "fashion-mnist", "mnist"]
+    """The four image datasets and tiny shakespeare are registered with the documented classes,
+    shapes, augmentation defaults and a sha256 (64 hex digits) for every canonical file."""
+    assert DATASETS.names() == ["cifar10", "digits", "fashion-mnist", "mnist", "tinyshakespeare"]
     fashion = DATASETS.get("fashion-mnist")
     assert fashion.classes[0] == "T-shirt/top" and fashion.classes[-1] == "Ankle boot"
     assert fashion.num_classes == 10 and (fashion.channels, fashion.height) == (1, 28)
     assert "apt-get install dataset-fashion-mnist" in fashion.how_to_get
-    augs = {n: (DATASETS.get(n).crop_pad, DATASETS.get(n).hflip) for n in DATASETS}
+    images = [n for n in DATASETS if DATASETS.get(n).kind == "image"]
+    augs = {n: (DATASETS.get(n).crop_pad, DATASETS.get(n).hflip) for n in images}
     assert augs == {
         "fashion-mnist": (2, True),
         "mnist": (2, False),
         "digits": (1, False),
         "cifar10": (4, True),
     }
-    for name in ("fashion-mnist", "mnist", "cifar10"):
+    shakespeare = DATASETS.get("tinyshakespeare")
+    assert shakespeare.kind == "text" and [f.size for f in shakespeare.files] == [1115394]
+    for name in ("fashion-mnist", "mnist", "cifar10", "tinyshakespeare"):
         for file in DATASETS.get(name).files:
             assert re.fullmatch(r"[0-9a-f]{64}", file.sha256) and file.size > 0 and file.urls
     assert DATASETS.get("mnist").files[0].urls[0].startswith("https://ossci-datasets")

@@ -10,9 +10,17 @@ from neuralab.data.downloader import download
 from neuralab.data.spec import DATASETS, DatasetSpec, RawData, RemoteFile
 from neuralab.data.splits import channel_stats, info, load, load_split
 from neuralab.data.store import fetch, locate, search_roots
+from neuralab.data.text import (
+    CharTokenizer,
+    eval_streams,
+    eval_windows,
+    is_text,
+    load_token_splits,
+)
 from neuralab.data.transforms import augment
 
 __all__ = [
+    "CharTokenizer",
     "DATASETS",
     "DatasetSpec",
     "RawData",
@@ -20,10 +28,14 @@ __all__ = [
     "augment",
     "channel_stats",
     "download",
+    "eval_streams",
+    "eval_windows",
     "fetch",
     "info",
+    "is_text",
     "load",
     "load_split",
+    "load_token_splits",
     "locate",
     "search_roots",
 ]

@@ -7,6 +7,8 @@ published by the dataset authors and torchvision agree with them):
 - MNIST: tensorflow/datasets url_checksums/mnist.txt (same bytes on every mirror;
   also torchvision's prototype mnist.py); LeCun et al., 1998.
 - CIFAR-10 python: the ``file_hash`` in Keras' datasets/cifar10.py; Krizhevsky, 2009.
+- tiny shakespeare: karpathy/char-rnn's data/tinyshakespeare/input.txt (the file nanoGPT's
+  shakespeare_char downloads), 1,115,394 bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from neuralab.data.cifar import SOURCES, read_cifar10
 from neuralab.data.idx import read_mnist_like
 from neuralab.data.spec import DATASETS, DatasetSpec, RawData, RemoteFile
+from neuralab.data.text import read_tinyshakespeare
 
 
 def _idx_files(
@@ -181,5 +184,30 @@ DATASETS.add(
         files=(CIFAR10_FILE,),
         crop_pad=4,
         hflip=True,
+    ),
+)
+
+DATASETS.add(
+    "tinyshakespeare",
+    DatasetSpec(
+        name="tinyshakespeare",
+        classes=(),
+        channels=0,
+        height=0,
+        width=0,
+        read=read_tinyshakespeare,
+        how_to_get="`neuralab data fetch tinyshakespeare` (1.1 MB, github.com/karpathy/char-rnn)",
+        files=(
+            RemoteFile(
+                "input.txt",
+                (
+                    "https://raw.githubusercontent.com/karpathy/char-rnn/master/"
+                    "data/tinyshakespeare/input.txt",
+                ),
+                "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+                1115394,
+            ),
+        ),
+        kind="text",
     ),
 )

@@ -57,13 +57,14 @@ class DatasetSpec:
     channels: int
     height: int
     width: int
-    read: Callable[[Path], RawData]
+    read: Callable[[Path], RawData | str]
     how_to_get: str
     files: tuple[RemoteFile, ...] = ()
     crop_pad: int = 0
     hflip: bool = False
     max_value: int = 255  # stored pixel value that maps to 1.0
     bundled: Callable[[], Path] | None = None  # where always-present data lives
+    kind: str = "image"  # or "text": ``read`` then returns the text as a str
 
     @property
     def num_classes(self) -> int:

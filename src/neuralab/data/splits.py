@@ -78,7 +78,8 @@ def _select(
     return raw.train_x, raw.train_y, rest[train if split == "train" else val]
 
 
-def _located(name: str, data_dir: str | Path | None, download: bool) -> tuple[str, Path]:
+def located(name: str, data_dir: str | Path | None, download: bool) -> tuple[str, Path]:
+    """(label of the root, directory) of ``name``, fetched first if missing and ``download``."""
     try:
         return find(name, data_dir)
     except UserError:
@@ -103,7 +104,9 @@ def load(
     set, chosen by ``split_seed``. ``download=True`` fetches missing files first.
     """
     spec = DATASETS.get(name)
-    _, directory = _located(name, data_dir, download)
+    if spec.kind != "image":
+        raise UserError(f"{name} is a {spec.kind} dataset; it has no images to load")
+    _, directory = located(name, data_dir, download)
     images, labels, idx = _select(_raw(name, directory), split, val_fraction, split_seed)
     x = torch.from_numpy(images[idx]).to(torch.float32).div_(spec.max_value)  # (N, C, H, W)
     y = torch.from_numpy(labels[idx].astype(np.int64, copy=False))

@@ -4,7 +4,7 @@
 Importing this package imports every model module, which registers its models in ``MODELS``.
 """
 
-from neuralab.models import cnn, mlp, resnet
+from neuralab.models import cnn, mlp, resnet, rnn
 from neuralab.models.base import (
     MODELS,
     ImageClassifier,
@@ -38,4 +38,5 @@ __all__ = [
     "model_kind",
     "register_model",
     "resnet",
+    "rnn",
 ]

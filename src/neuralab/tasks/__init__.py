@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from neuralab.config import RunConfig
+from neuralab.data.text import is_text
 from neuralab.tasks.classify import ClassifyTask
+from neuralab.tasks.language_model import LanguageModelTask
 
 
-def build_task(cfg: RunConfig, num_classes: int) -> ClassifyTask:
-    """The task a run config asks for: plain or adversarial classification."""
+def build_task(cfg: RunConfig, num_classes: int) -> ClassifyTask | LanguageModelTask:
+    """The task a run config asks for: language modelling for text data, else plain or
+    adversarial classification (``num_classes`` is unused for text)."""
+    if is_text(cfg.data):
+        return LanguageModelTask(carry=cfg.data.batching == "streams")
     if cfg.adv.method == "none":
         return ClassifyTask(num_classes, label_smoothing=cfg.train.label_smoothing)
     from neuralab.tasks.adversarial import AdversarialTask
@@ -15,4 +20,4 @@ def build_task(cfg: RunConfig, num_classes: int) -> ClassifyTask:
     return AdversarialTask(num_classes, cfg.adv, label_smoothing=cfg.train.label_smoothing)
 
 
-__all__ = ["ClassifyTask", "build_task"]
+__all__ = ["ClassifyTask", "LanguageModelTask", "build_task"]

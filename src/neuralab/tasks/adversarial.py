@@ -16,6 +16,7 @@ state every checkpoint saves, so adversarial runs resume exactly too.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,14 @@ class AdversarialTask(ClassifyTask):
         self.alpha = adv.alpha or default_alpha
         self._best_robust = 0.0
         self._last_fgsm = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The catastrophic-overfitting monitor's memory, so a resumed run keeps watching."""
+        return {"best_robust": self._best_robust, "last_fgsm": self._last_fgsm}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self._best_robust = saved.get("best_robust", 0.0)
+        self._last_fgsm = saved.get("last_fgsm")
 
     def attack(self, model: nn.Module) -> FGSM | PGD:
         """The training attack for ``model``."""

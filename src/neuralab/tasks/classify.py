@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,6 +15,16 @@ class ClassifyTask:
     def __init__(self, num_classes: int, label_smoothing: float = 0.0) -> None:
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+
+    def reset(self) -> None:
+        """Forget anything carried from batch to batch (classification carries nothing)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold for the task to resume exactly."""
+        return {}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss (with label smoothing) and the batch's correct-prediction count."""

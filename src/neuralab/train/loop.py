@@ -30,13 +30,15 @@ from tqdm.auto import tqdm
 from neuralab import config as config_lib
 from neuralab import data
 from neuralab.config import RunConfig
+from neuralab.data.text import is_text
 from neuralab.errors import UserError
-from neuralab.models import create_model
+from neuralab.models import LanguageModel, create_model, list_models, model_kind
 from neuralab.tasks import build_task
 from neuralab.train import checkpoint
+from neuralab.train.batches import ImageBatches, RandomWindows, Streams
 from neuralab.train.metrics import MetricsLogger
 from neuralab.train.optim import build_optimizer, lr_factor, set_lr
-from neuralab.train.seed import derived_generator, rng_state, seed_everything, set_rng_state
+from neuralab.train.seed import rng_state, seed_everything, set_rng_state
 
 Callback = Callable[[dict[str, Any]], None]  # observes each metrics record; never steers
 
@@ -50,6 +52,7 @@ class Progress:
     best_step: int | None = None
     stale_validations: int = 0
     wall_s: float = 0.0
+    train_s: float = 0.0  # time in training steps only (no validation, no checkpoints)
     best_metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -94,6 +97,51 @@ def build_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: torch.Tensor) -
     )
 
 
+def _check_model_kind(cfg: RunConfig, kind: str) -> None:
+    """A language model on images, or an image model on text, is a one-line UserError."""
+    if model_kind(cfg.model.name) != kind:
+        what = "text" if kind == "text" else f"images ({cfg.data.name})"
+        raise UserError(
+            f"model {cfg.model.name!r} cannot learn from {what}; "
+            f"{kind} models: {', '.join(list_models(kind=kind))}"
+        )
+
+
+def build_language_model(cfg: RunConfig, vocab_size: int) -> LanguageModel:
+    """The configured language model for a vocabulary of ``vocab_size`` tokens."""
+    _check_model_kind(cfg, "text")
+    return create_model(cfg.model.name, **{"vocab_size": vocab_size, **cfg.model.options})
+
+
+def _prepare_text(cfg: RunConfig, run_dir: Path, resume: bool):
+    """Model, training batches, (x_val, y_val) and split sizes of a text run.
+
+    The vocabulary is saved in the run directory (``vocab.json``) at the start and read back
+    on resume, so token ids never change under a run, and sampling needs no data.
+    """
+    vocab_path = run_dir / "vocab.json"
+    tokenizer = data.CharTokenizer.load(vocab_path) if resume else None
+    tokenizer, splits = data.load_token_splits(cfg.data, tokenizer)
+    if not resume:
+        tokenizer.save(vocab_path)
+    seed_everything(cfg.seed)
+    model = build_language_model(cfg, tokenizer.vocab_size)
+    block, batch_size = model.config.block_size, cfg.train.batch_size
+    if cfg.data.batching == "streams":
+        batches = Streams(splits["train"], batch_size, block)
+        val = data.eval_streams(splits["val"], streams=16)
+    else:
+        batches = RandomWindows(splits["train"], batch_size, block, cfg.seed)
+        val = data.eval_windows(splits["val"], block)
+    if cfg.data.batching == "streams" and not model.recurrent:
+        raise UserError(
+            f"data.batching=streams carries a hidden state, which model {cfg.model.name!r} "
+            "does not have; use data.batching=windows"
+        )
+    sizes = {"train/tokens": len(splits["train"]), "val/tokens": len(splits["val"])}
+    return model, batches, val, sizes
+
+
 class _StopRequest:
     """First Ctrl-C (or SIGTERM) asks the loop to stop at the next step boundary
     with a checkpoint; a second Ctrl-C interrupts at once."""
@@ -136,21 +184,34 @@ def fit(
     tc = cfg.train
     threads = set_threads(tc.threads)
 
-    # 1. prepare data: whole splits in memory; the test split is not loaded here
-    spec = data.DATASETS.get(cfg.data.name)
-    x_train, y_train = data.load_split(cfg.data, "train")
-    x_val, y_val = data.load_split(cfg.data, "val")
-    n_train = len(x_train)
-    batch_size = min(tc.batch_size, n_train)
-    steps_per_epoch = n_train // batch_size
+    # 1. prepare data and 2. design the model (data first: the model's input statistics and
+    # vocabulary come from it; the test split is not loaded here)
+    if is_text(cfg.data):
+        model, batches, (x_val, y_val), examples = _prepare_text(cfg, run_dir, resume)
+        num_classes = 0
+    else:
+        spec = data.DATASETS.get(cfg.data.name)
+        x_train, y_train = data.load_split(cfg.data, "train")
+        x_val, y_val = data.load_split(cfg.data, "val")
+        _check_model_kind(cfg, "image")
+        seed_everything(cfg.seed)
+        model = build_model(cfg, spec, x_train)
+        batches = ImageBatches(
+            x_train,
+            y_train,
+            tc.batch_size,
+            cfg.seed,
+            augment=cfg.data.augment,
+            crop_pad=spec.crop_pad,
+            hflip=spec.hflip,
+        )
+        examples = {"train/examples": len(x_train), "val/examples": len(x_val)}
+        num_classes = spec.num_classes
+    steps_per_epoch = batches.steps_per_epoch
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
-
-    # 2. design the model
-    seed_everything(cfg.seed)
-    model = build_model(cfg, spec, x_train)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    task = build_task(cfg, spec.num_classes)
+    task = build_task(cfg, num_classes)
     optimizer = build_optimizer(model, cfg.optim)
     ema = None
     if tc.ema > 0:
@@ -166,6 +227,7 @@ def fit(
                 raise UserError(f"{ckpt.path} has no EMA weights but train.ema is set")
             ema.load_state_dict(ckpt.ema)
         optimizer.load_state_dict(ckpt.state["optimizer"])
+        task.load_state_dict(ckpt.state.get("task", {}))
         set_rng_state(ckpt.state["rng"])
         state = Progress(**ckpt.meta["progress"])
         if state.step >= total_steps:
@@ -178,8 +240,12 @@ def fit(
     logger = MetricsLogger(run_dir, start_step=state.step)
 
     def save(best: bool) -> None:
-        meta = {"progress": asdict(state), "model": model_meta, "dataset": spec.name}
-        train_state = {"optimizer": optimizer.state_dict(), "rng": rng_state()}
+        meta = {"progress": asdict(state), "model": model_meta, "dataset": cfg.data.name}
+        train_state = {
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(),
+            "task": task.state_dict(),
+        }
         ema_weights = ema.state_dict() if ema is not None else None
         path = checkpoint.write(
             ckpt_root,
@@ -211,20 +277,13 @@ def fit(
         desc=f"{cfg.data.name}/{cfg.model.name}",
     )
     run_loss, run_correct, run_count = 0.0, 0, 0
-    perm, perm_epoch = None, -1
     started = time.perf_counter() - state.wall_s
     with _StopRequest() as stop:
         while state.step < total_steps:
-            epoch, i = divmod(state.step, steps_per_epoch)
-            if epoch != perm_epoch:
-                perm = torch.randperm(n_train, generator=derived_generator(cfg.seed, epoch))
-                perm_epoch = epoch
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            if cfg.data.augment:
-                gen = derived_generator(cfg.seed, state.step, 1)
-                xb = data.augment(xb, generator=gen, crop_pad=spec.crop_pad, hflip=spec.hflip)
-
+            step_started = time.perf_counter()
+            xb, yb, fresh = batches.get(state.step)
+            if fresh:
+                task.reset()
             lr = cfg.optim.lr * lr_factor(cfg.sched, state.step, total_steps)
             set_lr(optimizer, lr)
             model.train()
@@ -246,9 +305,11 @@ def fit(
             state.step += 1
             bar.update()
 
-            run_loss += loss.item() * len(yb)
+            count = int(stats["count"])
+            run_loss += loss.item() * count
             run_correct += int(stats["correct"])
-            run_count += len(yb)
+            run_count += count
+            state.train_s += time.perf_counter() - step_started
             if state.step % tc.log_every == 0 or state.step == total_steps:
                 train_metrics = {
                     "train/loss": run_loss / run_count,
@@ -294,10 +355,13 @@ def fit(
         "train/total_steps": total_steps,
         "train/wall_s": round(state.wall_s, 3),
         "train/threads": threads,
-        "train/examples": n_train,
-        "val/examples": len(x_val),
+        **examples,
         "torch": torch.__version__,
     }
+    if is_text(cfg.data):
+        tokens_per_step = batches.batch_size * batches.block_size
+        tokens_per_s = tokens_per_step * state.step / max(state.train_s, 1e-9)
+        summary["train/tokens_per_s"] = round(tokens_per_s, 1)
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -4,7 +4,7 @@
 Importing this package imports every model module, which registers its models in ``MODELS``.
 """
 
-from neuralab.models import cnn, mlp, resnet, rnn
+from neuralab.models import attention, cnn, gpt, mlp, resnet, rnn, vit
 from neuralab.models.base import (
     MODELS,
     ImageClassifier,
@@ -28,8 +28,10 @@ __all__ = [
     "LanguageModel",
     "Normalize",
     "TextModelConfig",
+    "attention",
     "cnn",
     "create_model",
+    "gpt",
     "list_models",
     "mlp",
     "model_config",
@@ -39,4 +41,5 @@ __all__ = [
     "register_model",
     "resnet",
     "rnn",
+    "vit",
 ]

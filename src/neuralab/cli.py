@@ -50,6 +50,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
                 "name": name,
                 "present": where is not None,
                 "where": where,
+                "kind": spec.kind,
                 "classes": spec.num_classes,
                 "shape": [spec.channels, spec.height, spec.width],
                 "how_to_get": spec.how_to_get,
@@ -61,8 +62,8 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     table = [
         [
             r["name"],
-            "x".join(map(str, r["shape"])),
-            r["classes"],
+            "x".join(map(str, r["shape"])) if r["kind"] == "image" else "text",
+            r["classes"] or "-",
             r["where"] or f"missing: {r['how_to_get']}",
         ]
         for r in rows
@@ -113,7 +114,29 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- train / test
 
 
+def _report_text_test(run_dir: Path, summary: dict[str, Any], test: dict[str, Any]) -> None:
+    lines = [
+        ["status", summary["status"]],
+        ["steps", f"{summary['train/steps']} of {summary['train/total_steps']}"],
+        ["train time", f"{summary['train/wall_s']:.1f} s on {summary['train/threads']} threads"],
+        ["tokens/s", f"{summary['train/tokens_per_s']:,.0f} (training steps only)"],
+        ["best val loss", f"{summary.get('val/loss', float('nan')):.4f}"],
+        ["best step", summary["best_step"]],
+        ["test loss", f"{test['test/loss']:.4f} nats/char on {test['test/tokens']:,} characters"],
+        ["test bpc", f"{test['test/bpc']:.4f} bits/char (perplexity {test['test/ppl']:.2f})"],
+    ]
+    print(_table(lines, ["result", "value"]))
+    print()
+    print(f"run directory: {run_dir}")
+    print(f"  checkpoint:  {run_dir / 'checkpoints' / 'best'}, vocabulary: vocab.json")
+    print(f"  sample:      neuralab sample {run_dir} --prompt 'ROMEO:' --tokens 500")
+    print(f"  metrics:     {run_dir / 'metrics.jsonl'}, results.json, tensorboard/, plots/")
+
+
 def _report_test(run_dir: Path, summary: dict[str, Any], test: dict[str, Any]) -> None:
+    if "test/bpc" in test:
+        _report_text_test(run_dir, summary, test)
+        return
     cfg_lines = [
         ["status", summary["status"]],
         ["steps", f"{summary['train/steps']} of {summary['train/total_steps']}"],
@@ -161,6 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
     from neuralab import data
     from neuralab.train import new_run_dir
+    from neuralab.train.loop import check_model_kind
 
     items = list(args.items)
     if args.resume:
@@ -177,7 +201,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         path, overrides = items[0], items[1:]
         cfg = config_lib.load(path, overrides)
-        if not cfg.data.download:  # a missing dataset must not leave an empty run behind
+        check_model_kind(cfg)  # a run that cannot start must not leave an empty directory behind
+        if cfg.data.path:
+            data.read_text_file(cfg.data.path)
+        elif not cfg.data.download:
             data.locate(cfg.data.name, cfg.data.data_dir or None)
         run_dir = new_run_dir(args.run_dir, cfg, name=Path(path).stem)
     if not args.json:
@@ -232,6 +259,12 @@ def cmd_test(args: argparse.Namespace) -> int:
         _print_json(result)
         return 0
     print(f"{args.run} ({args.which} checkpoint, step {result['test/step']})")
+    if "test/bpc" in result:
+        print(
+            f"test loss {result['test/loss']:.4f} nats/char, {result['test/bpc']:.4f} bits/char, "
+            f"perplexity {result['test/ppl']:.2f}, on {result['test/tokens']:,} characters"
+        )
+        return 0
     print(
         f"test acc {result['test/acc']:.4f}, loss {result['test/loss']:.4f}, "
         f"{result['test/examples']} images"
@@ -289,6 +322,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
         note = " (inverted: light background)" if item["inverted"] else ""
         guesses = ", ".join(f"{p['class']} {p['prob']:.1%}" for p in item["top"])
         print(f"{item['image']}{note}: {guesses}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from neuralab.train import sample_stream
+
+    prompt = args.prompt
+    if args.escapes:
+        prompt = prompt.replace("\\n", "\n").replace("\\t", "\t")
+    stream = sample_stream(
+        args.run,
+        prompt,
+        args.tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        which=args.which,
+    )
+    if args.json:
+        text = "".join(stream)
+        settings = {"temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
+        _print_json({"run": args.run, "prompt": prompt, **settings, "text": text})
+        return 0
+    sys.stdout.write(prompt)
+    for ch in stream:
+        sys.stdout.write(ch)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0
 
 
@@ -432,6 +493,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("sample", help="text from a trained language model, as it is written")
+    p.add_argument("run")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--escapes", action="store_true", help=r"read \n and \t in --prompt")
+    p.add_argument("--tokens", type=int, default=500, help="characters to write")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest")
+    p.add_argument("--top-k", type=int, help="sample among the k likeliest characters only")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same text")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("predict", help="top-k classes for image files")
     p.add_argument("run")

@@ -16,6 +16,7 @@ from neuralab.data.text import (
     eval_windows,
     is_text,
     load_token_splits,
+    read_text_file,
 )
 from neuralab.data.transforms import augment
 
@@ -37,5 +38,6 @@ __all__ = [
     "load_split",
     "load_token_splits",
     "locate",
+    "read_text_file",
     "search_roots",
 ]

@@ -151,9 +151,24 @@ def info(
     val_fraction: float = 0.1,
     split_seed: int = 0,
 ) -> dict[str, Any]:
-    """A JSON-serialisable summary: shape, classes, split sizes, where found, train stats."""
+    """A JSON-serialisable summary: shape, classes, split sizes, where found, train stats
+    (for a text dataset: characters, vocabulary and split sizes in characters)."""
     spec = DATASETS.get(name)
     label, directory = find(name, data_dir)
+    if spec.kind == "text":
+        from neuralab.data.text import CharTokenizer, split_bounds
+
+        text = spec.read(directory)
+        bounds = split_bounds(len(text), val_fraction)
+        return {
+            "name": spec.name,
+            "kind": "text",
+            "characters": len(text),
+            "vocab_size": CharTokenizer.from_text(text).vocab_size,
+            "sizes": {s: b - a for s, (a, b) in bounds.items()},
+            "found": {"path": str(directory), "root": label},
+            "how_to_get": spec.how_to_get,
+        }
     raw = _raw(name, directory)
     sizes = {s: len(_select(raw, s, val_fraction, split_seed)[2]) for s in SPLITS}
     train_x, _ = load(

@@ -138,8 +138,8 @@ class LanguageModel(nn.Module):
     ``forward(idx, state)`` maps (B, T) token ids to (B, T, vocab_size) logits and returns the
     state to carry into the next chunk of the same streams: the hidden state of a recurrent
     model (``recurrent = True``), None for a Transformer, which sees only its context window.
-    Subclasses set ``Config``, build an ``embed`` -> body -> ``head`` (an ``nn.Linear`` to the
-    vocabulary) and implement ``forward_features``.
+    Subclasses set ``Config``, build a token embedding, a body and a ``head`` (an
+    ``nn.Linear`` to the vocabulary), and implement ``forward_features``.
     """
 
     Config: ClassVar[type[TextModelConfig]] = TextModelConfig
@@ -164,7 +164,6 @@ class LanguageModel(nn.Module):
         """Number of parameters (buffers not counted)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    @torch.no_grad()
     def generate_stream(
         self,
         idx: torch.Tensor,
@@ -177,11 +176,23 @@ class LanguageModel(nn.Module):
         prompt ``idx``. temperature 0 is greedy decoding; ``top_k`` keeps the k likeliest.
 
         A recurrent model reads the prompt once and then one token per step with its carried
-        state; a Transformer re-reads the last ``block_size`` tokens at every step.
+        state; a Transformer re-reads the last ``block_size`` tokens at every step. Bad
+        arguments fail at the call, not at the first token.
         """
         check(idx.ndim == 2 and idx.shape[1] >= 1, "generate needs a (B, T) prompt with T >= 1")
         check(temperature >= 0, f"temperature must be >= 0, got {temperature}")
         check(top_k is None or top_k >= 1, f"top_k must be >= 1, got {top_k}")
+        return self._sample(idx, max_new_tokens, temperature, top_k, generator)
+
+    @torch.no_grad()
+    def _sample(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int | None,
+        generator: torch.Generator | None,
+    ) -> Iterator[torch.Tensor]:
         was_training = self.training
         self.eval()
         try:

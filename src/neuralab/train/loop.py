@@ -97,8 +97,9 @@ def build_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: torch.Tensor) -
     )
 
 
-def _check_model_kind(cfg: RunConfig, kind: str) -> None:
+def check_model_kind(cfg: RunConfig, kind: str | None = None) -> None:
     """A language model on images, or an image model on text, is a one-line UserError."""
+    kind = kind or ("text" if is_text(cfg.data) else "image")
     if model_kind(cfg.model.name) != kind:
         what = "text" if kind == "text" else f"images ({cfg.data.name})"
         raise UserError(
@@ -109,7 +110,7 @@ def _check_model_kind(cfg: RunConfig, kind: str) -> None:
 
 def build_language_model(cfg: RunConfig, vocab_size: int) -> LanguageModel:
     """The configured language model for a vocabulary of ``vocab_size`` tokens."""
-    _check_model_kind(cfg, "text")
+    check_model_kind(cfg, "text")
     return create_model(cfg.model.name, **{"vocab_size": vocab_size, **cfg.model.options})
 
 
@@ -193,7 +194,7 @@ def fit(
         spec = data.DATASETS.get(cfg.data.name)
         x_train, y_train = data.load_split(cfg.data, "train")
         x_val, y_val = data.load_split(cfg.data, "val")
-        _check_model_kind(cfg, "image")
+        check_model_kind(cfg, "image")
         seed_everything(cfg.seed)
         model = build_model(cfg, spec, x_train)
         batches = ImageBatches(

@@ -146,3 +146,68 @@ def test_bad_arguments_are_user_errors() -> None:
         MultiHeadSelfAttention(10, 3, causal=True)
     with pytest.raises(UserError, match="attn_impl"):
         MultiHeadSelfAttention(12, 3, causal=True, attn_impl="flash")
+
+
+def test_sdpa_attends_in_fp32_under_cpu_bf16_autocast() -> None:
+    """Under bf16 autocast on a CPU the projections run in bf16 but the attention itself in
+    fp32 (the CPU's bf16 flash-attention backward is ~10x slower): the output equals fp32
+    attention of the same bf16-rounded q, k, v, and gradients flow back in fp32."""
+    torch.manual_seed(0)
+    module = MultiHeadSelfAttention(D, NH, causal=True).eval()
+    x = torch.randn(B, T, D, requires_grad=True)
+    seen = {}
+
+    def spy(mod, args, out):
+        seen["attn_in"] = args[0].dtype
+
+    handle = module.proj.register_forward_hook(spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = module(x)
+    handle.remove()
+    assert seen["attn_in"] == torch.float32  # what attention produced, before the projection
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        qkv = module.qkv(x)
+    assert qkv.dtype == torch.bfloat16
+    q, k, v = qkv.float().split(D, dim=2)
+    q, k, v = (t.view(B, T, NH, D // NH).transpose(1, 2) for t in (q, k, v))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    expected = expected.transpose(1, 2).reshape(B, T, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = module.proj(expected)
+    torch.testing.assert_close(y, reference, rtol=0, atol=0)
+    y.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_rotary_scores_depend_only_on_relative_position() -> None:
+    """RoPE's defining property (Su et al. 2021, Eq. 16): with the same query vector at every
+    position and the same key vector at every position, the score of position m against n
+    depends on m - n only (the score matrix is Toeplitz), and rotation keeps vector norms."""
+    from neuralab.models.attention import rotary_tables, rotate
+
+    g = torch.Generator().manual_seed(0)
+    length, hs = 12, 8
+    qv, kv = torch.randn(hs, dtype=torch.float64, generator=g), torch.randn(hs, generator=g)
+    cis = rotary_tables(length, hs)
+    q = rotate(qv.expand(1, length, 1, hs), cis)[0, :, 0]  # (T, hs)
+    k = rotate(kv.double().expand(1, length, 1, hs), cis)[0, :, 0]
+    scores = q @ k.T  # (T, T)
+    torch.testing.assert_close(scores[1:, 1:], scores[:-1, :-1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(q.norm(dim=-1), qv.norm().expand(length), rtol=0, atol=1e-12)
+    assert not torch.allclose(scores[0, 0], scores[0, 1])  # positions do matter
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_rotary_sdpa_and_manual_agree_and_stay_causal(causal: bool) -> None:
+    """With rotary embeddings both implementations still compute one function (1e-10 in
+    float64), and the causal version still never looks ahead."""
+    torch.manual_seed(0)
+    sdpa = MultiHeadSelfAttention(D, NH, causal, rope_len=T).double().eval()
+    manual = MultiHeadSelfAttention(D, NH, causal, attn_impl="manual", rope_len=T).double()
+    manual.load_state_dict(sdpa.state_dict())
+    x = tokens()
+    torch.testing.assert_close(sdpa(x), manual.eval()(x), rtol=0, atol=1e-10)
+    if causal:
+        changed = x.clone()
+        changed[:, -1] += 1.0
+        torch.testing.assert_close(sdpa(changed)[:, :-1], sdpa(x)[:, :-1], rtol=0, atol=0)

@@ -180,3 +180,28 @@ def test_small_gpt_memorises_a_short_text() -> None:
     assert loss.item() < 0.01
     out = model.generate(data[None, :1], len(TEXT) - 1, temperature=0)
     assert "".join(chars[i] for i in out[0]) == TEXT
+
+
+def test_rope_relu2_gpt_is_causal_and_starts_at_ln_vocab() -> None:
+    """The presets' GPT (rotary positions, ReLU² MLP, untied head) has no position table,
+    stays causal (changing the last token changes no earlier logit) and starts near ln(vocab).
+    (Tied to the embedding, the head would start with each token's logit for itself at
+    ||e||²/0.02 ≈ 2.6, as nothing dilutes the token in the residual stream: loss ≈ 5.5.)"""
+    torch.manual_seed(0)
+    model = create_model(
+        "gpt",
+        vocab_size=65,
+        block_size=16,
+        pos_embed="rope",
+        activation="relu2",
+        tie_weights=False,
+    )
+    assert model.wpe is None and "wpe.weight" not in model.state_dict()
+    model = model.double().eval()
+    idx = torch.randint(0, 65, (2, 16))
+    logits, _ = model(idx)
+    changed = idx.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 65
+    torch.testing.assert_close(model(changed)[0][:, :-1], logits[:, :-1], rtol=0, atol=0)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), idx.flatten())
+    assert abs(loss.item() - math.log(65)) < 0.05

@@ -172,11 +172,15 @@ def _cfg(text_file, model, extra=()):
     )
 
 
-@pytest.mark.parametrize("model", [GPT, LSTM], ids=["gpt-windows", "lstm-streams"])
+@pytest.mark.parametrize(
+    "model",
+    [GPT, [*GPT, "train.precision=bf16"], LSTM],
+    ids=["gpt-windows", "gpt-bf16-autocast", "lstm-streams"],
+)
 def test_text_resume_is_bit_identical(tmp_path, text_file, model):
     """30 steps straight == 13 steps, stop, resume, 17 steps: identical parameters and
     optimizer state. For the LSTM this includes the hidden state carried across the stop
-    (stream batches), and dropout's RNG for both."""
+    (stream batches), and dropout's RNG for all; bf16 autocast is deterministic too."""
 
     def interrupt_at(step):
         def cb(record):

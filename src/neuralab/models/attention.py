@@ -11,6 +11,11 @@ Two implementations give the same result: ``attn_impl="sdpa"`` calls PyTorch's f
 Asking for the weights (``need_weights=True``) always takes the manual path, whatever
 ``attn_impl`` says, so probes work on any trained model.
 
+Positions can enter as rotary embeddings (``rope_len > 0``; Su et al. 2021, "RoFormer"):
+queries and keys are rotated by an angle proportional to their position, so the score of a
+query at m and a key at n depends on m - n only. At character level they beat a learned
+position table by a wide margin (see benchmarks/lm.py).
+
 The block is the pre-LN variant of GPT-2 (Radford et al. 2019, §2.3) and ViT (Dosovitskiy et
 al. 2021, Eq. 2-3): ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``, which trains stably without
 the learning-rate warm-up the original post-LN block needs (Xiong et al. 2020).
@@ -27,6 +32,25 @@ from torch import nn
 from neuralab.models.base import check, check_choice
 
 ATTN_IMPLS = ("sdpa", "manual")
+MLP_ACTIVATIONS = ("gelu", "relu2")
+
+
+def rotary_tables(length: int, d_head: int, base: float = 10000.0) -> torch.Tensor:
+    """e^(i·t·θ_j) for positions t < length and θ_j = base^(-2j/d_head): (length, hs/2),
+    complex128."""
+    theta = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)  # (hs/2,)
+    angles = torch.arange(length, dtype=torch.float64)[:, None] * theta[None, :]  # (T, hs/2)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def rotate(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of (B, T, ..., hs) queries or keys: each pair of dimensions
+    (2j, 2j+1) of position t, read as a complex number, is multiplied by cis[t, j] = e^(i·t·θ_j),
+    i.e. turned by angle t·θ_j. Returns float32 (float64 for float64 input)."""
+    x = x if x.dtype == torch.float64 else x.float()
+    pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2))  # (B, T, ..., hs/2)
+    cis = cis.view(cis.shape[0], *([1] * (x.ndim - 3)), cis.shape[1])  # (T, 1.., hs/2)
+    return torch.view_as_real(pairs * cis).flatten(-2)  # (B, T, ..., hs)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -46,6 +70,7 @@ class MultiHeadSelfAttention(nn.Module):
         dropout: float = 0.0,
         attn_impl: str = "sdpa",
         bias: bool = True,
+        rope_len: int = 0,
     ) -> None:
         super().__init__()
         check(n_heads >= 1, f"n_heads must be >= 1, got {n_heads}")
@@ -61,19 +86,35 @@ class MultiHeadSelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)
+        self.rope_len = rope_len
+        if rope_len:
+            check(self.d_head % 2 == 0, f"rotary embeddings need an even d_head, got {self.d_head}")
+            cis = rotary_tables(rope_len, self.d_head).to(torch.complex64)  # (rope_len, hs/2)
+            self.register_buffer("rope_cis", cis, persistent=False)
 
     def forward(
         self, x: torch.Tensor, need_weights: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, T, d_model) -> (B, T, d_model), and the (B, nh, T, T) weights if asked."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(self.d_model, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head)  # (B, T, 3, nh, hs)
+        if self.rope_len:
+            check(T <= self.rope_len, f"{T} tokens exceed the rotary table of {self.rope_len}")
+            q, k = rotate(qkv[:, :, :2], self.rope_cis[:T]).unbind(2)  # 2 x (B, T, nh, hs)
+            v = qkv[:, :, 2]
+        else:
+            q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hs)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
         if self.attn_impl == "sdpa" and not need_weights:
             p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
+            # under bf16 autocast on a CPU, attend in fp32: the CPU flash-attention backward
+            # is ~10x slower in bf16 than in fp32 at these sizes
+            if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+                with torch.autocast("cpu", enabled=False):
+                    q, k, v = q.float(), k.float(), v.float()
+                    y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
             weights = None
         else:
             y, weights = self._manual(q, k, v)
@@ -95,15 +136,30 @@ class MultiHeadSelfAttention(nn.Module):
         return y, weights
 
 
+class ReLUSquared(nn.Module):
+    """relu(x)², the feed-forward activation of So et al. 2021, "Primer" (§3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = F.relu(x)
+        return r * r  # not .square(): autocast runs pow in fp32, twice as slow here
+
+
 class MLP(nn.Module):
-    """The position-wise feed-forward net: Linear(d, r d) -> GELU -> Linear(r d, d) -> dropout."""
+    """The position-wise feed-forward net: Linear(d, r d) -> act -> Linear(r d, d) -> dropout,
+    with act GELU (GPT-2, ViT) or ReLU² (Primer)."""
 
     def __init__(
-        self, d_model: int, mlp_ratio: int = 4, dropout: float = 0.0, bias: bool = True
+        self,
+        d_model: int,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        bias: bool = True,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
+        check_choice("activation", activation, MLP_ACTIVATIONS)
         self.fc = nn.Linear(d_model, mlp_ratio * d_model, bias=bias)
-        self.act = nn.GELU()
+        self.act = nn.GELU() if activation == "gelu" else ReLUSquared()
         self.proj = nn.Linear(mlp_ratio * d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -127,13 +183,17 @@ class Block(nn.Module):
         attn_impl: str = "sdpa",
         bias: bool = True,
         mlp_ratio: int = 4,
+        activation: str = "gelu",
+        rope_len: int = 0,
     ) -> None:
         super().__init__()
         check(mlp_ratio >= 1, f"mlp_ratio must be >= 1, got {mlp_ratio}")
         self.ln1 = nn.LayerNorm(d_model, bias=bias)
-        self.attn = MultiHeadSelfAttention(d_model, n_heads, causal, dropout, attn_impl, bias)
+        self.attn = MultiHeadSelfAttention(
+            d_model, n_heads, causal, dropout, attn_impl, bias, rope_len
+        )
         self.ln2 = nn.LayerNorm(d_model, bias=bias)
-        self.mlp = MLP(d_model, mlp_ratio, dropout, bias)
+        self.mlp = MLP(d_model, mlp_ratio, dropout, bias, activation)
 
     def forward(
         self, x: torch.Tensor, need_weights: bool = False

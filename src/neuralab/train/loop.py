@@ -97,6 +97,14 @@ def build_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: torch.Tensor) -
     )
 
 
+def use_bf16(precision: str) -> bool:
+    """Whether ``train.precision`` means bfloat16 autocast on this machine's CPU."""
+    if precision == "auto":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # absent in some builds
+        return bool(amx and amx())
+    return precision == "bf16"
+
+
 def check_model_kind(cfg: RunConfig, kind: str | None = None) -> None:
     """A language model on images, or an image model on text, is a one-line UserError."""
     kind = kind or ("text" if is_text(cfg.data) else "image")
@@ -213,6 +221,7 @@ def fit(
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     task = build_task(cfg, num_classes)
+    bf16 = use_bf16(tc.precision)
     optimizer = build_optimizer(model, cfg.optim)
     ema = None
     if tc.ema > 0:
@@ -262,7 +271,12 @@ def fit(
         checkpoint.prune(ckpt_root)
 
     def record(values: dict[str, Any]) -> None:
-        rec = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4), **values}
+        rec = {
+            "step": state.step,
+            "epoch": round(state.step / steps_per_epoch, 4),
+            "train_s": round(state.train_s, 3),  # time in training steps so far
+            **values,
+        }
         logger.log(rec)
         for cb in callbacks:
             cb(rec)
@@ -288,7 +302,8 @@ def fit(
             lr = cfg.optim.lr * lr_factor(cfg.sched, state.step, total_steps)
             set_lr(optimizer, lr)
             model.train()
-            loss, stats = task.loss(model, xb, yb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, stats = task.loss(model, xb, yb)
             if not math.isfinite(loss.item()):
                 last = ckpt_root / "last"
                 kept = f"the last good checkpoint is {last}" if last.exists() else "none was saved"
@@ -356,6 +371,7 @@ def fit(
         "train/total_steps": total_steps,
         "train/wall_s": round(state.wall_s, 3),
         "train/threads": threads,
+        "train/precision": "bf16" if bf16 else "fp32",
         **examples,
         "torch": torch.__version__,
     }

@@ -33,7 +33,7 @@ class MetricsLogger:
         self._file.flush()
         if self._tb is not None:
             for key, value in record.items():
-                if key not in ("step", "epoch") and isinstance(value, int | float):
+                if key not in ("step", "epoch", "train_s") and isinstance(value, int | float):
                     if math.isfinite(value):
                         self._tb.add_scalar(key, value, record["step"])
 

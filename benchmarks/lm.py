@@ -179,7 +179,7 @@ def reference_run(train: np.ndarray, val: torch.Tensor, steps: int, eval_every: 
         ratio = (it - warmup) / (steps - warmup)
         return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
-    evaluator = LanguageModelTask()
+    evaluator = LanguageModelTask(65)
     x_val, y_val = data.eval_windows(val, block)
     curve, step_times, train_s = [], [], 0.0
     x, y = get_batch()

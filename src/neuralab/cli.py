@@ -96,18 +96,21 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from neuralab.models import create_model, list_models
+    from neuralab.models import create_model, list_models, model_kind
 
     names = list_models(args.pattern)
     if not names:
         raise UserError(f"no model matches {args.pattern!r}; try: neuralab models list")
-    rows = [{"name": n, "params": create_model(n).num_params()} for n in names]
+    rows = [
+        {"name": n, "kind": model_kind(n), "params": create_model(n).num_params()} for n in names
+    ]
     if args.json:
-        _print_json({"input": [1, 28, 28], "num_classes": 10, "models": rows})
+        inputs = {"image": "1x28x28, 10 classes", "text": "65-character vocabulary"}
+        _print_json({"inputs": inputs, "models": rows})
     else:
-        print(
-            _table([[r["name"], f"{r['params']:,}"] for r in rows], ["model", "params (1x28x28)"])
-        )
+        table = [[r["name"], r["kind"], f"{r['params']:,}"] for r in rows]
+        print(_table(table, ["model", "kind", "params"]))
+        print("params at the defaults: images 1x28x28 with 10 classes; text with 65 characters")
     return 0
 
 

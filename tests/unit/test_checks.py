@@ -176,3 +176,54 @@ def test_input_picture_is_a_png_with_the_value_range(setup, tmp_path):
     assert good.passed and "[0.00, 1.00]" in good.detail and "1x8x8" in good.detail
     bad = checks.check_input_picture(x[:32] * 255, y[:32], classes, tmp_path / "bad.png")
     assert not bad.passed and "255.00" in bad.detail and (tmp_path / "bad.png").is_file()
+
+
+# ---- text runs ----------------------------------------------------------------------------
+
+TEXT_NAMES = ["init_loss", "overfit_batch", "input_independent", "batch_independence"]
+
+
+@pytest.fixture
+def text_cfg(tmp_path):
+    """A small GPT on a text whose characters follow each other predictably."""
+    words = "the cat sat on the mat and the dog dug in the fog by the log".split()
+    rng = torch.Generator().manual_seed(0)
+    text = " ".join(words[i] for i in torch.randint(len(words), (3000,), generator=rng).tolist())
+    (tmp_path / "t.txt").write_text(text)
+    return config.load(
+        "shakespeare_gpt_fast",
+        [
+            f"data.path={tmp_path / 't.txt'}",
+            "model.n_layer=1",
+            "model.d_model=32",
+            "model.n_heads=2",
+            "model.block_size=32",
+        ],
+    )
+
+
+def test_text_run_passes_the_language_model_checks(text_cfg, tmp_path):
+    """On a text run the checks take their language-model form and all pass: loss at init
+    near ln(vocabulary), one window memorised, real text beats zero token ids, windows are
+    independent, and the decoded first windows have targets shifted by one character."""
+    results = checks.run_checks(text_cfg, tmp_path)
+    assert [r.name for r in results] == [*TEXT_NAMES, "input_text"]
+    assert all(r.passed for r in results), checks.format_results(results)
+    vocab = len(set((tmp_path / "t.txt").read_text()))
+    assert f"ln({vocab})" in results[0].detail
+    lines = (tmp_path / "check_inputs.txt").read_text().splitlines()
+    assert lines[0].startswith("input  0: '") and lines[1].startswith("target 0: '")
+
+
+def test_token_batch_independence_fails_when_windows_mix(text_cfg):
+    """A language model that adds the batch mean of its embeddings mixes windows: changing
+    the other windows changes window 0's logits, and the check says so."""
+    from neuralab.train.loop import build_language_model
+
+    torch.manual_seed(0)
+    model = build_language_model(text_cfg, 20)
+    embed = model.wte.forward
+    model.wte.forward = lambda idx: embed(idx) + embed(idx).mean(dim=0, keepdim=True)
+    x = torch.randint(0, 20, (4, 16))
+    result = checks.check_batch_independence_tokens(model, x)
+    assert not result.passed and "mixed across the batch" in result.detail

@@ -16,6 +16,11 @@ that would otherwise cost a whole run and only show up as "it trains a bit worse
 5. ``input_picture``: a PNG of the exact tensors that enter the model on the first training
    step, after augmentation, with their labels: "visualise just before the net".
 
+A text run gets the same checks in their language-model form: ln(vocabulary size) at init;
+memorising one window; real text against all-zero token ids; batch independence by
+changing the other windows (token ids have no gradient); and ``input_text``, the first
+windows decoded back to text with their targets, which must be the inputs shifted by one.
+
 The checks see the loss the loop trains on (``task.loss``), the model the loop builds from
 the config and the data the loop loads. They never change the model passed in (training
 checks train deep copies) and leave torch's global RNG as they found it.
@@ -38,7 +43,8 @@ from neuralab.config import RunConfig
 from neuralab.errors import UserError
 from neuralab.report.plots import save_figure
 from neuralab.tasks import ClassifyTask, build_task
-from neuralab.train.loop import build_model
+from neuralab.train.batches import RandomWindows
+from neuralab.train.loop import build_language_model, build_model
 from neuralab.train.seed import derived_generator
 
 INIT_TOLERANCE = 0.25  # init_loss passes if |loss - ln C| < INIT_TOLERANCE * ln C
@@ -105,7 +111,7 @@ def _eval_mode_loss(
         loss, stats = task.loss(model, x, y)  # no no_grad: an adversarial task attacks here
     finally:
         model.train(was_training)
-    return loss.item(), stats["correct"].item() / len(y)
+    return loss.item(), stats["correct"].item() / stats["count"].item()
 
 
 def check_init_loss(model: nn.Module, task: ClassifyTask, x: Tensor, y: Tensor) -> CheckResult:
@@ -142,7 +148,7 @@ def check_overfit_batch(
     for step in range(steps + 1):  # step = number of updates so far
         if step % 10 == 0 or step == steps:
             loss, acc = _eval_mode_loss(model, task, x, y)
-            summary = f"loss {loss:.3f} (floor {floor:.3f}), acc {acc:.0%} on {len(y)} images"
+            summary = f"loss {loss:.3f} (floor {floor:.3f}), acc {acc:.0%} on {len(y)} examples"
             if loss - floor < OVERFIT_TOLERANCE and acc == 1.0:
                 return CheckResult("overfit_batch", True, f"{summary} after {step} steps", loss)
             if optimizer is None or step == steps:
@@ -227,6 +233,43 @@ def check_batch_independence(model: nn.Module, x: Tensor, y: Tensor, i: int = 2)
     return CheckResult("batch_independence", passed, detail, others)
 
 
+def check_batch_independence_tokens(model: nn.Module, x: Tensor, i: int = 0) -> CheckResult:
+    """The token-id form of batch independence: replace every window but window i by other
+    tokens; window i's logits must not change at all (eval mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            before = model(x)[0][i]
+            other = (x + 1) % model.config.vocab_size
+            other[i] = x[i]
+            after = model(other)[0][i]
+    finally:
+        model.train(was_training)
+    change = (after - before).abs().max().item()
+    passed = change == 0.0
+    why = "" if passed else ": windows are mixed across the batch"
+    detail = f"max change of window {i}'s logits when the other windows change: {change:.2g}{why}"
+    return CheckResult("batch_independence", passed, detail, change)
+
+
+def check_input_text(
+    x: Tensor, y: Tensor, tokenizer: data.CharTokenizer, out: Path, rows: int = 8
+) -> CheckResult:
+    """Write the first ``rows`` training windows decoded back to text, with their targets, to
+    ``out``. Passes if every target is the input shifted by one character."""
+    lines = []
+    for k in range(min(rows, len(x))):
+        lines.append(f"input  {k}: {tokenizer.decode(x[k])!r}")
+        lines.append(f"target {k}: {tokenizer.decode(y[k])!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    shifted = bool((x[:, 1:] == y[:, :-1]).all())
+    why = "" if shifted else ": targets are not the inputs shifted by one token"
+    detail = f"{min(rows, len(x))} windows of {x.shape[1]} characters in {out}{why}"
+    return CheckResult("input_text", shifted, detail)
+
+
 def check_input_picture(
     x: Tensor,
     y: Tensor,
@@ -277,6 +320,8 @@ def run_checks(
     first training batch exactly as the loop will build it, augmentation included. Saves
     ``out_dir / "check_inputs.png"``.
     """
+    if data.is_text(cfg.data):
+        return _run_text_checks(cfg, Path(out_dir))
     spec = data.DATASETS.get(cfg.data.name)
     if x is None or y is None:
         x_train, y_train = data.load_split(cfg.data, "train")
@@ -305,6 +350,26 @@ def run_checks(
         title += ", augmented"
     out = Path(out_dir) / "check_inputs.png"
     results.append(check_input_picture(first, y, spec.classes, out, title))
+    return results
+
+
+def _run_text_checks(cfg: RunConfig, out_dir: Path) -> list[CheckResult]:
+    """The checks of a text run, on windows of its training text."""
+    tokenizer, splits = data.load_token_splits(cfg.data)
+    task = build_task(cfg, tokenizer.vocab_size)
+    task.carry = False  # the checks read windows, not streams
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_language_model(cfg, tokenizer.vocab_size)
+        windows = RandomWindows(splits["train"], 512, model.config.block_size, cfg.seed)
+        x, y = windows.get(0)[:2]
+        results = [
+            check_init_loss(model, task, x[:64], y[:64]),
+            check_overfit_batch(model, task, x[:1], y[:1]),
+            check_input_independent(model, task, x, y, seed=cfg.seed),
+            check_batch_independence_tokens(model, x[:8]),
+        ]
+    results.append(check_input_text(x, y, tokenizer, out_dir / "check_inputs.txt"))
     return results
 
 

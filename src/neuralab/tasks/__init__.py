@@ -10,9 +10,9 @@ from neuralab.tasks.language_model import LanguageModelTask
 
 def build_task(cfg: RunConfig, num_classes: int) -> ClassifyTask | LanguageModelTask:
     """The task a run config asks for: language modelling for text data, else plain or
-    adversarial classification (``num_classes`` is unused for text)."""
+    adversarial classification (for text, ``num_classes`` is the vocabulary size)."""
     if is_text(cfg.data):
-        return LanguageModelTask(carry=cfg.data.batching == "streams")
+        return LanguageModelTask(num_classes, carry=cfg.data.batching == "streams")
     if cfg.adv.method == "none":
         return ClassifyTask(num_classes, label_smoothing=cfg.train.label_smoothing)
     from neuralab.tasks.adversarial import AdversarialTask

@@ -29,7 +29,9 @@ def detach_state(state: Any) -> Any:
 class LanguageModelTask:
     """Loss and metrics of a batch of (token ids, next token ids) for a ``LanguageModel``."""
 
-    def __init__(self, carry: bool = False) -> None:
+    def __init__(self, vocab_size: int, carry: bool = False) -> None:
+        self.num_classes = vocab_size  # each next token is a class: loss at init ~ ln(vocab)
+        self.label_smoothing = 0.0
         self.carry = carry
         self.state: Any = None
 

@@ -80,7 +80,7 @@ def _test_text(run_dir: Path, model: nn.Module, data_cfg, batch_size: int) -> di
         x, y = data.eval_streams(splits["test"], streams=16)
     else:
         x, y = data.eval_windows(splits["test"], model.config.block_size)
-    result = LanguageModelTask().evaluate(model, x, y, batch_size)
+    result = LanguageModelTask(model.config.vocab_size).evaluate(model, x, y, batch_size)
     return {f"test/{k}": v for k, v in result.items()}
 
 

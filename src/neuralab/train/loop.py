@@ -197,7 +197,7 @@ def fit(
     # vocabulary come from it; the test split is not loaded here)
     if is_text(cfg.data):
         model, batches, (x_val, y_val), examples = _prepare_text(cfg, run_dir, resume)
-        num_classes = 0
+        num_classes = model.config.vocab_size
     else:
         spec = data.DATASETS.get(cfg.data.name)
         x_train, y_train = data.load_split(cfg.data, "train")

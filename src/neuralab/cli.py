@@ -254,6 +254,102 @@ def cmd_probe_saliency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe_attention(args: argparse.Namespace) -> int:
+    from neuralab.probe.attention import attention_run
+
+    text = _probe_text(args, default_chars=64)
+    result = attention_run(args.run, text, args.which)
+    if args.json:
+        _print_json(result)
+        return 0
+    note = " (kept the last characters that fit the context)" if result["truncated"] else ""
+    shape = f"{result['layers']} layers x {result['heads']} heads"
+    print(f"{shape} on {len(result['text'])} characters{note}")
+    rows = []
+    for layer, heads in enumerate(result["per_layer"]):
+        for h, (ent, prev) in enumerate(zip(heads["entropy"], heads["previous_char"], strict=True)):
+            rows.append([layer, h, f"{ent:.2f}", f"{prev:.2f}"])
+    print(_table(rows, ["layer", "head", "entropy (nats)", "weight on previous char"]))
+    print("maps: " + ", ".join(result["png"]))
+    return 0
+
+
+def cmd_probe_lstm(args: argparse.Namespace) -> int:
+    from neuralab.probe.lstm_cells import lstm_run
+
+    result = lstm_run(args.run, _probe_text(args, default_chars=args.chars), args.which)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{result['layers']} layers x {result['units']} cells over {result['characters']} chars")
+    rows = []
+    for name, feature in result["features"].items():
+        if not feature["present"]:
+            rows.append([name, "-", "-", "absent from this text"])
+            continue
+        for unit in feature["top"]:
+            rows.append([name, unit["layer"], unit["unit"], f"{unit['r']:+.2f}"])
+    print(_table(rows, ["text feature", "layer", "cell", "correlation"]))
+    gates = result["mean_gate_saturation"]
+    print(
+        "mean fraction of time saturated (left < 0.1 / right > 0.9): "
+        + ", ".join(f"{g} {v['left']:.2f}/{v['right']:.2f}" for g, v in gates.items())
+    )
+    print(f"cells: {result['html']}\ngates: {result['png']}")
+    return 0
+
+
+def _probe_text(args: argparse.Namespace, default_chars: int) -> str:
+    """--text, else the contents of --text-file, else the start of the run's test text."""
+    from neuralab import config as config_lib
+    from neuralab import data
+
+    if args.text is not None:
+        return args.text
+    if getattr(args, "text_file", None):
+        return data.read_text_file(args.text_file)
+    cfg = config_lib.load_run(Path(args.run))
+    tokenizer = data.CharTokenizer.load(Path(args.run) / "vocab.json")
+    _, splits = data.load_token_splits(cfg.data, tokenizer)
+    return tokenizer.decode(splits["test"][:default_chars])
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from neuralab.report.html import build_report
+
+    path = build_report(args.run, args.out)
+    if args.json:
+        _print_json({"run": args.run, "html": str(path)})
+    else:
+        print(f"report: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from neuralab.report.compare import compare
+
+    result = compare(args.runs, args.out)
+    if args.json:
+        _print_json(result)
+        return 0
+    keys = list(result["differences"])
+    metrics = list(result["metrics"])
+    rows = []
+    for i, run in enumerate(result["runs"]):
+        values = [result["differences"][k][i] for k in keys]
+        values += [_short(result["metrics"][m][i]) for m in metrics]
+        rows.append([Path(run).name, *values])
+    print(_table(rows, ["run", *keys, *metrics]))
+    if not keys:
+        print("(the configs are identical)")
+    print(f"page: {result['html']}")
+    return 0
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from neuralab.train import test
 
@@ -489,6 +585,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe_saliency)
+
+    p = probe_sub.add_parser("attention", help="attention maps of every head of a GPT run")
+    p.add_argument("run")
+    p.add_argument("--text", help="the characters to look at (default: the test text's start)")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe_attention)
+    p = probe_sub.add_parser("lstm", help="what single LSTM cells track, and gate saturation")
+    p.add_argument("run")
+    p.add_argument("--text", help="the text to read")
+    p.add_argument("--text-file", help="read this UTF-8 file instead")
+    p.add_argument("--chars", type=int, default=3000, help="characters of the test text")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe_lstm)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a run")
+    p.add_argument("run")
+    p.add_argument("--out", help="where to write it (default: RUN/report.html)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="runs side by side: config differences, metrics, curves")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default="compare.html", help="the HTML page (and a .png beside it)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("test", help="re-test a run's checkpoint on the test split")
     p.add_argument("run")

@@ -128,3 +128,16 @@ def test_fetch_tinyshakespeare_checks_sha256(tmp_path):
     shutil.copy(source, mirror / "input.txt")
     got = fetch("tinyshakespeare", tmp_path / "data", urls=[mirror.as_uri()])
     assert (got / "input.txt").read_bytes() == source.read_bytes()
+
+
+def test_probe_attention_from_the_cli(text_run):
+    """`neuralab probe attention RUN --text T --json` prints one object whose maps are
+    distributions, and writes one PNG per layer into the run."""
+    cwd, _ = text_run
+    out = json.loads(
+        neuralab("probe", "attention", "runs/g", "--text", "ROMEO. Here", "--json", cwd=cwd).stdout
+    )
+    assert out["layers"] == 1 and out["row_sum_max_error"] < 1e-5
+    assert (cwd / "runs/g/plots/attention_layer0.png").exists()
+    proc = neuralab("probe", "lstm", "runs/g", "--text", "ROMEO. Here", cwd=cwd, check=False)
+    assert_user_error(proc, "needs an lstm run")

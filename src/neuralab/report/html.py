@@ -1,0 +1,148 @@
+"""``neuralab report RUN``: one self-contained HTML page of a run.
+
+Everything is inside the file: images are embedded as base64 PNG, styles inline, no script
+and no network, so the page can be mailed, archived or opened offline years later. It shows
+the resolved config, the learning curves, the test metrics, the confusion matrix, and every
+attack report and probe found in the run directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from neuralab import config as config_lib
+from neuralab.errors import UserError
+from neuralab.report.plots import plot_curves
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}"
+    "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:4px 0}"
+    "figure{margin:0 0 1.5em}figcaption{font-size:12px;color:#555}"
+    "iframe{width:100%;height:480px;border:1px solid #ccc}"
+    "pre{background:#f7f7f7;padding:8px;white-space:pre-wrap}"
+)
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"epochs": 3}} -> {"train.epochs": 3}."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def image(path: Path, caption: str | None = None) -> str:
+    """A figure with ``path`` embedded as a base64 PNG."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    cap = html.escape(caption or path.name)
+    alt = html.escape(path.stem)
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+        f"<figcaption>{cap}</figcaption></figure>"
+    )
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _scalars(results: dict[str, Any]) -> list[list[Any]]:
+    return [[k, v] for k, v in results.items() if isinstance(v, int | float | str | bool)]
+
+
+def _attacks(run_dir: Path) -> str:
+    parts = []
+    for path in sorted((run_dir / "attacks").glob("*.json")):
+        report = json.loads(path.read_text())
+        rows = [["0 (clean)", report.get("clean_acc")]]
+        rows += [[r["eps"], r["robust_acc"]] for r in report.get("results", [])]
+        parts.append(f"<h3>{html.escape(path.stem)}</h3>")
+        parts.append(table(rows, ["eps", "accuracy"]))
+    return "".join(parts)
+
+
+def _probes(run_dir: Path) -> str:
+    parts = []
+    for path in sorted((run_dir / "probes").glob("*.json")):
+        summary = json.loads(path.read_text())
+        summary.pop("maps", None)  # the attention maps themselves are in the PNGs
+        shown = json.dumps(summary, indent=1)
+        parts.append(f"<h3>{html.escape(path.stem)}</h3><pre>{html.escape(shown[:4000])}</pre>")
+    cells = run_dir / "probes" / "lstm_cells.html"
+    if cells.exists():
+        doc = html.escape(cells.read_text(encoding="utf-8"), quote=True)
+        parts.append(f'<h3>LSTM cells</h3><iframe title="LSTM cells" srcdoc="{doc}"></iframe>')
+    return "".join(parts)
+
+
+def _sample(run_dir: Path) -> str:
+    """A short sample of a language-model run (seed 0, temperature 0.8)."""
+    from neuralab.train import sample  # lazily: reports of image runs never load training
+
+    text = sample(run_dir, "\n", 300, temperature=0.8, seed=0)
+    intro = "<h2>Sample</h2><p>300 characters, temperature 0.8, seed 0:</p>"
+    return f"{intro}<pre>{html.escape(text)}</pre>"
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the run's report (default ``run_dir/report.html``) and return its path."""
+    run_dir = Path(run_dir)
+    cfg = config_lib.load_run(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.exists():
+        raise UserError(f"{run_dir} has no results.json yet; train (or test) the run first")
+    results = json.loads(results_path.read_text())
+    if (run_dir / "metrics.jsonl").exists():
+        plot_curves(run_dir)
+    sections = [
+        f"<h1>{html.escape(run_dir.name)}</h1>",
+        f"<p>{html.escape(cfg.model.name)} on {html.escape(cfg.data.path or cfg.data.name)}, "
+        f"status {html.escape(str(results.get('status', '?')))}, "
+        f"{results.get('train/steps', '?')} steps in {results.get('train/wall_s', '?')} s</p>",
+        "<h2>Results</h2>",
+        table(_scalars(results), ["metric", "value"]),
+    ]
+    plots = run_dir / "plots"
+    for name, title in (("curves.png", "Learning curves"), ("confusion.png", "Test confusion")):
+        if (plots / name).exists():
+            sections += [f"<h2>{title}</h2>", image(plots / name)]
+    if (run_dir / "vocab.json").exists() and (run_dir / "checkpoints" / "best").exists():
+        sections.append(_sample(run_dir))
+    if (run_dir / "attacks").is_dir():
+        sections += ["<h2>Attacks</h2>", _attacks(run_dir)]
+    if (run_dir / "probes").is_dir():
+        sections += ["<h2>Probes</h2>", _probes(run_dir)]
+    others = sorted(p for p in plots.glob("*.png") if p.name not in ("curves.png", "confusion.png"))
+    if others:
+        sections += ["<h2>Attack and probe plots</h2>", *(image(p) for p in others)]
+    flat = flatten(config_lib.to_dict(cfg))
+    sections += ["<h2>Config</h2>", table([[k, v] for k, v in flat.items()], ["key", "value"])]
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>neuralab report: {html.escape(run_dir.name)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
+    out = Path(out) if out else run_dir / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

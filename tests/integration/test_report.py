@@ -1,0 +1,119 @@
+"""`neuralab report` and `neuralab compare`: what the pages hold, and that a real browser
+opens the report with every image decoded and no console error (marked ``browser``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from test_cli import TINY, neuralab
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two short digits runs that differ in the learning rate and the batch size, one of them
+    attacked, so the report has curves, a confusion matrix and an attack to show."""
+    cwd = tmp_path_factory.mktemp("report")
+    for name, extra in (("a", []), ("b", ["optim.lr=5e-3", "train.batch_size=64"])):
+        neuralab(
+            "train", "digits_cnn", *TINY, "train.epochs=2", *extra, "--run-dir", f"runs/{name}",
+            "--no-progress", cwd=cwd,
+        )  # fmt: skip
+    neuralab("attack", "runs/a", "--method", "fgsm", "--eps", "0.1", "--n", "50", cwd=cwd)
+    return cwd
+
+
+def test_report_is_one_self_contained_file(two_runs):
+    """The report embeds every image as base64 data and loads nothing from anywhere else; it
+    shows the results, curves, confusion matrix, the attack and the config."""
+    cwd = two_runs
+    out = json.loads(neuralab("report", "runs/a", "--json", cwd=cwd).stdout)
+    page = (cwd / "runs/a/report.html").read_text()
+    assert out["html"].endswith("report.html")
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    for text in ("Learning curves", "Test confusion", "fgsm", "test/acc", "optim.lr"):
+        assert text in page, text
+
+
+def test_compare_lists_exactly_the_differing_config_keys(two_runs):
+    """compare names the config keys that differ (lr and batch size) and no others, with
+    each run's value, and writes its page with the overlaid curves."""
+    cwd = two_runs
+    out = json.loads(neuralab("compare", "runs/a", "runs/b", "--json", cwd=cwd).stdout)
+    assert set(out["differences"]) == {"optim.lr", "train.batch_size"}
+    assert out["differences"]["train.batch_size"] == [32, 64]
+    assert len(out["metrics"]["test/acc"]) == 2
+    assert (cwd / "compare.html").exists() and (cwd / "compare.png").exists()
+    table = neuralab("compare", "runs/a", "runs/b", cwd=cwd).stdout
+    assert "optim.lr" in table.splitlines()[0] and "train.batch_size" in table.splitlines()[0]
+
+
+def test_report_and_compare_user_errors(two_runs, tmp_path):
+    """Not a run directory, or a single run to compare: one line, exit 2."""
+    from test_cli import assert_user_error
+
+    assert_user_error(neuralab("report", str(tmp_path), cwd=tmp_path, check=False), "no config")
+    assert_user_error(
+        neuralab("compare", "runs/a", cwd=two_runs, check=False), "at least two run directories"
+    )
+
+
+CHECK_SCRIPT = """<script>
+window.addEventListener('error', e => document.body.setAttribute('data-errors', 'x'));
+window.addEventListener('load', () => {
+  const images = [...document.images];
+  const bad = images.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  document.body.setAttribute('data-images', images.length);
+  document.body.setAttribute('data-bad-images', bad);
+});
+</script>"""
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("NEURALAB_REQUIRE_BROWSER") == "1":
+            pytest.fail("NEURALAB_REQUIRE_BROWSER=1 but chromium is not installed")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+@pytest.mark.browser
+def test_report_opens_in_headless_chromium(two_runs):
+    """Debian's chromium, headless, opens a copy of the report (with a probe script added)
+    and decodes every embedded image; the page logs no console error."""
+    browser = _chromium()
+    cwd = two_runs
+    neuralab("report", "runs/a", cwd=cwd)
+    page = (cwd / "runs/a/report.html").read_text()
+    n_images = page.count("<img ")
+    probe = cwd / "probe.html"
+    probe.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f'data-images="{n_images}"' in proc.stdout and n_images >= 3
+    assert 'data-bad-images="0"' in proc.stdout
+    assert "data-errors" not in proc.stdout
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console

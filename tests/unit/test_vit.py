@@ -81,3 +81,18 @@ def test_attention_maps(attn_impl: str) -> None:
         ).double()
         other.load_state_dict(model.state_dict())
         torch.testing.assert_close(other.eval()(x), model(x), rtol=0, atol=1e-10)
+
+
+def test_conv_stem_gives_the_same_token_grid() -> None:
+    """stem="conv" (Xiao et al. 2021) maps 28x28 images to the same 7x7 grid of d_model
+    tokens as 4x4 patchify, so the Transformer behind it is unchanged; a patch size that is
+    not a power of 2 is a UserError."""
+    torch.manual_seed(0)
+    conv = create_model("vit", stem="conv", image_size=28).eval()
+    patch = create_model("vit", image_size=28).eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert conv.patch_embed(x).shape == patch.patch_embed(x).shape == (2, 128, 7, 7)
+    assert conv(x).shape == (2, 10)
+    assert conv.attention_maps(x)[0].shape == (2, 4, 50, 50)
+    with pytest.raises(UserError, match="power-of-2"):
+        create_model("vit", stem="conv", patch_size=7, image_size=28)

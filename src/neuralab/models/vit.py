@@ -12,6 +12,11 @@ Patches of 4 suit the small images here: 28x28 gives 7x7 = 49 tokens, 32x32 give
 4. Init follows timm: truncated normal(0, 0.02) for Linear weights, position embeddings and the
 class token, zero biases, and the patch embedding initialised like a Linear layer on the
 flattened patch (Xavier-uniform, as in the reference JAX code).
+
+``stem="conv"`` replaces the patchify layer by a small convolutional stem with the same output
+grid (stride-2 3x3 convs with BatchNorm and ReLU, then a 1x1 conv to d_model), after Xiao et
+al. 2021, "Early Convolutions Help Transformers See Better": the same Transformer then trains
+faster and more stably, which matters on a CPU budget (the fashion_vit preset uses it).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class ViTConfig(ImageModelConfig):
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
     dropout: float = 0.0
     attn_impl: str = "sdpa"  # "sdpa": fused kernel; "manual": the formula, spelled out
+    stem: str = "patch"  # "patch": one linear map per patch; "conv": a convolutional stem
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,10 +64,32 @@ class ViTConfig(ImageModelConfig):
         check(self.mlp_ratio >= 1, f"mlp_ratio must be >= 1, got {self.mlp_ratio}")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check_choice("attn_impl", self.attn_impl, ATTN_IMPLS)
+        check_choice("stem", self.stem, ("patch", "conv"))
+        check(
+            self.stem == "patch" or self.patch_size & (self.patch_size - 1) == 0,
+            f"stem='conv' needs a power-of-2 patch_size, got {self.patch_size}",
+        )
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+def conv_stem(c_in: int, d: int, patch: int) -> nn.Sequential:
+    """log2(patch) stride-2 3x3 conv-BN-ReLU layers (widths growing to d/2), then a 1x1 conv
+    to d: the same (d, H/patch, W/patch) grid as patchify."""
+    layers: list[nn.Module] = []
+    steps = patch.bit_length() - 1
+    width = max(d // 2**steps, 8)
+    for _ in range(steps):
+        layers += [
+            nn.Conv2d(c_in, width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        c_in, width = width, width * 2
+    layers.append(nn.Conv2d(c_in, d, 1))
+    return nn.Sequential(*layers)
 
 
 @register_model("vit")
@@ -71,7 +99,10 @@ class ViT(ImageClassifier):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__(config)
         d, p = config.d_model, config.patch_size
-        self.patch_embed = nn.Conv2d(config.in_channels, d, kernel_size=p, stride=p)
+        if config.stem == "conv":
+            self.patch_embed = conv_stem(config.in_channels, d, p)
+        else:
+            self.patch_embed = nn.Conv2d(config.in_channels, d, kernel_size=p, stride=p)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.num_patches, d))
         self.drop = nn.Dropout(config.dropout)
@@ -94,9 +125,10 @@ class ViT(ImageClassifier):
         """timm's ViT init: trunc-normal(0.02) Linears and embeddings, zero biases."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        w = self.patch_embed.weight  # (d, C, p, p): a Linear from C*p*p to d
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.bias)
+        if isinstance(self.patch_embed, nn.Conv2d):
+            w = self.patch_embed.weight  # (d, C, p, p): a Linear from C*p*p to d
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            nn.init.zeros_(self.patch_embed.bias)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)

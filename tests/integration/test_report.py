@@ -112,8 +112,9 @@ def test_report_opens_in_headless_chromium(two_runs):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f'data-images="{n_images}"' in proc.stdout and n_images >= 3
-    assert 'data-bad-images="0"' in proc.stdout
-    assert "data-errors" not in proc.stdout
+    body = re.search(r"<body[^>]*>", proc.stdout).group(0)  # where the probe script wrote
+    assert f'data-images="{n_images}"' in body and n_images >= 3
+    assert 'data-bad-images="0"' in body
+    assert "data-errors" not in body
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console

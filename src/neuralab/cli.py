@@ -254,6 +254,60 @@ def cmd_probe_saliency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str, what: str, allowed: dict[str, Any]) -> list[Any]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if not values or bad:
+        raise UserError(
+            f"{what} takes a comma-separated list of {', '.join(allowed)}; got {text!r}"
+        )
+    return [allowed[v] for v in values]
+
+
+def cmd_probe_gradients(args: argparse.Namespace) -> int:
+    from neuralab.models import list_models
+    from neuralab.probe import gradients
+
+    if args.run:
+        result = gradients.gradient_flow_run(args.run, "init" if args.init else args.which)
+        if args.json:
+            _print_json(result)
+            return 0
+        rows = [
+            [r["name"], f"{r['grad_norm']:.3g}", f"{r['weight_norm']:.3g}"]
+            for r in result["layers"]
+        ]
+        print(_table(rows, ["layer", "grad norm", "weight norm"]))
+        print(f"first/last layer gradient ratio: {result['first_last_grad_ratio']}")
+        print(f"plot: {result['png']}")
+        return 0
+    models = _names(args.models, "--models", {m: m for m in list_models("*[0-9]*", kind="image")})
+    activations = _names(
+        args.activation, "--activation", {a: a for a in ("relu", "sigmoid", "tanh")}
+    )
+    bns = _names(args.bn, "--bn", {"on": True, "off": False})
+    kw = {"steps": args.steps} if args.steps else {}
+    result = gradients.gradient_study(
+        models, activations, bns, dataset=args.dataset, out_dir=args.out_dir, **kw
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    rows = [
+        [
+            v["model"],
+            v["activation"],
+            "on" if v["bn"] else "off",
+            _short(v["first_last_grad_ratio"]),
+            _short(v["final_train_loss"]),
+        ]
+        for v in result["variants"]
+    ]
+    print(_table(rows, ["model", "activation", "BN", "first/last grad", "final train loss"]))
+    print(f"{result['dataset']}, {result['steps']} steps each; plots: {', '.join(result['png'])}")
+    return 0
+
+
 def cmd_probe_attention(args: argparse.Namespace) -> int:
     from neuralab.probe.attention import attention_run
 
@@ -586,6 +640,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe_saliency)
 
+    p = probe_sub.add_parser(
+        "gradients", help="per-layer gradient flow of a run, or the vanishing-gradient study"
+    )
+    p.add_argument("run", nargs="?", help="a run (omit for the study of plain nets and ResNets)")
+    p.add_argument("--init", action="store_true", help="the run's model at initialisation")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--models", default="plain20,resnet20,plain56,resnet56")
+    p.add_argument("--activation", default="sigmoid,relu", help="relu, sigmoid, tanh")
+    p.add_argument("--bn", default="on,off", help="BatchNorm: on, off or both")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist or digits")
+    p.add_argument("--steps", type=int, help="training steps per variant (default: the study's)")
+    p.add_argument("--out-dir", default="gradient_study", help="where the plots go")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe_gradients)
     p = probe_sub.add_parser("attention", help="attention maps of every head of a GPT run")
     p.add_argument("run")
     p.add_argument("--text", help="the characters to look at (default: the test text's start)")

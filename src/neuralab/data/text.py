@@ -126,8 +126,8 @@ def split_bounds(n: int, val_fraction: float) -> dict[str, tuple[int, int]]:
 
 def eval_windows(tokens: Tensor, length: int) -> tuple[Tensor, Tensor]:
     """Inputs and targets of non-overlapping windows of ``length`` tokens covering ``tokens``:
-    (N, length) each; every token but the first is a target exactly once (a remainder
-    shorter than a window is one more, shorter window is not made: it is dropped)."""
+    (N, length) each; every token but the first is a target exactly once, except a final
+    remainder shorter than a window, which is dropped."""
     n = (len(tokens) - 1) // length
     if n == 0:
         raise UserError(f"a split of {len(tokens)} tokens holds no window of {length}")
@@ -136,7 +136,10 @@ def eval_windows(tokens: Tensor, length: int) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def eval_streams(tokens: Tensor, streams: int) -> tuple[Tensor, Tensor]:
+EVAL_STREAMS = 16  # a recurrent model is validated and tested on this many long streams
+
+
+def eval_streams(tokens: Tensor, streams: int = EVAL_STREAMS) -> tuple[Tensor, Tensor]:
     """Inputs and targets of ``streams`` contiguous streams covering ``tokens``: (S, L) each.
 
     A recurrent model reads each stream from start to end with its state carried, so every

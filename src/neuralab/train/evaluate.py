@@ -77,7 +77,7 @@ def _test_text(run_dir: Path, model: nn.Module, data_cfg, batch_size: int) -> di
     tokenizer = data.CharTokenizer.load(run_dir / "vocab.json")
     _, splits = data.load_token_splits(data_cfg, tokenizer)
     if model.recurrent:
-        x, y = data.eval_streams(splits["test"], streams=16)
+        x, y = data.eval_streams(splits["test"])
     else:
         x, y = data.eval_windows(splits["test"], model.config.block_size)
     result = LanguageModelTask(model.config.vocab_size).evaluate(model, x, y, batch_size)

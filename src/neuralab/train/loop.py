@@ -138,7 +138,7 @@ def _prepare_text(cfg: RunConfig, run_dir: Path, resume: bool):
     block, batch_size = model.config.block_size, cfg.train.batch_size
     if cfg.data.batching == "streams":
         batches = Streams(splits["train"], batch_size, block)
-        val = data.eval_streams(splits["val"], streams=16)
+        val = data.eval_streams(splits["val"])
     else:
         batches = RandomWindows(splits["train"], batch_size, block, cfg.seed)
         val = data.eval_windows(splits["val"], block)

@@ -22,12 +22,15 @@ SGD, momentum 0.9, lr 0.01 warmed up over 10% of the steps and cosine-decayed to
 batches for every variant; the final loss is the mean over the last 10% of the steps. He et
 al. trained at lr 0.1, but in 200 steps that rate favours the shallower nets (resnet56 then
 ends above resnet20); at 0.01 the deeper ResNet is ahead from step ~110 on (seeds 0 and 1).
-Denormal floats are flushed to zero while training: a vanished gradient (1e-38 and below)
-would otherwise make a step of plain56-sigmoid ten times slower, for updates that round to
-nothing anyway. The init norms are measured without flushing.
+Gradients are taken of the loss times LOSS_SCALE = 2^32 (and SGD's rate divided by it), as
+in mixed-precision training (Micikevicius et al. 2018): a vanished gradient (plain56-sigmoid's
+first layer gets ~1e-40) would otherwise be a denormal float, whose arithmetic is so slow that
+this one variant took half the study on 2 cores. Scaling by a power of two is exact, so the
+norms and the steps are the same as without it, bit for bit, wherever no float underflows.
 
-Measured with the defaults (seed 0; first/last = first conv's ||g|| / the head's; final loss,
-ln 10 = 2.30 is chance), 16 variants in MEASURED s on 2 CPU cores:
+Measured with the defaults (seed 0; first/last = the first conv's ||g|| over the head's at
+init; final training loss, where ln 10 = 2.30 is chance): the 16 variants took 431 s (7 min
+13 s for the whole process) on 2 CPU cores with nothing else running.
 
     model     activation  BN   first/last  final loss
     plain20   sigmoid     yes  3.1e-2      1.69
@@ -38,14 +41,18 @@ ln 10 = 2.30 is chance), 16 variants in MEASURED s on 2 CPU cores:
     plain56   sigmoid     no   1.3e-37     2.30
     resnet56  sigmoid     yes  1.8e-3      2.30
     resnet56  sigmoid     no   3.2e-20     2.30
-    plain20   relu        yes  3.8         1.14
-    plain20   relu        no   0.37        2.31  (learns, then collapses at step ~100)
+    plain20   relu        yes  3.8         1.05
+    plain20   relu        no   0.37        0.77
     resnet20  relu        yes  0.26        0.64
     resnet20  relu        no   0.60        0.90
-    plain56   relu        yes  1.0e3       2.18
+    plain56   relu        yes  9.2e2       1.63
     plain56   relu        no   0.96        2.30
-    resnet56  relu        yes  0.32        0.48
+    resnet56  relu        yes  0.32        0.49
     resnet56  relu        no   0.16        diverged at step 1 (no BN: the residual sum grows)
+
+On one thread the sums round differently and two chaotic runs end elsewhere (plain20-relu
+without BN learns, then collapses to 2.31 at step ~100; plain56-relu-BN ends at 2.18); the
+conclusions below hold on both.
 
 The classic results: the first layer of plain56-sigmoid without BN gets 1e-37 of its head's
 gradient, and it never learns. Its ResNet twin does not escape with sigmoid: these are He et
@@ -53,8 +60,9 @@ al.'s blocks, with the activation *after* the addition, so every block's sigmoid
 <= 1/4) still sits on the shortcut path; the shortcuts halve the number of squashing layers
 and so the exponent (1e-20, the square root). With ReLU the ResNet's gradient stays within
 an order of magnitude of the head's, and BN keeps even the sigmoid nets' within 1e-3. The
-degradation (Fig. 1) shows with ReLU and BN, the paper's setting: plain56 ends at 2.18 and
-plain20 at 1.14, while resnet56 (0.48) beats resnet20 (0.64). Deep plain nets with BN have
+degradation (Fig. 1) shows with ReLU and BN, the paper's setting: plain56 ends at 1.63 and
+plain20 at 1.05, while resnet56 (0.49) beats resnet20 (0.64); with sigmoid and BN, resnet56
+learns nothing in this budget (2.30, resnet20 1.76). Deep plain nets with BN have
 the opposite of a vanishing gradient at init: the first layer's is 1e3 times the head's
 (Yang et al. 2019, "A Mean Field Theory of Batch Normalization").
 
@@ -77,6 +85,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
 from neuralab import data
@@ -87,6 +96,7 @@ from neuralab.train.seed import derived_generator
 
 KARPATHY_RATIO = 1e-3  # the update/weight ratio a healthy layer has, to within ~10x
 VANISHED = 0.01  # a first layer with < 1% of the head's gradient norm: a vanishing gradient
+LEARNED = 0.95  # a net whose final loss is below 95% of ln(classes) has learned something
 DEFAULT_MODELS = ("plain20", "resnet20", "plain56", "resnet56")
 DEFAULT_ACTIVATIONS = ("sigmoid", "relu")
 DEFAULT_BNS = (True, False)
@@ -97,6 +107,7 @@ DEFAULT_LR = 0.01
 DEFAULT_TRAIN_IMAGES = 4096
 GRAD_BATCHES = 4  # batches the init gradient norms are averaged over
 WARMUP = 0.1  # fraction of the steps with a linear warm-up of the learning rate
+LOSS_SCALE = 2.0**32  # keeps vanished gradients (~1e-40) out of the slow denormal floats
 
 
 def _logits(model: nn.Module, x: Tensor) -> Tensor:
@@ -126,12 +137,13 @@ def _loss_in_forward_order(
         if weights:
             owned[module] = weights
     order: list[tuple[str, nn.Parameter]] = []
-    seen: set[nn.Module] = set()
+    seen: set[int] = set()  # ids of modules and parameters listed (a tied weight runs twice)
 
     def hook(module: nn.Module, args: Any) -> None:
-        if module not in seen:
-            seen.add(module)
-            order.extend(owned[module])
+        for name, p in owned[module]:
+            if id(p) not in seen:
+                seen.add(id(p))
+                order.append((name, p))
 
     handles = [module.register_forward_pre_hook(hook) for module in owned]
     try:
@@ -171,14 +183,15 @@ def layer_gradient_norms(model: nn.Module, x: Tensor, y: Tensor) -> list[dict[st
     model on (x, y) in train mode (BatchNorm on batch statistics, as training sees it).
 
     The model is left untouched: gradients come from ``torch.autograd.grad``, the modes and
-    buffers are restored. Norms are taken in float64.
+    buffers are restored. The loss is scaled by LOSS_SCALE (exactly undone) and norms are
+    taken in float64, so a vanished gradient is neither slow nor rounded to a denormal.
     """
     with _Untouched(model), torch.enable_grad():
         model.train()
         loss, layers = _loss_in_forward_order(model, x, y)
-        grads = torch.autograd.grad(loss, [p for _, p in layers])
+        grads = torch.autograd.grad(loss * LOSS_SCALE, [p for _, p in layers])
     return [
-        {"name": name, "grad_norm": _norm(g), "weight_norm": _norm(p)}
+        {"name": name, "grad_norm": _norm(g) / LOSS_SCALE, "weight_norm": _norm(p)}
         for (name, p), g in zip(layers, grads, strict=True)
     ]
 
@@ -197,7 +210,8 @@ def update_ratios(
 ) -> list[dict[str, Any]]:
     """{"name", "update_norm", "weight_norm", "ratio"} of each weighted layer, in forward
     order: ||W' - W|| / ||W|| for one step of ``optimizer`` ("sgd" or "adamw") from a fresh
-    optimizer state on the mean cross-entropy of (x, y), taken on a deep copy in train mode.
+    optimizer state on the mean cross-entropy of (x, y), taken on a deep copy in train mode
+    (None for an all-zero weight).
 
     The first SGD step is lr * g (lr * (1 + momentum) * g with Nesterov), plus lr * wd * W;
     the first Adam step is about lr * sign(g) per weight. Weight decay applies to the weighted
@@ -222,7 +236,7 @@ def update_ratios(
     out = []
     for (name, p), w in zip(layers, before, strict=True):
         update, weight = _norm(p - w), _norm(w)
-        ratio = update / weight if weight > 0 else math.inf
+        ratio = _ratio(update, weight)
         out.append({"name": name, "update_norm": update, "weight_norm": weight, "ratio": ratio})
     return out
 
@@ -233,9 +247,9 @@ def _ratio(first: float, last: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _positive(values: Sequence[float]) -> list[float]:
-    """Values for a log axis: zeros (a gradient that underflowed) become gaps."""
-    return [v if v > 0 and math.isfinite(v) else math.nan for v in values]
+def _positive(values: Sequence[float | None]) -> list[float]:
+    """Values for a log axis: zeros (a gradient that underflowed) and None become gaps."""
+    return [v if v is not None and 0 < v < math.inf else math.nan for v in values]
 
 
 def plot_gradient_flow(layers: list[dict[str, Any]], out: Path, title: str = "") -> Path:
@@ -255,6 +269,7 @@ def plot_gradient_flow(layers: list[dict[str, Any]], out: Path, title: str = "")
     ax_u.set(xlabel="layer", ylabel="||dW|| / ||W||", title="update / weight, one step")
     for ax in (ax_g, ax_u):
         ax.grid(alpha=0.3, which="both")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out)
@@ -294,17 +309,8 @@ def gradient_flow_run(run_dir: str | Path, which: str = "best", n: int = 256) ->
     x, y = x_train[order], y_train[order]
     layers = layer_gradient_norms(model, x, y)
     o = cfg.optim
-    updates = update_ratios(
-        model,
-        x,
-        y,
-        o.lr,
-        o.name,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        weight_decay=o.weight_decay,
-        betas=(o.beta1, o.beta2),
-    )
+    kw = dict(momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    updates = update_ratios(model, x, y, o.lr, o.name, betas=(o.beta1, o.beta2), **kw)
     for layer, update in zip(layers, updates, strict=True):
         layer["update_ratio"] = update["ratio"]
     suffix = "_init" if which == "init" else ""
@@ -355,7 +361,7 @@ def _train(
     the steps. Returns (loss curve: [step, mean loss of the last log_every steps], first/last
     gradient-norm ratio at those steps, the final loss: the mean of the last 10% of the steps;
     None if the loss became non-finite, where training stops)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)  # linear in the gradient:
     model.train()
     warmup = max(1, int(WARMUP * len(batches)))
     losses: list[float] = []
@@ -363,12 +369,12 @@ def _train(
     ratios: list[list[float | None]] = []
     for step, idx in enumerate(batches):
         for group in opt.param_groups:
-            group["lr"] = lr * _lr_factor(step, len(batches), warmup)
+            group["lr"] = lr * _lr_factor(step, len(batches), warmup) / LOSS_SCALE
         loss, layers = _loss_in_forward_order(model, x[idx], y[idx])
         if not math.isfinite(loss.item()):
             return curve, ratios, None
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * LOSS_SCALE).backward()  # ... scaled gradients and rate make the same step
         opt.step()
         losses.append(loss.item())
         if (step + 1) % log_every == 0 or step + 1 == len(batches):
@@ -385,12 +391,14 @@ def _depth(model: str) -> int:
     return int(model.removeprefix("plain").removeprefix("resnet"))
 
 
-def _findings(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _findings(variants: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
     """The classic results, checked in each (activation, BN) setting that has the variants:
     the deepest plain net's first layer gets < VANISHED of its head's gradient norm at init
     and its ResNet twin's does not; the deeper plain net ends training with a higher loss
     than the shallower one, the deeper ResNet with no higher (He et al. 2016, Fig. 1). A
-    diverged net counts as the worse; ``holds`` is None where nothing can be told."""
+    diverged net counts as the worse; ``holds`` is None where nothing can be told: a ratio
+    that is undefined, or two nets neither of which learned (final loss above LEARNED x the
+    loss of chance, ln C), whose order is noise."""
     found: list[dict[str, Any]] = []
     by_key = {(v["model"], v["activation"], v["bn"]): v for v in variants}
     depths = sorted({_depth(v["model"]) for v in variants})
@@ -407,7 +415,9 @@ def _findings(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if shallow == deep or not (a and b):
                 continue
             la, lb = (math.inf if v["diverged"] else v["final_train_loss"] for v in (a, b))
-            holds = None if la == lb == math.inf else (lb > la if kind == "plain" else lb <= la)
+            holds = lb > la if kind == "plain" else lb <= la
+            if min(la, lb) > LEARNED * math.log(num_classes):
+                holds = None
             claim = f"{kind}{deep} trains {sign} {kind}{shallow}"
             la, lb = a["final_train_loss"], b["final_train_loss"]
             found.append(dict(claim=claim, activation=act, bn=bn, shallow=la, deep=lb, holds=holds))
@@ -457,16 +467,21 @@ def gradient_study(
     then ``steps`` steps of training on ``train_images`` images of ``dataset``'s train split.
 
     Every variant starts from ``seed`` and sees the same batches with the same optimizer.
+    ``image_size`` below the dataset's averages the images down (28 -> 14 is 4x cheaper).
     ``progress`` gets each variant's summary as it finishes. Writes ``gradient_norms.png``,
     ``gradient_study_loss.png`` and ``gradient_study.json`` to ``out_dir``; returns that JSON:
     {"dataset", "steps", ..., "variants": [{"model", "activation", "bn",
-    "first_last_grad_ratio", "grad_norms", "final_train_loss", "loss_curve", "diverged",
-    ...}], "findings", "png", "seconds"}. A diverged variant (non-finite loss) has
-    ``final_train_loss`` None and ``diverged`` true; a ratio is None where undefined.
+    "first_last_grad_ratio", "grad_norms" (at init, per layer, first first), "layers" (their
+    names), "final_train_loss", "diverged", "loss_curve" ([step, mean loss] pairs),
+    "grad_ratio_curve" ([step, first/last ratio] along training), "seconds"}, ...],
+    "findings" (see ``_findings``), "png", "json", "seconds"}. A diverged variant (non-finite
+    loss) has ``final_train_loss`` None and ``diverged`` true; a ratio is None if undefined.
     """
     started = time.perf_counter()
     if steps < 1 or batch_size < 1 or train_images < 1 or lr <= 0:
         raise UserError("steps, batch_size, train_images and lr must be positive")
+    if not (models and activations and bns):
+        raise UserError("the gradient study needs at least one model, activation and BN setting")
     for name in models:
         if not name.startswith(("plain", "resnet")):
             raise UserError(f"the gradient study compares plain and resnet models, got {name!r}")
@@ -494,25 +509,11 @@ def gradient_study(
                 sum(r[k]["grad_norm"] for r in per_batch) / len(per_batch)
                 for k in range(len(per_batch[0]))
             ]
-            flushed = torch.set_flush_denormal(True)  # see _train
-            try:
-                curve, ratio_curve, final = _train(model, x, y, batches, lr, log_every)
-            finally:
-                if flushed:
-                    torch.set_flush_denormal(False)
-        v = dict(
-            model=name,
-            activation=act,
-            bn=bool(bn),
-            first_last_grad_ratio=_ratio(norms[0], norms[-1]),
-            grad_norms=norms,
-            layers=[r["name"] for r in per_batch[0]],
-            final_train_loss=final,
-            diverged=final is None,
-            loss_curve=curve,
-            grad_ratio_curve=ratio_curve,
-            seconds=round(time.perf_counter() - t0, 2),
-        )
+            curve, ratio_curve, final = _train(model, x, y, batches, lr, log_every)
+        v = dict(model=name, activation=act, bn=bool(bn), diverged=final is None)
+        v |= dict(first_last_grad_ratio=_ratio(norms[0], norms[-1]), final_train_loss=final)
+        v |= dict(grad_norms=norms, layers=[r["name"] for r in per_batch[0]], loss_curve=curve)
+        v |= dict(grad_ratio_curve=ratio_curve, seconds=round(time.perf_counter() - t0, 2))
         variants.append(v)
         if progress is not None:
             progress(v)
@@ -521,19 +522,12 @@ def gradient_study(
         _study_plot(variants, "grad_norms", out_dir / "gradient_norms.png", "||dL/dW|| at init"),
         _study_plot(variants, "loss", out_dir / "gradient_study_loss.png", "training loss"),
     ]
-    result = {
-        "dataset": dataset,
-        "train_images": len(x),
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": "sgd, momentum 0.9",
-        "seed": seed,
-        "variants": variants,
-        "findings": _findings(variants),
-        "png": [str(p) for p in png],
-        "json": str(out_dir / "gradient_study.json"),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    result = dict(dataset=dataset, image_size=x.shape[-1], train_images=len(x), steps=steps)
+    result |= dict(batch_size=batch_size, lr=lr, optimizer="sgd, momentum 0.9", seed=seed)
+    result |= dict(
+        variants=variants, findings=_findings(variants, spec.num_classes), png=[str(p) for p in png]
+    )
+    result["json"] = str(out_dir / "gradient_study.json")
+    result["seconds"] = round(time.perf_counter() - started, 1)
     Path(result["json"]).write_text(json.dumps(result, indent=1) + "\n")
     return result

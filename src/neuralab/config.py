@@ -179,7 +179,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp} for {key}")
 
 
-def _section_values(section: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
+def section_values(section: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Coerced ``values`` for the ``[section]`` dataclass ``cls``; checks keys, types, choices."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     out = {}
@@ -230,7 +231,8 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, section by section (nested dicts as read from TOML)."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -255,7 +257,7 @@ def build(values: dict[str, Any]) -> RunConfig:
                 kwargs[key] = _model_section(dict(value))
             else:
                 cls = _SECTION_CLASSES[key]
-                kwargs[key] = cls(**_section_values(key, cls, value))
+                kwargs[key] = cls(**section_values(key, cls, value))
         else:
             valid = ", ".join(["seed", *_SECTION_CLASSES])
             raise UserError(f"unknown config key {key!r}; valid top-level keys: {valid}")
@@ -303,7 +305,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def load(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults < TOML file (a path or a preset name) < ``key=value`` overrides."""
     values = read_toml(resolve_path(path)) if path is not None else {}
-    return build(_merge(values, parse_overrides(overrides or [])))
+    return build(merge(values, parse_overrides(overrides or [])))
 
 
 def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -340,8 +342,13 @@ def _toml_value(value: Any) -> str:
 
 def to_toml(cfg: RunConfig) -> str:
     """The resolved config as TOML text that ``load`` reads back to an equal config."""
+    return dict_to_toml(to_dict(cfg))
+
+
+def dict_to_toml(values: dict[str, Any]) -> str:
+    """Plain top-level values, then one ``[section]`` per nested dict, as TOML text."""
     lines = []
-    for key, value in to_dict(cfg).items():
+    for key, value in values.items():
         if isinstance(value, dict):
             lines.append(f"\n[{key}]")
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())

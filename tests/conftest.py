@@ -33,3 +33,13 @@ def _few_threads():
     torch.set_num_threads(min(before, 2))
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """One thread, for tests that share the two cores with whatever else runs (and whose
+    float sums must not depend on how work is split between threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,13 +18,7 @@ from neuralab.train.loop import build_model
 NAMES = ["init_loss", "overfit_batch", "input_independent", "batch_independence", "input_picture"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: these tests share two cores with whatever else runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

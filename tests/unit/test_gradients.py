@@ -20,14 +20,7 @@ from neuralab.errors import UserError
 from neuralab.probe import gradients as grad
 from neuralab.train import fit, new_run_dir
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: these tests share two cores with whatever else runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_resnet(**options) -> nn.Module:
@@ -131,15 +124,17 @@ def test_model_is_left_untouched():
 
 def test_plain_sigmoid_net_has_vanishing_gradient_on_digits():
     """On 64 real digits at initialisation, without BatchNorm: the first layer of a 56-layer
-    plain sigmoid net gets a gradient tens of orders of magnitude below its head's. The same
-    net with shortcuts keeps many orders more (its sigmoids sit after each addition, so they
-    still squash the shortcut path, but half as often), and the ReLU ResNet's first layer
-    gets within a factor 100 of its head's: it does not vanish."""
+    plain sigmoid net gets a gradient tens of orders of magnitude below its head's. The
+    post-activation ResNet keeps many orders more (its sigmoids sit after each addition, so
+    they still squash the shortcut path, but half as often); the pre-activation ResNet, whose
+    shortcut path has no sigmoid, and the ReLU ResNet get within a factor 100 of their
+    head's: their gradients do not vanish."""
     x, y = data.load("digits", "train")
     x, y = x[:64], y[:64]
     mean, std = data.channel_stats(x)
     ratios = {}
-    for name, act in (("plain56", "sigmoid"), ("resnet56", "sigmoid"), ("resnet56", "relu")):
+    variants = ("plain56", "sigmoid"), ("resnet56", "sigmoid"), ("preresnet56", "sigmoid")
+    for name, act in (*variants, ("resnet56", "relu")):
         torch.manual_seed(0)
         model = neuralab.create_model(
             name, activation=act, batchnorm=False, image_size=8, mean=mean, std=std
@@ -149,6 +144,7 @@ def test_plain_sigmoid_net_has_vanishing_gradient_on_digits():
         ratios[name, act] = layers[0]["grad_norm"] / layers[-1]["grad_norm"]
     assert ratios["plain56", "sigmoid"] < 1e-20
     assert ratios["resnet56", "sigmoid"] > 1e10 * ratios["plain56", "sigmoid"]
+    assert 1e-2 < ratios["preresnet56", "sigmoid"] < 1e2
     assert 1e-2 < ratios["resnet56", "relu"] < 1e2
 
 

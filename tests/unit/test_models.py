@@ -162,6 +162,44 @@ def test_plain_net_has_no_shortcut(shortcut: str) -> None:
     assert torch.allclose(features["plain20"], features["plain20"][:1].expand(4, -1))
 
 
+def test_preact_block_is_the_formula() -> None:
+    """A pre-activation block is x + conv2(relu(bn2(conv1(relu(bn1(x)))))) (He et al. 2016b,
+    Fig. 4e), composed here from the block's own layers through torch.nn.functional."""
+    model = build("preresnet20", 3, 32).train()
+    block = model.stages[0][1]
+    x = torch.randn(4, 16, 8, 8)
+
+    def bn(layer: nn.BatchNorm2d, t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.batch_norm(t, None, None, layer.weight, layer.bias, True)
+
+    branch = block.conv2(torch.relu(bn(block.bn2, block.conv1(torch.relu(bn(block.bn1, x))))))
+    torch.testing.assert_close(block(x), x + branch)
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_plain_net_is_the_same_chain_with_either_block(batchnorm: bool) -> None:
+    """Without shortcuts, pre- and post-activation blocks group the same chain conv, bn, act,
+    conv, bn, act, ... differently: a pre-activation plain net with the post-activation one's
+    weights moved to the matching places (each BN goes with the conv before it) computes the
+    same logits. So only the shortcuts tell preresnet from plain, as for resnet."""
+    post = build("plain20", 1, 8, batchnorm=batchnorm, activation="sigmoid").train()
+    pre = build("plain20", 1, 8, batchnorm=batchnorm, activation="sigmoid", preact=True).train()
+    convs_post = [m for m in post.modules() if isinstance(m, nn.Conv2d)]
+    convs_pre = [m for m in pre.modules() if isinstance(m, nn.Conv2d)]
+    blocks_post = [b for stage in post.stages for b in stage]
+    blocks_pre = [b for stage in pre.stages for b in stage]
+    norms_post = [post.stem[1]] + [n for b in blocks_post for n in (b.bn1, b.bn2)]
+    norms_pre = [n for b in blocks_pre for n in (b.bn1, b.bn2)] + [pre.post[0]]
+    assert len(convs_pre) == len(convs_post) == 19 and len(norms_pre) == len(norms_post)
+    with torch.no_grad():
+        for dst, src in zip(convs_pre + norms_pre, convs_post + norms_post, strict=True):
+            for name, p in dst.named_parameters():
+                p.copy_(src.get_parameter(name))
+        pre.head.load_state_dict(post.head.state_dict())
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(pre(x), post(x))
+
+
 def test_option_b_adds_projections() -> None:
     """Option B adds a 1x1 conv + BN projection at each of the two width changes, and option A
     adds none: (16*32 + 2*32) + (32*64 + 2*64) = 2,752 extra parameters."""
@@ -188,6 +226,7 @@ def test_normalize_is_the_formula_and_is_saved() -> None:
 def test_list_models() -> None:
     """Wildcards select by name, sorted; every model of this issue is registered."""
     assert list_models("resnet*") == ["resnet20", "resnet32", "resnet56"]
+    assert list_models("pre*") == ["preresnet20", "preresnet56"]
     assert list_models("plain*") == ["plain20", "plain32", "plain56"]
     assert {"mlp", "cnn"} <= set(list_models())
 

@@ -21,13 +21,7 @@ PIXELS = 3 * 4 * 4
 CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: these tests share two cores with whatever else runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_model(seed: int = 0) -> nn.Module:

@@ -10,6 +10,12 @@ Shortcuts where the shape changes (§3.3): option A is parameter-free (strided s
 zero-padded channels), so a resnet and its plain twin have exactly the same parameters; option
 B is a 1x1 conv + BN projection. ``activation`` and ``batchnorm`` exist to study vanishing
 gradients (sigmoid vs ReLU, BN on/off).
+
+``preact`` gives He et al. 2016b, "Identity Mappings in Deep Residual Networks": each block is
+``x + conv(act(bn(conv(act(bn(x))))))``, with one last ``act(bn(.))`` before the pooling, so
+nothing but the shortcuts lies on the path from the head down to the stem. With post-activation
+blocks every block's activation still sits on that path, which is why a post-activation sigmoid
+ResNet still has a vanishing gradient. A plain net is the same chain of layers either way.
 """
 
 from __future__ import annotations
@@ -63,15 +69,17 @@ def shortcut(c_in: int, c_out: int, stride: int, config: ResNetConfig) -> nn.Mod
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs, ``act(bn(conv(act(bn(conv(x))))) + shortcut(x))`` (He et al. 2016, Fig. 2).
+    """Two 3x3 convs, ``act(bn(conv(act(bn(conv(x))))) + shortcut(x))`` (He et al. 2016, Fig. 2),
+    or with ``config.preact`` ``conv(act(bn(conv(act(bn(x)))))) + shortcut(x)`` (2016b, Fig. 4e).
 
     Without ``config.residual`` the ``+ shortcut(x)`` is left out: same layers, no skip.
     """
 
     def __init__(self, c_in: int, c_out: int, stride: int, config: ResNetConfig) -> None:
         super().__init__()
+        self.preact = config.preact
         self.conv1 = conv3x3(c_in, c_out, stride, config)
-        self.bn1 = norm(c_out, config)
+        self.bn1 = norm(c_in if config.preact else c_out, config)
         self.act1 = ACTIVATIONS[config.activation]()
         self.conv2 = conv3x3(c_out, c_out, 1, config)
         self.bn2 = norm(c_out, config)
@@ -79,6 +87,10 @@ class BasicBlock(nn.Module):
         self.shortcut = shortcut(c_in, c_out, stride, config) if config.residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preact:
+            out = self.conv1(self.act1(self.bn1(x)))  # (B, C_out, H/s, W/s)
+            out = self.conv2(self.act2(self.bn2(out)))  # (B, C_out, H/s, W/s)
+            return out if self.shortcut is None else out + self.shortcut(x)
         out = self.act1(self.bn1(self.conv1(x)))  # (B, C_out, H/s, W/s)
         out = self.bn2(self.conv2(out))  # (B, C_out, H/s, W/s)
         if self.shortcut is not None:
@@ -101,6 +113,7 @@ class ResNetConfig(ImageModelConfig):
     shortcut: str = "A"  # "A": subsample + zero-pad; "B": 1x1 conv + BN projection
     activation: str = "relu"
     batchnorm: bool = True
+    preact: bool = False  # pre-activation blocks (He et al. 2016b)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,6 +133,8 @@ class ResNetConfig(ImageModelConfig):
         check_choice("activation", self.activation, ("relu", "sigmoid", "tanh"))
 
 
+@register_model("preresnet20", depth=20, preact=True)
+@register_model("preresnet56", depth=56, preact=True)
 @register_model("resnet20", depth=20)
 @register_model("resnet32", depth=32)
 @register_model("resnet56", depth=56)
@@ -133,15 +148,19 @@ class ResNet(ImageClassifier):
         super().__init__(config)
         n = (config.depth - 2) // 6
         w1, w2, w3 = config.widths
-        self.stem = nn.Sequential(
-            conv3x3(config.in_channels, w1, 1, config),
-            norm(w1, config),
-            ACTIVATIONS[config.activation](),
-        )
+        stem = [conv3x3(config.in_channels, w1, 1, config)]
+        if not config.preact:  # a pre-activation net normalises and activates in each block
+            stem += [norm(w1, config), ACTIVATIONS[config.activation]()]
+        self.stem = nn.Sequential(*stem)
         self.stages = nn.Sequential(
             stage(w1, w1, n, 1, config),
             stage(w1, w2, n, 2, config),
             stage(w2, w3, n, 2, config),
+        )
+        self.post = (
+            nn.Sequential(norm(w3, config), ACTIVATIONS[config.activation]())
+            if config.preact
+            else nn.Identity()
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(w3, config.num_classes)
@@ -162,5 +181,5 @@ class ResNet(ImageClassifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.normalize(x))  # (B, w1, H, W)
-        x = self.stages(x)  # (B, w3, H/4, W/4)
+        x = self.post(self.stages(x))  # (B, w3, H/4, W/4)
         return self.pool(x).flatten(1)  # (B, w3)

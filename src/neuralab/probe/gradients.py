@@ -97,7 +97,7 @@ from neuralab.train.seed import derived_generator
 KARPATHY_RATIO = 1e-3  # the update/weight ratio a healthy layer has, to within ~10x
 VANISHED = 0.01  # a first layer with < 1% of the head's gradient norm: a vanishing gradient
 LEARNED = 0.95  # a net whose final loss is below 95% of ln(classes) has learned something
-DEFAULT_MODELS = ("plain20", "resnet20", "plain56", "resnet56")
+DEFAULT_MODELS = ("plain20", "preresnet20", "plain56", "preresnet56")
 DEFAULT_ACTIVATIONS = ("sigmoid", "relu")
 DEFAULT_BNS = (True, False)
 DEFAULT_DATASET = "fashion-mnist"
@@ -386,31 +386,39 @@ def _train(
     return curve, ratios, sum(tail) / len(tail)
 
 
+def _family(model: str) -> str:
+    """'plain', 'resnet' or 'preresnet': the model's name without its depth."""
+    return model.rstrip("0123456789")
+
+
 def _depth(model: str) -> int:
-    """20 for plain20 or resnet20."""
-    return int(model.removeprefix("plain").removeprefix("resnet"))
+    """20 for plain20, resnet20 or preresnet20."""
+    return int(model.removeprefix(_family(model)))
 
 
 def _findings(variants: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
     """The classic results, checked in each (activation, BN) setting that has the variants:
     the deepest plain net's first layer gets < VANISHED of its head's gradient norm at init
-    and its ResNet twin's does not; the deeper plain net ends training with a higher loss
-    than the shallower one, the deeper ResNet with no higher (He et al. 2016, Fig. 1). A
-    diverged net counts as the worse; ``holds`` is None where nothing can be told: a ratio
-    that is undefined, or two nets neither of which learned (final loss above LEARNED x the
-    loss of chance, ln C), whose order is noise."""
+    and its residual twins' (resnet, preresnet) do not; the deeper plain net ends training with
+    a higher loss than the shallower one, the deeper residual net with no higher (He et al.
+    2016, Fig. 1). A diverged net counts as the worse; ``holds`` is None where nothing can be
+    told: a ratio that is undefined, or two nets neither of which learned (final loss above
+    LEARNED x the loss of chance, ln C), whose order is noise."""
     found: list[dict[str, Any]] = []
     by_key = {(v["model"], v["activation"], v["bn"]): v for v in variants}
     depths = sorted({_depth(v["model"]) for v in variants})
     shallow, deep = depths[0], depths[-1]
+    families = list(dict.fromkeys(_family(v["model"]) for v in variants))
     for act, bn in dict.fromkeys((v["activation"], v["bn"]) for v in variants):
-        for kind, op in (("plain", "<"), ("resnet", ">=")):
+        for kind in families:
+            op = "<" if kind == "plain" else ">="
             if v := by_key.get((f"{kind}{deep}", act, bn)):
                 r = v["first_last_grad_ratio"]
                 holds = None if r is None else (r < VANISHED) == (kind == "plain")
                 claim = f"{kind}{deep}: first-layer gradient {op} {VANISHED:g} x the head's"
                 found.append(dict(claim=claim, activation=act, bn=bn, value=r, holds=holds))
-        for kind, sign in (("plain", "worse than"), ("resnet", "at least as well as")):
+        for kind in families:
+            sign = "worse than" if kind == "plain" else "at least as well as"
             a, b = by_key.get((f"{kind}{shallow}", act, bn)), by_key.get((f"{kind}{deep}", act, bn))
             if shallow == deep or not (a and b):
                 continue
@@ -425,6 +433,7 @@ def _findings(variants: list[dict[str, Any]], num_classes: int) -> list[dict[str
 
 
 _COLORS = {"plain20": "tab:orange", "plain56": "tab:red", "resnet20": "tab:cyan", "resnet56": "b"}
+_COLORS |= {"preresnet20": "tab:olive", "preresnet56": "tab:green"}
 
 
 def _study_plot(variants: list[dict[str, Any]], key: str, out: Path, ylabel: str) -> Path:
@@ -483,8 +492,10 @@ def gradient_study(
     if not (models and activations and bns):
         raise UserError("the gradient study needs at least one model, activation and BN setting")
     for name in models:
-        if not name.startswith(("plain", "resnet")):
-            raise UserError(f"the gradient study compares plain and resnet models, got {name!r}")
+        if _family(name) not in ("plain", "resnet", "preresnet"):
+            raise UserError(
+                f"the gradient study compares plain, resnet and preresnet models, got {name!r}"
+            )
     spec = data.DATASETS.get(dataset)
     x_all, y_all = data.load(dataset, "train")
     keep = torch.randperm(len(x_all), generator=derived_generator(seed, 0, 6))[:train_images]

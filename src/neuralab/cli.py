@@ -281,7 +281,11 @@ def cmd_probe_gradients(args: argparse.Namespace) -> int:
         print(f"first/last layer gradient ratio: {result['first_last_grad_ratio']}")
         print(f"plot: {result['png']}")
         return 0
-    models = _names(args.models, "--models", {m: m for m in list_models("*[0-9]*", kind="image")})
+    models = (
+        _names(args.models, "--models", {m: m for m in list_models("*[0-9]*", kind="image")})
+        if args.models
+        else gradients.DEFAULT_MODELS
+    )
     activations = _names(
         args.activation, "--activation", {a: a for a in ("relu", "sigmoid", "tanh")}
     )
@@ -646,7 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="a run (omit for the study of plain nets and ResNets)")
     p.add_argument("--init", action="store_true", help="the run's model at initialisation")
     p.add_argument("--which", default="best", choices=["best", "last"])
-    p.add_argument("--models", default="plain20,resnet20,plain56,resnet56")
+    p.add_argument(
+        "--models",
+        help="plain, resnet (post-activation) or preresnet nets, e.g. plain20,resnet20 "
+        "(default: plain20,preresnet20,plain56,preresnet56)",
+    )
     p.add_argument("--activation", default="sigmoid,relu", help="relu, sigmoid, tanh")
     p.add_argument("--bn", default="on,off", help="BatchNorm: on, off or both")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist or digits")

@@ -63,7 +63,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
     monitor: str = field(
-        default="val/acc", metadata=_choices("val/acc", "val/loss", "val/robust_acc")
+        default="val/acc",
+        metadata=_choices("val/acc", "val/loss", "val/robust_acc", "val/knn_acc"),
     )
     early_stopping: int = 0  # stop after this many validations without improvement; 0 = off
     val_every: int = 0  # validate every N steps; 0 = at the end of each epoch
@@ -103,6 +104,25 @@ class AdvConfig:
 
 
 @dataclass(frozen=True)
+class SSLConfig:
+    """Self-supervised pretraining (off by default): the pretext task and its settings."""
+
+    method: str = field(default="none", metadata=_choices("none", "simclr", "dae", "mae"))
+    temperature: float = 0.2  # simclr: NT-Xent temperature
+    proj_dim: int = 128  # simclr: output size of the projection head
+    hidden_dim: int = 512  # projection-head / decoder hidden width
+    crop_scale: float = 0.3  # simclr: smallest area fraction of a random resized crop
+    jitter: float = 0.4  # simclr: brightness/contrast jitter strength
+    noise: str = field(default="gaussian", metadata=_choices("gaussian", "masking"))  # dae
+    noise_level: float = 0.3  # dae: Gaussian std, or the fraction of pixels zeroed
+    mask_ratio: float = 0.6  # mae: fraction of patches hidden
+    patch_size: int = 4  # mae: side of a masked patch (the ViT's own patch size for a ViT)
+    knn_k: int = 20  # kNN monitor: neighbours
+    knn_temperature: float = 0.07  # kNN monitor: weight exp(cos / t) per neighbour
+    knn_bank: int = 10000  # kNN monitor: training images in the memory bank (0 = all)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -111,6 +131,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     adv: AdvConfig = field(default_factory=AdvConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
 
 
 _SECTION_CLASSES = {
@@ -120,6 +141,7 @@ _SECTION_CLASSES = {
     "optim": OptimConfig,
     "sched": SchedConfig,
     "adv": AdvConfig,
+    "ssl": SSLConfig,
 }
 
 
@@ -264,7 +286,27 @@ def build(values: dict[str, Any]) -> RunConfig:
     cfg = RunConfig(**kwargs)
     if cfg.train.monitor == "val/robust_acc" and cfg.adv.method == "none":
         raise UserError("train.monitor=val/robust_acc needs adversarial training: set adv.method")
+    _check_ssl(cfg)
     return cfg
+
+
+def _check_ssl(cfg: RunConfig) -> None:
+    """Pretraining makes its own views of each image and is monitored by kNN accuracy."""
+    if cfg.ssl.method == "none":
+        if cfg.train.monitor == "val/knn_acc":
+            raise UserError("train.monitor=val/knn_acc needs pretraining: set ssl.method")
+        return
+    if cfg.train.monitor not in ("val/knn_acc", "val/loss"):
+        raise UserError(
+            f"ssl.method={cfg.ssl.method} is validated by val/knn_acc and val/loss; "
+            "set train.monitor=val/knn_acc"
+        )
+    if cfg.data.augment:
+        raise UserError(
+            f"ssl.method={cfg.ssl.method} makes its own views of each image; set data.augment=false"
+        )
+    if cfg.adv.method != "none":
+        raise UserError("ssl pretraining and adversarial training do not mix; set adv.method=none")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -84,9 +84,10 @@ def new_run_dir(run_dir: str | Path | None, cfg: RunConfig, name: str | None = N
 
 
 def build_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: torch.Tensor) -> torch.nn.Module:
-    """The configured model, with normalisation statistics of the training split inside it."""
+    """The configured model, with normalisation statistics of the training split inside it;
+    for self-supervised pretraining (``ssl.method``), wrapped with its pretext head."""
     mean, std = data.channel_stats(x_train)
-    return create_model(
+    model = create_model(
         cfg.model.name,
         num_classes=spec.num_classes,
         in_channels=spec.channels,
@@ -95,6 +96,11 @@ def build_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: torch.Tensor) -
         std=std,
         **cfg.model.options,
     )
+    if cfg.ssl.method != "none":
+        from neuralab.ssl.model import build_ssl_model
+
+        return build_ssl_model(cfg.ssl, model)
+    return model
 
 
 def use_bf16(precision: str) -> bool:

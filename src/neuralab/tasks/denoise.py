@@ -1,0 +1,21 @@
+"""Denoising-autoencoder pretraining (Vincent et al. 2008): reconstruct clean images from
+corrupted ones (``ssl.noise``: gaussian or masking, of ``ssl.noise_level``).
+
+There is nothing to classify, so ``train/acc`` is logged as 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from neuralab.ssl.dae import corrupt, reconstruction_loss
+from neuralab.tasks.pretext import PretextTask
+
+
+class DenoiseTask(PretextTask):
+    def pretext_loss(
+        self, model: nn.Module, x: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, int]:
+        noisy = corrupt(x, self.ssl.noise, self.ssl.noise_level, generator)
+        return reconstruction_loss(model(noisy), x), torch.tensor(0), len(x)

@@ -164,9 +164,11 @@ def _report_test(run_dir: Path, summary: dict[str, Any], test: dict[str, Any]) -
 
 def _train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json: bool) -> int:
     from neuralab.report.plots import plot_curves
-    from neuralab.train import fit, test
+    from neuralab.train import distributed, fit, test
 
     summary = fit(cfg, run_dir, resume=resume, progress=progress)
+    if not distributed.init().main:  # under torchrun, rank 0 reports and tests
+        return 0
     plot_curves(run_dir)
     if summary["status"] == "interrupted":
         print(
@@ -186,16 +188,17 @@ def _train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json
 def cmd_train(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
     from neuralab import data
-    from neuralab.train import new_run_dir
+    from neuralab.train import distributed, new_run_dir
     from neuralab.train.loop import check_model_kind
 
+    world = distributed.init()  # a world of one unless torchrun started this process
     items = list(args.items)
     if args.resume:
         run_dir = Path(args.resume)
         if items and "=" not in items[0]:
             raise UserError("give either a config file or --resume RUN, not both")
         cfg = config_lib.load_run(run_dir, items)
-        if items:
+        if items and world.main:
             (run_dir / "config.toml").write_text(config_lib.to_toml(cfg))
     else:
         if not items or "=" in items[0]:
@@ -209,12 +212,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             data.read_text_file(cfg.data.path)
         elif not cfg.data.download:
             data.locate(cfg.data.name, cfg.data.data_dir or None)
-        run_dir = new_run_dir(args.run_dir, cfg, name=Path(path).stem)
-    if not args.json:
+        run_dir = Path(
+            distributed.from_main(lambda: new_run_dir(args.run_dir, cfg, Path(path).stem), world)
+        )
+    if not args.json and world.main:
         print(f"run directory: {run_dir}", file=sys.stderr)
-    return _train_and_test(
-        cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress, as_json=args.json
-    )
+    try:
+        return _train_and_test(
+            cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress, as_json=args.json
+        )
+    finally:
+        distributed.finish()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -59,6 +59,10 @@ class TrainConfig:
     # bf16: matmuls in bfloat16 under autocast (fp32 weights); auto: bf16 where the CPU has
     # AMX bfloat16 tiles (about 1.3x faster GPT steps), else fp32
     precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "auto"))
+    # split each batch into this many micro-batches, one backward each, one optimizer step:
+    # the same update as the whole batch, with a fraction of the activation memory
+    accum_steps: int = 1
+    compile: bool = False  # torch.compile the model for training (checkpoints stay eager)
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off

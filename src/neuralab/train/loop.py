@@ -34,7 +34,7 @@ from neuralab.data.text import is_text
 from neuralab.errors import UserError
 from neuralab.models import LanguageModel, create_model, list_models, model_kind
 from neuralab.tasks import build_task
-from neuralab.train import checkpoint
+from neuralab.train import checkpoint, distributed
 from neuralab.train.batches import ImageBatches, RandomWindows, Streams
 from neuralab.train.metrics import MetricsLogger
 from neuralab.train.optim import build_optimizer, lr_factor, set_lr
@@ -57,8 +57,9 @@ class Progress:
 
 
 def set_threads(threads: int) -> int:
-    """Use ``threads`` CPU threads (0 = every core this process may run on)."""
-    n = threads or len(os.sched_getaffinity(0))
+    """Use ``threads`` CPU threads (0 = every core this process may run on, shared evenly by
+    the processes torchrun started on this machine)."""
+    n = threads or max(1, len(os.sched_getaffinity(0)) // distributed.local_size())
     torch.set_num_threads(n)
     return n
 
@@ -197,7 +198,9 @@ def fit(
     "finished", "early-stopped" or "interrupted".
     """
     tc = cfg.train
+    world = distributed.init()
     threads = set_threads(tc.threads)
+    _check_parallel(cfg, world)
 
     # 1. prepare data and 2. design the model (data first: the model's input statistics and
     # vocabulary come from it; the test split is not loaded here)
@@ -228,6 +231,10 @@ def fit(
         model = model.to(memory_format=torch.channels_last)
     task = build_task(cfg, num_classes)
     bf16 = use_bf16(tc.precision)
+    # the compiled module shares the model's parameters; checkpoints save the eager model's
+    # state_dict, so they never carry torch.compile's "_orig_mod." prefix
+    train_model = torch.compile(model) if tc.compile else model
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, cfg.optim)
     ema = None
     if tc.ema > 0:
@@ -253,9 +260,11 @@ def fit(
 
     model_meta = {"name": cfg.model.name, "config": asdict(model.config)}
     ckpt_root = run_dir / "checkpoints"
-    logger = MetricsLogger(run_dir, start_step=state.step)
+    logger = MetricsLogger(run_dir, start_step=state.step) if world.main else None
 
     def save(best: bool) -> None:
+        if not world.main:
+            return
         meta = {"progress": asdict(state), "model": model_meta, "dataset": cfg.data.name}
         train_state = {
             "optimizer": optimizer.state_dict(),
@@ -277,6 +286,8 @@ def fit(
         checkpoint.prune(ckpt_root)
 
     def record(values: dict[str, Any]) -> None:
+        if logger is None:
+            return
         rec = {
             "step": state.step,
             "epoch": round(state.step / steps_per_epoch, 4),
@@ -292,7 +303,7 @@ def fit(
     bar = tqdm(
         total=total_steps,
         initial=state.step,
-        disable=not progress,
+        disable=not (progress and world.main),
         unit="step",
         dynamic_ncols=True,
         desc=f"{cfg.data.name}/{cfg.model.name}",
@@ -308,29 +319,44 @@ def fit(
             lr = cfg.optim.lr * lr_factor(cfg.sched, state.step, total_steps)
             set_lr(optimizer, lr)
             model.train()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss, stats = task.loss(model, xb, yb)
-            if not math.isfinite(loss.item()):
+            optimizer.zero_grad(set_to_none=True)
+            # this rank's share of the batch, in micro-batches; each loss is weighted by its
+            # share of the global batch, so the summed gradients are those of its mean loss
+            x_rank, y_rank = distributed.shard(xb, yb, world)
+            loss_sum, correct, count = 0.0, 0, 0
+            for x_micro, y_micro in zip(
+                x_rank.tensor_split(tc.accum_steps),
+                y_rank.tensor_split(tc.accum_steps),
+                strict=True,
+            ):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss, stats = task.loss(train_model, x_micro, y_micro)
+                (loss * (len(x_micro) / len(xb))).backward()
+                loss_sum += loss.item() * int(stats["count"])
+                correct += int(stats["correct"])
+                count += int(stats["count"])
+            loss_sum, correct, count, stops = distributed.all_reduce_(
+                params, [loss_sum, correct, count, float(stop.requested)], world
+            )
+            step_loss = loss_sum / count
+            if not math.isfinite(step_loss):
                 last = ckpt_root / "last"
                 kept = f"the last good checkpoint is {last}" if last.exists() else "none was saved"
                 raise UserError(
-                    f"loss became {loss.item()} at step {state.step + 1}; stopped ({kept}); "
+                    f"loss became {step_loss} at step {state.step + 1}; stopped ({kept}); "
                     "lower optim.lr or set train.grad_clip"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
             state.step += 1
             bar.update()
 
-            count = int(stats["count"])
-            run_loss += loss.item() * count
-            run_correct += int(stats["correct"])
-            run_count += count
+            run_loss += loss_sum
+            run_correct += int(correct)
+            run_count += int(count)
             state.train_s += time.perf_counter() - step_started
             if state.step % tc.log_every == 0 or state.step == total_steps:
                 train_metrics = {
@@ -350,7 +376,10 @@ def fit(
             )
             if validate:
                 state.wall_s = time.perf_counter() - started
-                improved, stale = _validate(task, eval_model, x_val, y_val, tc, state, record)
+                improved, stale = False, False
+                if world.main:
+                    improved, stale = _validate(task, eval_model, x_val, y_val, tc, state, record)
+                improved, stale = distributed.broadcast_flags([improved, stale], world)
                 save(best=improved)
                 best = f"{state.best:.4f}" if state.best is not None else "-"
                 bar.set_postfix({f"best {tc.monitor}": best})
@@ -360,14 +389,17 @@ def fit(
             elif tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                 state.wall_s = time.perf_counter() - started
                 save(best=False)
-            if stop.requested:
+            # Ctrl-C on any rank stops every rank at the same step: the one whose all-reduce
+            # first carried it
+            if stops > 0 if world.distributed else stop.requested:
                 if not validate:
                     state.wall_s = time.perf_counter() - started
                     save(best=False)
                 status = "interrupted"
                 break
     bar.close()
-    logger.close()
+    if logger is not None:
+        logger.close()
 
     summary = {
         "status": status,
@@ -378,6 +410,9 @@ def fit(
         "train/wall_s": round(state.wall_s, 3),
         "train/threads": threads,
         "train/precision": "bf16" if bf16 else "fp32",
+        "train/processes": world.size,
+        "train/accum_steps": tc.accum_steps,
+        "train/compile": tc.compile,
         **examples,
         "torch": torch.__version__,
     }
@@ -385,8 +420,29 @@ def fit(
         tokens_per_step = batches.batch_size * batches.block_size
         tokens_per_s = tokens_per_step * state.step / max(state.train_s, 1e-9)
         summary["train/tokens_per_s"] = round(tokens_per_s, 1)
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if world.main:
+        (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _check_parallel(cfg: RunConfig, world: distributed.World) -> None:
+    """Gradient accumulation and several processes split each batch by rows; a one-line error
+    where that cannot give the same update as the whole batch."""
+    tc = cfg.train
+    if tc.accum_steps < 1:
+        raise UserError(f"train.accum_steps must be >= 1, got {tc.accum_steps}")
+    per_rank = tc.batch_size // world.size
+    if tc.batch_size % world.size or per_rank % tc.accum_steps:
+        raise UserError(
+            f"train.batch_size={tc.batch_size} must split evenly over {world.size} process(es) "
+            f"x train.accum_steps={tc.accum_steps} micro-batches"
+        )
+    carry = is_text(cfg.data) and cfg.data.batching == "streams"
+    if carry and (tc.accum_steps > 1 or world.distributed):
+        raise UserError(
+            "data.batching=streams carries each stream's hidden state from batch to batch, "
+            "which train.accum_steps > 1 and torchrun would split; use data.batching=windows"
+        )
 
 
 def _validate(task, model, x_val, y_val, tc, state: Progress, record) -> tuple[bool, bool]:

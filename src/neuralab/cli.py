@@ -631,6 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    from neuralab.rl.cli import add_commands as add_rl_commands
+
+    add_rl_commands(sub)  # neuralab rl train / rl eval
+
     p = sub.add_parser("check", help="sanity checks before a long run; exit 1 if any fails")
     p.add_argument("config", help="a TOML file or preset name")
     p.add_argument("overrides", nargs="*", metavar="key=value")

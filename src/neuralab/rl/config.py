@@ -1,0 +1,187 @@
+"""Reinforcement-learning run configuration: one frozen dataclass per section.
+
+The same rules as supervised runs (``neuralab.config``): defaults < TOML file <
+``a.b=c`` overrides, every key checked, the resolved config saved as
+``config.toml`` in the run directory. ``algo`` picks the algorithm; only its own
+section (``[ppo]``, ``[dqn]`` or ``[reinforce]``) is written to the run's config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neuralab import config as config_lib
+from neuralab.errors import UserError
+
+ALGOS = ("reinforce", "ppo", "dqn")
+
+
+def _choices(*values: str) -> dict[str, tuple[str, ...]]:
+    return {"choices": values}
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    id: str = "CartPole-v1"  # any Gymnasium id with discrete actions
+    num_envs: int = 4  # in-process vector envs (reinforce: episodes per update)
+    preprocess: str = field(default="none", metadata=_choices("none", "pong"))
+    actions: tuple[int, ...] = ()  # a subset of the env's actions, e.g. [2, 3]; () = all
+    max_episode_steps: int = 0  # 0 = the env's own time limit
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = field(default="tanh", metadata=_choices("tanh", "relu"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_steps: int = 100_000  # environment steps (summed over the vector envs)
+    threads: int = 1  # torch CPU threads; 1 is fastest for small MLPs
+    checkpoint_every: int = 20  # updates between checkpoints (envs are re-seeded there)
+    eval_episodes: int = 10  # greedy evaluation at each checkpoint; 0 = none
+    final_eval_episodes: int = 20  # greedy evaluation of the last weights
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = field(default="adam", metadata=_choices("adam", "rmsprop"))
+    lr: float = 2.5e-4
+    eps: float = 1e-5
+    decay: float = 0.99  # RMSProp's moving-average decay (torch's alpha)
+    anneal_lr: bool = True  # linearly to 0 over the run
+    max_grad_norm: float = 0.5  # 0 = no clipping
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    num_steps: int = 128  # steps per env per rollout
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    norm_adv: bool = True
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    buffer_size: int = 50_000
+    batch_size: int = 64
+    gamma: float = 0.99
+    learning_starts: int = 1000  # env steps of random play before learning
+    train_freq: int = 256  # steps per env between updates
+    gradient_steps: int = 128  # gradient steps per update
+    target_every: int = 1  # updates between hard copies into the target network
+    start_e: float = 1.0
+    end_e: float = 0.05
+    exploration_fraction: float = 0.2  # of total_steps, to anneal epsilon linearly
+    double: bool = True  # Double DQN: online net picks, target net values
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    gamma: float = 0.99
+    # value: a learned state-value baseline; normalize: standardised returns (pg-pong)
+    baseline: str = field(default="value", metadata=_choices("value", "normalize"))
+    reset_on_reward: bool = False  # Pong: every point (nonzero reward) ends a return
+    vf_coef: float = 0.5
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    seed: int = 0
+    algo: str = "ppo"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+
+
+_SECTIONS = {
+    "env": EnvConfig,
+    "model": NetConfig,
+    "train": TrainConfig,
+    "optim": OptimConfig,
+    "ppo": PPOConfig,
+    "dqn": DQNConfig,
+    "reinforce": ReinforceConfig,
+}
+
+
+def build(values: dict[str, Any]) -> RLConfig:
+    """A validated ``RLConfig`` from a nested dict (as read from TOML)."""
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "seed":
+            kwargs["seed"] = config_lib.coerce("seed", value, int)
+        elif key == "algo":
+            kwargs["algo"] = config_lib.coerce("algo", value, str)
+            if kwargs["algo"] not in ALGOS:
+                raise UserError(
+                    f"config key 'algo' must be one of {', '.join(ALGOS)}; got {value!r}"
+                )
+        elif key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise UserError(f"config key {key!r} must be a [{key}] section")
+            cls = _SECTIONS[key]
+            kwargs[key] = cls(**config_lib.section_values(key, cls, value))
+        else:
+            valid = ", ".join(["seed", "algo", *_SECTIONS])
+            raise UserError(f"unknown config key {key!r}; valid top-level keys: {valid}")
+    cfg = RLConfig(**kwargs)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: RLConfig) -> None:
+    positive = {
+        "env.num_envs": cfg.env.num_envs,
+        "train.total_steps": cfg.train.total_steps,
+        "train.checkpoint_every": cfg.train.checkpoint_every,
+        "ppo.num_steps": cfg.ppo.num_steps,
+        "ppo.num_minibatches": cfg.ppo.num_minibatches,
+        "dqn.batch_size": cfg.dqn.batch_size,
+        "dqn.buffer_size": cfg.dqn.buffer_size,
+        "dqn.train_freq": cfg.dqn.train_freq,
+        "dqn.target_every": cfg.dqn.target_every,
+        "optim.lr": cfg.optim.lr,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"config key {key!r} must be positive, got {value!r}")
+    batch = cfg.env.num_envs * cfg.ppo.num_steps
+    if cfg.algo == "ppo" and batch % cfg.ppo.num_minibatches:
+        raise UserError(
+            f"ppo.num_minibatches={cfg.ppo.num_minibatches} must divide the rollout of "
+            f"env.num_envs * ppo.num_steps = {batch} steps"
+        )
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> RLConfig:
+    """Defaults < TOML file (a path, a preset name or a run directory) < overrides."""
+    values = config_lib.read_toml(config_lib.resolve_path(path))
+    if "algo" not in values:
+        raise UserError(
+            f"{path} is not a reinforcement-learning config (it has no 'algo' key); "
+            "try a preset: cartpole_ppo, cartpole_dqn, cartpole_reinforce, lunarlander_ppo, pong_pg"
+        )
+    return build(config_lib.merge(values, config_lib.parse_overrides(overrides or [])))
+
+
+def to_toml(cfg: RLConfig) -> str:
+    """The resolved config as TOML; only the chosen algorithm's section is written."""
+    out: dict[str, Any] = {"seed": cfg.seed, "algo": cfg.algo}
+    for name in ("env", "model", "train", "optim", cfg.algo):
+        out[name] = dataclasses.asdict(getattr(cfg, name))
+    return config_lib.dict_to_toml(out)

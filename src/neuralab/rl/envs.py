@@ -1,0 +1,207 @@
+"""Environments: seeded Gymnasium envs, in-process vector envs, Pong from pixels.
+
+Autoreset: Gymnasium >= 1.0 resets a finished sub-env on the *next* step by
+default (that step returns the reset observation with reward 0). We use
+``AutoresetMode.SAME_STEP`` instead: the step that ends an episode returns its
+reward and ``terminated``/``truncated`` flags together with the first
+observation of the next episode, and the true last observation in
+``infos["final_obs"]`` (needed to bootstrap truncated episodes). So every
+transition a learner sees is real; none needs masking.
+
+In-process (``SyncVectorEnv``) rather than subprocess vector envs: for
+environments as cheap as CartPole or LunarLander, pickling observations between
+processes costs more than stepping the envs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from neuralab.errors import UserError
+from neuralab.rl.config import EnvConfig
+
+try:
+    import gymnasium as gym
+except ImportError:
+    raise UserError("reinforcement learning needs Gymnasium: pip install 'neuralab[rl]'") from None
+
+
+def derived_seed(*keys: int) -> int:
+    """A 31-bit seed from a tuple of ints, e.g. (seed, update) to re-seed envs at a checkpoint."""
+    digest = hashlib.sha256(repr(tuple(keys)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") >> 1
+
+
+def pong_frame(rgb: np.ndarray) -> np.ndarray:
+    """Karpathy's pg-pong ``prepro``: 210x160x3 frame -> 6400 int8 values in {0, 1}.
+
+    Crop to the play area (rows 35-194), keep every second pixel (80x80) of the red
+    channel, erase the two background colours (144, 109), set paddles and ball to 1.
+    """
+    frame = rgb[35:195:2, ::2, 0]  # (80, 80)
+    return ((frame != 144) & (frame != 109) & (frame != 0)).astype(np.int8).ravel()
+
+
+class PongDifference(gym.Wrapper):
+    """Observations are the difference of consecutive preprocessed frames, so a static
+    policy network sees motion (pg-pong); values in {-1, 0, 1}, int8 to keep batches small."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(-1, 1, (6400,), np.int8)
+        self._prev = np.zeros(6400, np.int8)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._prev = pong_frame(obs)
+        return self._prev.copy(), info  # first frame minus an empty one, as in pg-pong
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        frame = pong_frame(obs)
+        diff, self._prev = frame - self._prev, frame
+        return diff, reward, terminated, truncated, info
+
+
+class ActionSubset(gym.ActionWrapper):
+    """Only some of the env's discrete actions, e.g. Pong's UP and DOWN ([2, 3]) as in pg-pong."""
+
+    def __init__(self, env: gym.Env, actions: tuple[int, ...]) -> None:
+        super().__init__(env)
+        n = env.action_space.n
+        if any(a < 0 or a >= n for a in actions):
+            raise UserError(f"env.actions={list(actions)}: this env's actions are 0..{n - 1}")
+        self.actions = actions
+        self.action_space = gym.spaces.Discrete(len(actions))
+
+    def action(self, action):
+        return self.actions[int(action)]
+
+
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+    """One environment as configured; unknown ids and unsupported spaces are UserErrors."""
+    kwargs = {"max_episode_steps": cfg.max_episode_steps} if cfg.max_episode_steps else {}
+    if cfg.id.startswith("ALE/"):
+        import ale_py
+
+        gym.register_envs(ale_py)
+    try:
+        env = gym.make(cfg.id, render_mode=render_mode, **kwargs)
+    except gym.error.Error as err:
+        raise UserError(
+            f"cannot make environment {cfg.id!r}: {err} "
+            "(e.g. CartPole-v1, LunarLander-v3, ALE/Pong-v5)"
+        ) from None
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UserError(
+            f"{cfg.id} has {env.action_space} actions; only discrete ones are supported"
+        )
+    if cfg.preprocess == "pong":
+        env = PongDifference(env)
+    if cfg.actions:
+        env = ActionSubset(env, cfg.actions)
+    if len(env.observation_space.shape) != 1:
+        raise UserError(
+            f"{cfg.id} observes {env.observation_space.shape} arrays; the networks take flat "
+            "vectors (for Atari Pong set env.preprocess=pong)"
+        )
+    return env
+
+
+def make_vector_env(cfg: EnvConfig) -> gym.vector.SyncVectorEnv:
+    """``cfg.num_envs`` envs stepped in this process, reset on the step that ends an episode."""
+    return gym.vector.SyncVectorEnv(
+        [lambda: make_env(cfg) for _ in range(cfg.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def spaces(cfg: EnvConfig) -> tuple[int, int]:
+    """(observation size, number of actions) of the configured env."""
+    env = make_env(cfg)
+    sizes = int(env.observation_space.shape[0]), int(env.action_space.n)
+    env.close()
+    return sizes
+
+
+class EpisodeStats:
+    """Returns and lengths of the episodes that finish in a vector env, per env."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.running = np.zeros(num_envs)
+        self.length = np.zeros(num_envs, dtype=np.int64)
+        self.returns: list[float] = []
+        self.lengths: list[int] = []
+
+    def step(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+        self.running += rewards
+        self.length += 1
+        for i in np.flatnonzero(dones):
+            self.returns.append(float(self.running[i]))
+            self.lengths.append(int(self.length[i]))
+            self.running[i], self.length[i] = 0.0, 0
+
+    def pop(self) -> dict[str, float]:
+        """Mean return and length of the episodes finished since the last pop (if any)."""
+        if not self.returns:
+            return {}
+        out = {
+            "train/episode_return": float(np.mean(self.returns)),
+            "train/episode_length": float(np.mean(self.lengths)),
+            "train/episodes": len(self.returns),
+        }
+        self.returns, self.lengths = [], []
+        return out
+
+
+@dataclass
+class Episode:
+    obs: np.ndarray  # (T, obs_dim)
+    actions: np.ndarray  # (T,)
+    rewards: np.ndarray  # (T,)
+
+    @property
+    def total(self) -> float:
+        return float(self.rewards.sum())
+
+
+def play_episodes(
+    envs: list[gym.Env],
+    act: Callable[[np.ndarray], np.ndarray],
+    seeds: list[int | None],
+    record: bool = True,
+) -> list[Episode]:
+    """One whole episode in each env, stepping the unfinished ones together.
+
+    ``act`` maps a batch of observations (B, obs_dim) to B actions; ``seeds[i]``
+    resets env i (None continues its RNG). With ``record=False`` only rewards
+    are kept (evaluation).
+    """
+    first = [env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]
+    obs = {i: o for i, o in enumerate(first)}
+    trajs: list[dict[str, list]] = [{"obs": [], "actions": [], "rewards": []} for _ in envs]
+    while obs:
+        ids = list(obs)
+        actions = act(np.stack([obs[i] for i in ids]))
+        for i, a in zip(ids, actions, strict=True):
+            o, r, terminated, truncated, _ = envs[i].step(a)
+            if record:
+                trajs[i]["obs"].append(obs[i])
+                trajs[i]["actions"].append(a)
+            trajs[i]["rewards"].append(r)
+            if terminated or truncated:
+                del obs[i]
+            else:
+                obs[i] = o
+    return [
+        Episode(
+            obs=np.stack(t["obs"]) if record else np.zeros((0,)),
+            actions=np.asarray(t["actions"], dtype=np.int64),
+            rewards=np.asarray(t["rewards"], dtype=np.float32),
+        )
+        for t in trajs
+    ]

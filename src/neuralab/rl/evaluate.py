@@ -1,0 +1,76 @@
+"""Evaluation: a trained agent's greedy policy on fresh envs with their own seeds.
+
+The evaluation envs are never the training envs, and their seeds (1,000,000 + i
+for episode i) are fixed, so every checkpoint of every run is scored on the same
+episodes. The policy is deterministic: the action of highest probability (or Q).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from neuralab.rl.config import RLConfig
+from neuralab.rl.envs import make_env, play_episodes
+from neuralab.rl.nets import as_batch
+
+EVAL_SEED = 1_000_000
+
+
+def _greedy(agent: nn.Module):
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return agent.greedy(as_batch(obs)).numpy()
+
+    return act
+
+
+def evaluate(cfg: RLConfig, agent: nn.Module, episodes: int) -> dict[str, float]:
+    """Mean and standard deviation of the return of ``episodes`` greedy episodes."""
+    envs = [make_env(cfg.env) for _ in range(episodes)]
+    played = play_episodes(
+        envs, _greedy(agent), [EVAL_SEED + i for i in range(episodes)], record=False
+    )
+    for env in envs:
+        env.close()
+    returns = np.array([ep.total for ep in played])
+    return {
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "min_return": float(returns.min()),
+        "max_return": float(returns.max()),
+        "mean_length": float(np.mean([len(ep.rewards) for ep in played])),
+        "episodes": episodes,
+    }
+
+
+def record_gif(
+    cfg: RLConfig, agent: nn.Module, out: Path, seed: int = EVAL_SEED, max_frames: int = 600
+) -> dict[str, float]:
+    """One greedy episode rendered as an animated GIF (every k-th frame, at most
+    ``max_frames``, at the env's speed); returns the episode's return and length."""
+    env = make_env(cfg.env, render_mode="rgb_array")
+    obs, _ = env.reset(seed=seed)
+    frames, total, done = [env.render()], 0.0, False
+    act = _greedy(agent)
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
+        frames.append(env.render())
+        total += float(reward)
+        done = terminated or truncated
+    fps = env.metadata.get("render_fps") or 30
+    env.close()
+    k = -(-len(frames) // max_frames)  # ceil
+    images = [Image.fromarray(f) for f in frames[::k]]
+    if images[0].width > 320:
+        size = (320, round(images[0].height * 320 / images[0].width))
+        images = [im.resize(size) for im in images]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(
+        out, save_all=True, append_images=images[1:], duration=round(1000 * k / fps), loop=0
+    )
+    return {"gif": str(out), "gif_return": total, "gif_length": len(frames) - 1}

@@ -1,0 +1,214 @@
+"""Reinforcement-learning runs: the run directory, the training loop, exact resume.
+
+A run is a sequence of updates (one rollout or batch of episodes and its
+learning each). Every ``train.checkpoint_every`` updates the loop evaluates the
+greedy policy, writes a checkpoint and starts a new *segment* by resetting the
+envs with seeds derived from (seed, update). Environments' internal states
+cannot all be saved (Box2D, the Atari emulator), so resuming happens at segment
+starts: the checkpoint holds the weights, optimizer (and replay buffer), every
+RNG state and the counters, and the envs are re-seeded exactly as the straight
+run re-seeds them. N updates straight == N/2, stop, resume, N/2: bit-identical
+parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from neuralab.errors import UserError
+from neuralab.report.plots import plt, save_figure
+from neuralab.report.runs import read_jsonl
+from neuralab.rl import config as rl_config
+from neuralab.rl.config import RLConfig
+from neuralab.rl.dqn import DQN, QAgent
+from neuralab.rl.envs import derived_seed, spaces
+from neuralab.rl.evaluate import evaluate, record_gif
+from neuralab.rl.ppo import PPO, ActorCritic
+from neuralab.rl.reinforce import PolicyNet, Reinforce
+from neuralab.train import checkpoint
+from neuralab.train.loop import set_threads
+from neuralab.train.metrics import MetricsLogger
+from neuralab.train.seed import rng_state, seed_everything, set_rng_state
+
+ALGORITHMS = {"reinforce": Reinforce, "ppo": PPO, "dqn": DQN}
+AGENTS = {"reinforce": PolicyNet, "ppo": ActorCritic, "dqn": QAgent}
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint's meta.json."""
+
+    update: int = 0
+    env_steps: int = 0
+    wall_s: float = 0.0
+    best_return: float | None = None
+    best_env_steps: int | None = None
+
+
+def new_run_dir(run_dir: str | Path | None, cfg: RLConfig) -> Path:
+    """A fresh run directory holding the resolved config; an existing one is never reused."""
+    if run_dir is None:
+        name = cfg.env.id.split("/")[-1].split("-")[0].lower()
+        base = Path("runs") / f"{name}_{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, i = base, 1
+        while path.exists():
+            path, i = Path(f"{base}-{i}"), i + 1
+    else:
+        path = Path(run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(
+                f"run directory {path} already exists; pick another --run-dir, "
+                f"or continue it with: neuralab rl train --resume {path}"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.toml").write_text(rl_config.to_toml(cfg))
+    return path
+
+
+def build(cfg: RLConfig):
+    """The configured algorithm, its networks seeded by ``cfg.seed``."""
+    seed_everything(cfg.seed)
+    obs_dim, n_actions = spaces(cfg.env)
+    return ALGORITHMS[cfg.algo](cfg, obs_dim, n_actions)
+
+
+def train(
+    cfg: RLConfig, run_dir: Path, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train ``cfg`` in ``run_dir`` (from ``new_run_dir``, or a stopped run to resume)."""
+    tc = cfg.train
+    threads = set_threads(tc.threads)
+    algo = build(cfg)
+    state = Progress()
+    if resume:
+        ckpt = checkpoint.read(run_dir, "last")
+        state = Progress(**ckpt.meta["progress"])
+        if state.env_steps >= tc.total_steps:
+            raise UserError(f"{run_dir} already took its {tc.total_steps} steps; nothing to resume")
+        algo.agent.load_state_dict(ckpt.model)
+        algo.load_state_dict(ckpt.state["algo"])
+        set_rng_state(ckpt.state["rng"])
+    ckpt_root = run_dir / "checkpoints"
+    logger = MetricsLogger(run_dir, start_step=state.env_steps)
+    bar = tqdm(total=tc.total_steps, initial=state.env_steps, disable=not progress, unit="step")
+    started = time.perf_counter() - state.wall_s
+    try:
+        while state.env_steps < tc.total_steps:
+            if state.update % tc.checkpoint_every == 0:
+                algo.reset(derived_seed(cfg.seed, state.update))
+            metrics = algo.update(state.update, state.env_steps)
+            steps = metrics.pop("env_steps")
+            state.update += 1
+            state.env_steps += steps
+            record = {"step": state.env_steps, "update": state.update, **metrics}
+            at_end = state.env_steps >= tc.total_steps
+            if state.update % tc.checkpoint_every == 0 or at_end:
+                best = False
+                if tc.eval_episodes:
+                    ev = evaluate(cfg, algo.agent, tc.eval_episodes)
+                    record.update({"eval/mean_return": ev["mean_return"]})
+                    record.update({"eval/std_return": ev["std_return"]})
+                    best = state.best_return is None or ev["mean_return"] > state.best_return
+                    if best:
+                        state.best_return, state.best_env_steps = ev["mean_return"], state.env_steps
+                state.wall_s = time.perf_counter() - started
+                logger.log({**record, "wall_s": state.wall_s})
+                _save(ckpt_root, algo, state, best)
+            else:
+                logger.log({**record, "wall_s": time.perf_counter() - started})
+            bar.update(steps)
+            if "train/episode_return" in record:
+                bar.set_postfix(ret=f"{record['train/episode_return']:.1f}")
+    finally:
+        logger.close()
+        bar.close()
+    results = {
+        "algo": cfg.algo,
+        "env": cfg.env.id,
+        "env/steps": state.env_steps,
+        "train/updates": state.update,
+        "train/wall_s": round(state.wall_s, 2),
+        "train/steps_per_s": round(state.env_steps / max(state.wall_s, 1e-9), 1),
+        "train/threads": threads,
+        "eval/best_mean_return": state.best_return,
+        "eval/best_env_steps": state.best_env_steps,
+    }
+    if tc.final_eval_episodes:
+        ev = evaluate(cfg, algo.agent, tc.final_eval_episodes)
+        results.update({f"eval/{k}": v for k, v in ev.items()})
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    plot_returns(run_dir)
+    return results
+
+
+def _save(root: Path, algo, state: Progress, best: bool) -> None:
+    path = checkpoint.write(
+        root,
+        state.update,
+        model=algo.agent.state_dict(),
+        state={"algo": algo.state_dict(), "rng": rng_state()},
+        meta={"progress": asdict(state)},
+    )
+    checkpoint.point(root, "last", path)
+    if best:
+        checkpoint.point(root, "best", path)
+    checkpoint.prune(root)
+
+
+def plot_returns(run_dir: Path) -> Path:
+    """The learning curve: training episode returns and greedy evaluations vs env steps."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(r["step"], r["train/episode_return"]) for r in records if "train/episode_return" in r]
+    if train:
+        ax.plot(*zip(*train, strict=True), alpha=0.6, label="training episodes (mean per update)")
+    evals = [r for r in records if "eval/mean_return" in r]
+    if evals:
+        steps = [r["step"] for r in evals]
+        mean = [r["eval/mean_return"] for r in evals]
+        std = [r["eval/std_return"] for r in evals]
+        ax.plot(steps, mean, "o-", markersize=3, label="greedy evaluation (mean ± std)")
+        lo = [m - s for m, s in zip(mean, std, strict=True)]
+        hi = [m + s for m, s in zip(mean, std, strict=True)]
+        ax.fill_between(steps, lo, hi, alpha=0.2)
+    ax.set(xlabel="environment steps", ylabel="episode return", title=run_dir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, run_dir / "plots" / "returns.png")
+
+
+def load_agent(run_dir: str | Path, which: str = "best"):
+    """(config, agent in eval mode) of a run; ``best`` falls back to ``last`` without evals."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (it has no config.toml)")
+    cfg = rl_config.load(run_dir / "config.toml")
+    if which == "best" and not (run_dir / "checkpoints" / "best").exists():
+        which = "last"
+    ckpt = checkpoint.read(run_dir, which, with_state=False)
+    agent = AGENTS[cfg.algo](*spaces(cfg.env), cfg)
+    try:
+        agent.load_state_dict(ckpt.model)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise UserError(f"{ckpt.path} does not fit this run's config ({first})") from None
+    return cfg, agent.eval()
+
+
+def eval_run(
+    run_dir: str | Path, episodes: int, gif: Path | None = None, which: str = "best"
+) -> dict[str, Any]:
+    """Greedy evaluation of a run's checkpoint over ``episodes`` episodes (+ optional GIF)."""
+    if episodes <= 0:
+        raise UserError(f"--episodes must be positive, got {episodes}")
+    cfg, agent = load_agent(run_dir, which)
+    out = {"run_dir": str(run_dir), "env": cfg.env.id, **evaluate(cfg, agent, episodes)}
+    if gif is not None:
+        out.update(record_gif(cfg, agent, gif))
+    return out

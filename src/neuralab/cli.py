@@ -665,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         help="plain, resnet (post-activation) or preresnet nets, e.g. plain20,resnet20 "
-        "(default: plain20,preresnet20,plain56,preresnet56)",
+        "(default: plain20,resnet20,plain56,resnet56,preresnet56)",
     )
     p.add_argument("--activation", default="sigmoid,relu", help="relu, sigmoid, tanh")
     p.add_argument("--bn", default="on,off", help="BatchNorm: on, off or both")

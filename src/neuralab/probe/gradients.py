@@ -11,7 +11,8 @@
 3. ``gradient_flow_run``: both for a trained run (or the same model at initialisation), as
    a log-scale PNG in ``run_dir/plots/gradient_flow.png``.
 4. ``gradient_study``: He et al. 2016 ("Deep Residual Learning", Fig. 1 and §4.2) in
-   miniature, on real images. Plain nets and ResNets of 20 and 56 layers, sigmoid or ReLU,
+   miniature, on real images. Plain nets and ResNets of 20 and 56 layers (and by default the
+   pre-activation ResNet-56 of He et al. 2016b), sigmoid or ReLU,
    with or without BatchNorm (Ioffe & Szegedy 2015): the per-layer gradient norms at
    initialisation, then a short training run of each with the same seed, data order and
    optimizer, whose training-loss curves are overlaid.
@@ -29,8 +30,9 @@ this one variant took half the study on 2 cores. Scaling by a power of two is ex
 norms and the steps are the same as without it, bit for bit, wherever no float underflows.
 
 Measured with the defaults (seed 0; first/last = the first conv's ||g|| over the head's at
-init; final training loss, where ln 10 = 2.30 is chance): the 16 variants took 431 s (7 min
-13 s for the whole process) on 2 CPU cores with nothing else running.
+init; final training loss, where ln 10 = 2.30 is chance). The 16 plain and resnet variants
+took 431 s (7 min 13 s for the whole process) on 2 CPU cores with nothing else running; the
+four preresnet56 variants took 150 s more with other jobs running (quiet, about 120 s).
 
     model     activation  BN   first/last  final loss
     plain20   sigmoid     yes  3.1e-2      1.69
@@ -49,6 +51,10 @@ init; final training loss, where ln 10 = 2.30 is chance): the 16 variants took 4
     plain56   relu        no   0.96        2.30
     resnet56  relu        yes  0.32        0.49
     resnet56  relu        no   0.16        diverged at step 1 (no BN: the residual sum grows)
+    preresnet56 sigmoid   yes  7.9e-2      1.95
+    preresnet56 sigmoid   no   1.5e-2      2.30
+    preresnet56 relu      yes  2.5         1.21
+    preresnet56 relu      no   0.23        2.30
 
 On one thread the sums round differently and two chaotic runs end elsewhere (plain20-relu
 without BN learns, then collapses to 2.31 at step ~100; plain56-relu-BN ends at 2.18); the
@@ -58,7 +64,10 @@ The classic results: the first layer of plain56-sigmoid without BN gets 1e-37 of
 gradient, and it never learns. Its ResNet twin does not escape with sigmoid: these are He et
 al.'s blocks, with the activation *after* the addition, so every block's sigmoid (slope
 <= 1/4) still sits on the shortcut path; the shortcuts halve the number of squashing layers
-and so the exponent (1e-20, the square root). With ReLU the ResNet's gradient stays within
+and so the exponent (1e-20, the square root). The pre-activation ResNet (2016b) has nothing
+but its shortcuts on that path, and its first layer gets 1.5e-2 of the head's gradient with
+sigmoid and no BN: it does not vanish (it still learns little in 200 steps of sigmoid without
+BN, like every net here). With ReLU the ResNet's gradient stays within
 an order of magnitude of the head's, and BN keeps even the sigmoid nets' within 1e-3. The
 degradation (Fig. 1) shows with ReLU and BN, the paper's setting: plain56 ends at 1.63 and
 plain20 at 1.05, while resnet56 (0.49) beats resnet20 (0.64); with sigmoid and BN, resnet56
@@ -97,7 +106,7 @@ from neuralab.train.seed import derived_generator
 KARPATHY_RATIO = 1e-3  # the update/weight ratio a healthy layer has, to within ~10x
 VANISHED = 0.01  # a first layer with < 1% of the head's gradient norm: a vanishing gradient
 LEARNED = 0.95  # a net whose final loss is below 95% of ln(classes) has learned something
-DEFAULT_MODELS = ("plain20", "preresnet20", "plain56", "preresnet56")
+DEFAULT_MODELS = ("plain20", "resnet20", "plain56", "resnet56", "preresnet56")
 DEFAULT_ACTIVATIONS = ("sigmoid", "relu")
 DEFAULT_BNS = (True, False)
 DEFAULT_DATASET = "fashion-mnist"

@@ -751,6 +751,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    from neuralab.sweep.cli import add_commands as add_sweep_commands
+
+    add_sweep_commands(sub)
     return parser
 
 

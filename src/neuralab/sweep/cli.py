@@ -40,7 +40,7 @@ def _show(info: dict, as_json: bool) -> None:
 
 def cmd_sweep_run(args: argparse.Namespace, path: str, overrides: list[str]) -> int:
     from neuralab import data
-    from neuralab.sweep.run import run_sweep, sweep_dir
+    from neuralab.sweep.run import check_request, run_sweep, sweep_dir
     from neuralab.sweep.space import load_sweep, trial_config
     from neuralab.sweep.status import plot, summary
     from neuralab.sweep.storage import check_url, default_storage, shown
@@ -57,6 +57,7 @@ def cmd_sweep_run(args: argparse.Namespace, path: str, overrides: list[str]) -> 
         data.locate(cfg.data.name, cfg.data.data_dir or None)
     url = args.storage or default_storage(sweep.name)
     check_url(url)
+    check_request(url, args.trials, args.workers)
     print(
         f"sweep {sweep.name}: up to {args.trials} trials, {args.workers} worker(s), "
         f"storage {shown(url)}, runs in {sweep_dir(sweep.name)}/",

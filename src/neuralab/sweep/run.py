@@ -95,8 +95,9 @@ def objective(trial: optuna.Trial, sweep: Sweep, threads: int, worker: int) -> f
     cfg = trial_config(sweep, suggest(trial, sweep))
     if threads and not cfg.train.threads:
         cfg = replace(cfg, train=replace(cfg.train, threads=threads))
-    run_dir = new_run_dir(sweep_dir(sweep.name) / f"trial-{trial.number}", cfg)
+    run_dir = sweep_dir(sweep.name) / f"trial-{trial.number}"
     trial.set_user_attr("run_dir", str(run_dir))
+    run_dir = new_run_dir(run_dir.absolute(), cfg)  # absolute: its files stay put if cwd changes
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}#{worker}")
     sign = 1 if sweep.direction == "maximize" else -1
     seen: list[float] = []
@@ -179,15 +180,19 @@ def _worker_main(sweep: Sweep, url: str, trials: int, worker: int, threads: int)
         sys.exit(130)
 
 
+def check_request(url: str, trials: int, workers: int) -> None:
+    if workers < 1 or trials < 1:
+        raise UserError("--trials and --workers must be at least 1")
+    if workers > 1 and url == MEMORY:
+        raise UserError("--workers > 1 needs a shared storage: SQLite (the default) or PostgreSQL")
+
+
 def run_sweep(sweep: Sweep, url: str, trials: int, workers: int = 1) -> optuna.Study:
     """Run ``workers`` worker processes (or this process, for one) until the study holds
     ``trials`` trials; returns the study."""
-    if workers < 1 or trials < 1:
-        raise UserError("--trials and --workers must be at least 1")
+    check_request(url, trials, workers)
     if workers == 1:
         return work(sweep, url, trials)
-    if url == MEMORY:
-        raise UserError("--workers > 1 needs a shared storage: SQLite (the default) or PostgreSQL")
     open_study(sweep, url)  # create it (or check it) once, before any worker starts
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     ctx = multiprocessing.get_context("spawn")

@@ -48,6 +48,14 @@ def check_url(url: str) -> None:
         )
 
 
+def engine_url(url: str) -> str:
+    """Plain ``postgresql://`` means psycopg2, the driver of the ``sweep`` extra (SQLAlchemy
+    2.1 would pick psycopg 3); an explicit ``postgresql+driver://`` is kept."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
@@ -71,7 +79,7 @@ def open_storage(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval
             return optuna.storages.RDBStorage(
-                url,
+                engine_url(url),
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
@@ -109,7 +117,7 @@ def budget_lock(url: str, name: str) -> Iterator[None]:
         yield
     else:
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(engine_url(url), poolclass=sqlalchemy.pool.NullPool)
         try:
             with engine.connect() as conn:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})

@@ -166,6 +166,7 @@ def _train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json
     from neuralab.report.plots import plot_curves
     from neuralab.train import distributed, fit, test
 
+    _check_supervised(cfg)
     summary = fit(cfg, run_dir, resume=resume, progress=progress)
     if not distributed.init().main:  # under torchrun, rank 0 reports and tests
         return 0
@@ -208,6 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         path, overrides = items[0], items[1:]
         cfg = config_lib.load(path, overrides)
         check_model_kind(cfg)  # a run that cannot start must not leave an empty directory behind
+        _check_supervised(cfg)
         if cfg.data.path:
             data.read_text_file(cfg.data.path)
         elif not cfg.data.download:
@@ -223,6 +225,139 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     finally:
         distributed.finish()
+
+
+# ---------------------------------------------------------------------------- self-supervised
+
+
+def _check_supervised(cfg) -> None:
+    if cfg.ssl.method != "none":
+        raise UserError(
+            f"ssl.method={cfg.ssl.method} is self-supervised pretraining; "
+            "run it with: neuralab pretrain CONFIG"
+        )
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab import data
+    from neuralab.report.plots import plot_curves
+    from neuralab.train import fit, new_run_dir
+    from neuralab.train.loop import check_model_kind
+
+    items = list(args.items)
+    if args.resume:
+        if items and "=" not in items[0]:
+            raise UserError("give either a config file or --resume RUN, not both")
+        run_dir = Path(args.resume)
+        cfg = config_lib.load_run(run_dir, items)
+    else:
+        if not items or "=" in items[0]:
+            raise UserError("missing config: neuralab pretrain CONFIG [key=value ...]")
+        cfg = config_lib.load(items[0], items[1:])
+    if cfg.ssl.method == "none":
+        raise UserError(
+            "this config trains with labels; set ssl.method (simclr, dae, mae), "
+            "e.g. neuralab pretrain fashion_simclr, or use neuralab train"
+        )
+    check_model_kind(cfg, "image")
+    if args.resume:
+        if items:
+            (run_dir / "config.toml").write_text(config_lib.to_toml(cfg))
+    else:
+        if not cfg.data.download:
+            data.locate(cfg.data.name, cfg.data.data_dir or None)
+        run_dir = new_run_dir(args.run_dir, cfg, name=Path(items[0]).stem)
+    if not args.json:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    summary = fit(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    plot_curves(run_dir)
+    if summary["status"] == "interrupted":
+        print(
+            f"interrupted at step {summary['train/steps']}; checkpoint saved. "
+            f"Continue with: neuralab pretrain --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        _print_json({**summary, "run_dir": str(run_dir)})
+        return 0
+    rows = [
+        ["status", summary["status"]],
+        ["steps", f"{summary['train/steps']} of {summary['train/total_steps']}"],
+        ["train time", f"{summary['train/wall_s']:.1f} s on {summary['train/threads']} threads"],
+        ["best val kNN acc", f"{summary.get('val/knn_acc', float('nan')):.4f}"],
+        ["best step", summary["best_step"]],
+    ]
+    print(_table(rows, ["pretraining", "value"]))
+    print(f"\nrun directory: {run_dir}")
+    print(f"  measure it:  neuralab linear-probe {run_dir}  |  neuralab knn {run_dir}")
+    return 0
+
+
+def cmd_linear_probe(args: argparse.Namespace) -> int:
+    from neuralab.ssl.probe import linear_probe
+
+    result = linear_probe(args.run, labels=args.labels, seed=args.seed, which=args.which)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(
+        f"linear probe on frozen features of {args.run} ({args.which} checkpoint): "
+        f"test acc {result['test/acc']:.4f} on {result['test/examples']} images "
+        f"({result['train/examples']} labelled training images, L2 {result['l2']:g} "
+        f"chosen on val: {result['val/acc']:.4f})"
+    )
+    return 0
+
+
+def cmd_knn(args: argparse.Namespace) -> int:
+    from neuralab.ssl.probe import knn
+
+    result = knn(args.run, k=args.k, temperature=args.temperature, which=args.which)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(
+        f"kNN (k={args.k}, cosine, t={args.temperature:g}) on frozen features of {args.run}: "
+        f"test acc {result['test/acc']:.4f} on {result['test/examples']} images"
+    )
+    return 0
+
+
+def cmd_label_efficiency(args: argparse.Namespace) -> int:
+    from neuralab.ssl.label_efficiency import METHODS, label_efficiency
+
+    try:
+        fractions = tuple(float(v) for v in args.fractions.split(",") if v.strip())
+    except ValueError:
+        raise UserError(
+            f"--fractions takes numbers like 0.01,0.1,1.0; got {args.fractions!r}"
+        ) from None
+    if not fractions:
+        raise UserError("--fractions needs at least one label fraction, e.g. 0.01,0.1,1.0")
+    result = label_efficiency(
+        args.run,
+        fractions,
+        seeds=args.seeds,
+        k=args.k,
+        scratch_steps=args.scratch_steps,
+        which=args.which,
+        progress=not args.json,
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    table = result["table"]
+    labels = [table["scratch"][f"{f:g}"]["labels"] for f in fractions]
+    header = ["method", *(f"{f:g} ({n} labels)" for f, n in zip(fractions, labels, strict=True))]
+    rows = [
+        [name, *(f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}" for c in table[m].values())]
+        for m, name in METHODS.items()
+    ]
+    print(_table(rows, header))
+    print(f"test accuracy (%), mean ± std over {args.seeds} seeds; plot: {result['png']}")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -634,6 +769,45 @@ def build_parser() -> argparse.ArgumentParser:
     from neuralab.rl.cli import add_commands as add_rl_commands
 
     add_rl_commands(sub)  # neuralab rl train / rl eval
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (no labels are read)")
+    p.add_argument(
+        "items",
+        nargs="*",
+        metavar="CONFIG [key=value ...]",
+        help="a TOML file or preset (fashion_simclr, fashion_dae, fashion_mae), then overrides",
+    )
+    p.add_argument("--run-dir", help="where to write the run (must not exist yet)")
+    p.add_argument("--resume", metavar="RUN", help="continue a stopped run to its configured end")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("linear-probe", help="a linear classifier on a run's frozen features")
+    p.add_argument("run")
+    p.add_argument("--labels", type=float, default=1.0, help="label fraction: 0.01, 0.1, 1.0")
+    p.add_argument("--seed", type=int, default=0, help="which class-balanced label subset")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_linear_probe)
+
+    p = sub.add_parser("knn", help="k-nearest-neighbour accuracy of a run's frozen features")
+    p.add_argument("run")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=0.07, help="votes weighted exp(cos/t)")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_knn)
+
+    p = sub.add_parser("label-efficiency", help="pretrained vs scratch vs baselines, few labels")
+    p.add_argument("run")
+    p.add_argument("--fractions", default="0.01,0.1,1.0", help="label fractions, e.g. 0.01,0.1")
+    p.add_argument("--seeds", type=int, default=3, help="label subsets (and inits) per fraction")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours")
+    p.add_argument("--scratch-steps", type=int, default=1000, help="from-scratch training steps")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_label_efficiency)
 
     p = sub.add_parser("check", help="sanity checks before a long run; exit 1 if any fails")
     p.add_argument("config", help="a TOML file or preset name")

@@ -1,0 +1,183 @@
+"""How much a pretrained encoder saves in labels: the label-efficiency table.
+
+For each label fraction (class-balanced subsets of the training split, fixed seeds) and each
+seed, the test accuracy of:
+
+- logistic regression and kNN on raw pixels (no network at all);
+- a linear probe on a frozen, randomly initialised encoder of the same architecture (what the
+  architecture gives for free: the floor of any pretraining);
+- the same network trained from scratch, supervised, on the same labelled images (standard
+  crop/flip augmentation, AdamW, cosine schedule, a fixed budget of steps, last weights);
+- kNN and a linear probe on the pretrained encoder's frozen features.
+
+Mean ± std over the seeds go in ``RUN/probes/label_efficiency.json`` and one picture,
+``RUN/plots/label_efficiency.png``. Probes choose their L2 strength on the val split, as in
+``neuralab.ssl.probe``; from-scratch training uses no val labels at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neuralab import data
+from neuralab.config import RunConfig
+from neuralab.errors import UserError
+from neuralab.models import create_model
+from neuralab.models.base import ImageClassifier
+from neuralab.ssl.probe import (
+    balanced_subset,
+    knn_accuracy,
+    linear_probe_accuracy,
+    load_encoder,
+    split_features,
+)
+from neuralab.tasks import ClassifyTask
+from neuralab.train.batches import ImageBatches
+from neuralab.train.optim import build_optimizer, lr_factor, set_lr
+from neuralab.train.seed import seed_everything
+
+METHODS = {
+    "raw_logistic": "raw pixels + logistic regression",
+    "raw_knn": "raw pixels + kNN",
+    "random_probe": "frozen random encoder + linear probe",
+    "scratch": "same network from scratch (supervised)",
+    "pretrained_knn": "pretrained encoder + kNN",
+    "pretrained_probe": "pretrained encoder + linear probe",
+}
+
+
+def train_from_scratch(
+    cfg: RunConfig, model_config: dict[str, Any], x: Tensor, y: Tensor, steps: int, seed: int
+) -> ImageClassifier:
+    """Model ``cfg.model.name`` with ``model_config``, freshly initialised from ``seed``, trained
+    supervised on (x, y) for ``steps`` AdamW steps (cosine schedule, crop/flip augmentation as
+    the dataset allows)."""
+    spec = data.DATASETS.get(cfg.data.name)
+    seed_everything(seed)
+    model = create_model(cfg.model.name, **model_config)
+    batches = ImageBatches(x, y, 128, seed, augment=True, crop_pad=spec.crop_pad, hflip=spec.hflip)
+    optim_cfg = type(cfg.optim)(lr=2e-3, weight_decay=5e-4)
+    optimizer = build_optimizer(model, optim_cfg)
+    task = ClassifyTask(spec.num_classes)
+    model.train()
+    for step in range(steps):
+        xb, yb, _ = batches.get(step)
+        set_lr(optimizer, optim_cfg.lr * lr_factor(cfg.sched, step, steps))
+        loss, _ = task.loss(model, xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "values": values}
+
+
+def label_efficiency(
+    run_dir: str | Path,
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
+    seeds: int = 3,
+    k: int = 20,
+    scratch_steps: int = 1000,
+    which: str = "best",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The label-efficiency table of a pretraining run (see the module docstring)."""
+    run_dir = Path(run_dir)
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    started = time.perf_counter()
+    encoder, cfg = load_encoder(run_dir, which)
+    model_config = dataclasses.asdict(encoder.config)  # normalisation statistics included
+    num_classes = data.DATASETS.get(cfg.data.name).num_classes
+    batch = cfg.train.eval_batch_size
+    pretrained = split_features(encoder, cfg, batch)
+    raw = split_features(None, cfg, batch)
+    x_train, y_train = data.load_split(cfg.data, "train")
+    x_test, y_test = data.load_split(cfg.data, "test")
+    table: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
+    for fraction in fractions:
+        scores: dict[str, list[float]] = {m: [] for m in METHODS}
+        for seed in range(seeds):
+            subset = balanced_subset(y_train, fraction, seed, num_classes)
+            scores["raw_logistic"].append(
+                linear_probe_accuracy(raw, subset, num_classes)["test/acc"]
+            )
+            scores["raw_knn"].append(knn_accuracy(raw, subset, num_classes, k, 0.07))
+            torch.manual_seed(seed)
+            random_encoder = create_model(cfg.model.name, **model_config).eval()
+            random_feats = split_features(random_encoder, cfg, batch)
+            scores["random_probe"].append(
+                linear_probe_accuracy(random_feats, subset, num_classes)["test/acc"]
+            )
+            steps = max(scratch_steps, 5 * len(subset) // 128)
+            model = train_from_scratch(
+                cfg, model_config, x_train[subset], y_train[subset], steps, seed
+            )
+            scratch = ClassifyTask(num_classes).evaluate(model, x_test, y_test, batch)
+            scores["scratch"].append(scratch["acc"])
+            scores["pretrained_knn"].append(knn_accuracy(pretrained, subset, num_classes, k, 0.07))
+            scores["pretrained_probe"].append(
+                linear_probe_accuracy(pretrained, subset, num_classes)["test/acc"]
+            )
+            if progress:
+                done = ", ".join(f"{m} {v[-1]:.4f}" for m, v in scores.items())
+                print(f"labels {fraction:g} seed {seed}: {done}", flush=True)
+        for method, values in scores.items():
+            table[method][f"{fraction:g}"] = {"labels": len(subset), **_summary(values)}
+    result = {
+        "run": str(run_dir),
+        "checkpoint": which,
+        "fractions": list(fractions),
+        "seeds": seeds,
+        "scratch_steps": scratch_steps,
+        "methods": METHODS,
+        "table": table,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    out = run_dir / "probes" / "label_efficiency.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    result["png"] = str(plot_label_efficiency(result, run_dir / "plots" / "label_efficiency.png"))
+    return result
+
+
+def plot_label_efficiency(result: dict[str, Any], out: Path) -> Path:
+    """Test accuracy against the number of labelled images, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neuralab.report.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, label in METHODS.items():
+        cells = [result["table"][method][f"{f:g}"] for f in result["fractions"]]
+        ax.errorbar(
+            [c["labels"] for c in cells],
+            [100 * c["mean"] for c in cells],
+            yerr=[100 * c["std"] for c in cells],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
+    ax.set(
+        xscale="log",
+        xlabel="labelled training images",
+        ylabel="test accuracy (%)",
+        title=f"label efficiency (mean ± std over {result['seeds']} seeds)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out)

@@ -1,0 +1,227 @@
+"""Measuring frozen features: linear probe, kNN, class-balanced label subsets.
+
+The protocol (as in Chen et al. 2020 and He et al. 2022): pretraining saw the training split
+only, without labels, and never the test split. The encoder is then frozen: its pre-head
+features (``forward_features``, eval mode) are computed once, and
+
+- the **linear probe** is a multinomial logistic regression on those features (standardised
+  with the training features' mean and std), fitted by full-batch L-BFGS; its L2 strength is
+  chosen on the val split, and the test split is touched once, by the chosen probe;
+- **kNN** classifies each test image by its k most cosine-similar labelled training images,
+  votes weighted by exp(cos / t) (Wu et al. 2018).
+
+A label fraction below 1 uses a class-balanced subset of the training split drawn with a fixed
+seed, the same subset for every method. Nothing here changes the encoder's weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from neuralab import config as config_lib
+from neuralab import data
+from neuralab.config import RunConfig
+from neuralab.errors import UserError
+from neuralab.models import create_model
+from neuralab.models.base import ImageClassifier
+from neuralab.ssl.knn import extract_features, knn_predict
+from neuralab.train import checkpoint
+from neuralab.train.seed import derived_generator
+
+L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def load_encoder(run_dir: str | Path, which: str = "best") -> tuple[ImageClassifier, RunConfig]:
+    """The backbone of a pretraining run (its pretext head dropped), or the model of a
+    supervised image run, in eval mode; and the run's config."""
+    run_dir = Path(run_dir)
+    cfg = config_lib.load_run(run_dir)
+    if data.DATASETS.get(cfg.data.name).kind != "image":
+        raise UserError(f"{run_dir} is a text run; probes measure image encoders")
+    ckpt = checkpoint.read(run_dir, which, with_state=False)
+    spec = ckpt.meta["model"]
+    encoder = create_model(spec["name"], **spec["config"])
+    weights = ckpt.model
+    if ckpt.ema is not None:
+        weights = {k.removeprefix("module."): v for k, v in ckpt.ema.items() if k != "n_averaged"}
+    if cfg.ssl.method != "none":
+        weights = {k[8:]: v for k, v in weights.items() if k.startswith("encoder.")}
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise UserError(f"{ckpt.path} does not fit model {spec['name']!r}: {first}") from None
+    return encoder.eval(), cfg
+
+
+def balanced_subset(labels: Tensor, fraction: float, seed: int, num_classes: int) -> Tensor:
+    """Sorted indices of round(fraction · N / classes) examples of every class, drawn with a
+    generator seeded by (seed, class); all indices when ``fraction`` is 1."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"a label fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return torch.arange(len(labels))
+    per_class = max(1, round(fraction * len(labels) / num_classes))
+    picked = []
+    for c in range(num_classes):
+        members = (labels == c).nonzero().flatten()
+        if len(members) < per_class:
+            raise UserError(
+                f"class {c} has {len(members)} training examples, fewer than the {per_class} "
+                f"a class-balanced {fraction:g} of the labels needs"
+            )
+        order = torch.randperm(len(members), generator=derived_generator(seed, c))
+        picked.append(members[order[:per_class]])
+    return torch.cat(picked).sort().values
+
+
+@dataclass
+class LinearProbe:
+    """A fitted logistic regression on standardised features."""
+
+    weight: Tensor  # (D, K)
+    bias: Tensor  # (K,)
+    mean: Tensor  # (D,)
+    std: Tensor  # (D,)
+    l2: float
+
+    def predict(self, features: Tensor) -> Tensor:
+        return (((features - self.mean) / self.std) @ self.weight + self.bias).argmax(dim=1)
+
+
+def _fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, iters: int) -> tuple:
+    w = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    b = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def fit_linear_probe(
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor],
+    num_classes: int,
+    l2_grid: tuple[float, ...] = L2_GRID,
+    iters: int = 300,
+) -> tuple[LinearProbe, float]:
+    """Logistic regression on (features, labels) ``train`` for every L2 strength of the grid;
+    returns the one with the best accuracy on ``val`` and that accuracy."""
+    f, y = train
+    mean, std = f.mean(dim=0), f.std(dim=0).clamp(min=1e-6)
+    z = (f - mean) / std
+    best, best_acc = None, -1.0
+    for l2 in l2_grid:
+        w, b = _fit_logistic(z, y, num_classes, l2, iters)
+        probe = LinearProbe(w, b, mean, std, l2)
+        acc = (probe.predict(val[0]) == val[1]).double().mean().item()
+        if acc > best_acc:
+            best, best_acc = probe, acc
+    return best, best_acc
+
+
+@dataclass
+class Features:
+    """Frozen features (or raw pixels) and labels of the three splits."""
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+
+
+def split_features(encoder: ImageClassifier | None, cfg: RunConfig, batch_size: int) -> Features:
+    """``encoder``'s features of the run's train, val and test splits (raw pixels if None)."""
+    out = []
+    for split in ("train", "val", "test"):
+        x, y = data.load_split(cfg.data, split)
+        f = x.flatten(1) if encoder is None else extract_features(encoder, x, batch_size)
+        out.append((f, y))
+    return Features(*out)
+
+
+def linear_probe_accuracy(feats: Features, subset: Tensor, num_classes: int) -> dict[str, Any]:
+    """Fit the probe on the ``subset`` of the training features; val and test accuracy."""
+    f, y = feats.train
+    probe, val_acc = fit_linear_probe((f[subset], y[subset]), feats.val, num_classes)
+    test_acc = (probe.predict(feats.test[0]) == feats.test[1]).double().mean().item()
+    return {"test/acc": test_acc, "val/acc": val_acc, "l2": probe.l2}
+
+
+def knn_accuracy(
+    feats: Features, subset: Tensor, num_classes: int, k: int, temperature: float
+) -> float:
+    """Test accuracy of kNN with the ``subset`` of the labelled training features as memory."""
+    f, y = feats.train
+    preds = knn_predict(f[subset], y[subset], feats.test[0], num_classes, k, temperature)
+    return (preds == feats.test[1]).double().mean().item()
+
+
+def _save(run_dir: Path, name: str, result: dict[str, Any]) -> None:
+    out = run_dir / "probes" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def linear_probe(
+    run_dir: str | Path, labels: float = 1.0, seed: int = 0, which: str = "best"
+) -> dict[str, Any]:
+    """Linear-probe test accuracy of a run's frozen encoder with a fraction of the labels;
+    also written to ``RUN/probes/linear_probe_<labels>.json``."""
+    run_dir = Path(run_dir)
+    encoder, cfg = load_encoder(run_dir, which)
+    num_classes = data.DATASETS.get(cfg.data.name).num_classes
+    feats = split_features(encoder, cfg, cfg.train.eval_batch_size)
+    subset = balanced_subset(feats.train[1], labels, seed, num_classes)
+    result = {
+        "run": str(run_dir),
+        "checkpoint": which,
+        "labels": labels,
+        "seed": seed,
+        "train/examples": len(subset),
+        "feature_dim": feats.train[0].shape[1],
+        **linear_probe_accuracy(feats, subset, num_classes),
+        "test/examples": len(feats.test[1]),
+    }
+    _save(run_dir, f"linear_probe_{labels:g}", result)
+    return result
+
+
+def knn(
+    run_dir: str | Path, k: int = 20, temperature: float = 0.07, which: str = "best"
+) -> dict[str, Any]:
+    """kNN test accuracy of a run's frozen encoder, every training image as memory; also
+    written to ``RUN/probes/knn.json``."""
+    run_dir = Path(run_dir)
+    if k < 1:
+        raise UserError(f"--k must be >= 1, got {k}")
+    encoder, cfg = load_encoder(run_dir, which)
+    num_classes = data.DATASETS.get(cfg.data.name).num_classes
+    feats = split_features(encoder, cfg, cfg.train.eval_batch_size)
+    everything = torch.arange(len(feats.train[1]))
+    acc = knn_accuracy(feats, everything, num_classes, k, temperature)
+    result = {
+        "run": str(run_dir),
+        "checkpoint": which,
+        "k": k,
+        "temperature": temperature,
+        "test/acc": acc,
+        "train/examples": len(everything),
+        "test/examples": len(feats.test[1]),
+    }
+    _save(run_dir, "knn", result)
+    return result

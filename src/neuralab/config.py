@@ -56,9 +56,12 @@ class TrainConfig:
     eval_batch_size: int = 1000
     threads: int = 0  # 0 = all cores
     channels_last: bool = True  # NHWC memory layout: ~1.4x faster convolutions on these CPUs
-    # bf16: matmuls in bfloat16 under autocast (fp32 weights); auto: bf16 where the CPU has
-    # AMX bfloat16 tiles (about 1.3x faster GPT steps), else fp32
-    precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "auto"))
+    # bf16: matmuls in bfloat16 under autocast (fp32 weights); auto: bf16 on a GPU that has it
+    # and on a CPU with AMX bfloat16 tiles (about 1.3x faster GPT steps), else fp32;
+    # fp16: float16 autocast with a gradient scaler (CUDA only)
+    precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "fp16", "auto"))
+    # auto: the GPU when PyTorch sees one (the whole step, batches moved to it), else the CPU
+    device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
     # split each batch into this many micro-batches, one backward each, one optimizer step:
     # the same update as the whole batch, with a fraction of the activation memory
     accum_steps: int = 1

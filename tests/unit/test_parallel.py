@@ -67,3 +67,19 @@ def test_compiled_training_matches_eager_and_saves_eager_keys(tmp_path):
     model = load_model(tmp_path / "compiled", "last")
     x = torch.rand(5, 1, 8, 8)
     assert type(model).__name__ == "MLP" and model(x).shape == (5, 10)
+
+
+def test_devices_and_precisions_are_checked(tmp_path):
+    """float16 autocast needs CUDA's gradient scaler and a GPU, so asking for it on a CPU (or
+    for train.device=cuda where there is no GPU) is a one-line error before any step; the
+    summary says which device and precision a run used."""
+    cfg = config.load(None, [*MLP, "train.precision=fp16", "train.device=cpu"])
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        fit(cfg, new_run_dir(tmp_path / "a", cfg), progress=False)
+    if not torch.cuda.is_available():
+        cfg = config.load(None, [*MLP, "train.device=cuda"])
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            fit(cfg, new_run_dir(tmp_path / "b", cfg), progress=False)
+    cfg = config.load(None, [*MLP, "train.max_steps=2", "train.device=cpu", "train.precision=bf16"])
+    summary = fit(cfg, new_run_dir(tmp_path / "c", cfg), progress=False)
+    assert summary["train/device"] == "cpu" and summary["train/precision"] == "bf16"

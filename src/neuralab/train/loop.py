@@ -104,12 +104,23 @@ def build_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: torch.Tensor) -
     return model
 
 
-def use_bf16(precision: str) -> bool:
-    """Whether ``train.precision`` means bfloat16 autocast on this machine's CPU."""
+def train_device(name: str) -> torch.device:
+    """The device ``train.device`` names: "auto" is the GPU when there is one."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but PyTorch sees no CUDA GPU here; use train.device=cpu")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``train.precision`` means on ``device`` (None: plain fp32)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("train.precision=fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
     if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
         amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # absent in some builds
-        return bool(amx and amx())
-    return precision == "bf16"
+        return torch.bfloat16 if amx and amx() else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def check_model_kind(cfg: RunConfig, kind: str | None = None) -> None:
@@ -201,6 +212,8 @@ def fit(
     world = distributed.init()
     threads = set_threads(tc.threads)
     _check_parallel(cfg, world)
+    device = train_device(tc.device)
+    amp_dtype = autocast_dtype(tc.precision, device)
 
     # 1. prepare data and 2. design the model (data first: the model's input statistics and
     # vocabulary come from it; the test split is not loaded here)
@@ -227,10 +240,14 @@ def fit(
         num_classes = spec.num_classes
     steps_per_epoch = batches.steps_per_epoch
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
+    model = model.to(device)
+    x_val, y_val = x_val.to(device), y_val.to(device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     task = build_task(cfg, num_classes)
-    bf16 = use_bf16(tc.precision)
+    # float16 needs its loss scaled so small gradients do not flush to zero (Micikevicius et
+    # al. 2018); disabled, the scaler passes everything through unchanged
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     # the compiled module shares the model's parameters; checkpoints save the eager model's
     # state_dict, so they never carry torch.compile's "_orig_mod." prefix
     train_model = torch.compile(model) if tc.compile else model
@@ -250,6 +267,8 @@ def fit(
                 raise UserError(f"{ckpt.path} has no EMA weights but train.ema is set")
             ema.load_state_dict(ckpt.ema)
         optimizer.load_state_dict(ckpt.state["optimizer"])
+        if "scaler" in ckpt.state:
+            scaler.load_state_dict(ckpt.state["scaler"])
         task.load_state_dict(ckpt.state.get("task", {}))
         set_rng_state(ckpt.state["rng"])
         state = Progress(**ckpt.meta["progress"])
@@ -271,6 +290,8 @@ def fit(
             "rng": rng_state(),
             "task": task.state_dict(),
         }
+        if scaler.is_enabled():
+            train_state["scaler"] = scaler.state_dict()
         ema_weights = ema.state_dict() if ema is not None else None
         path = checkpoint.write(
             ckpt_root,
@@ -322,16 +343,16 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             # this rank's share of the batch, in micro-batches; each loss is weighted by its
             # share of the global batch, so the summed gradients are those of its mean loss
-            x_rank, y_rank = distributed.shard(xb, yb, world)
+            x_rank, y_rank = distributed.shard(xb.to(device), yb.to(device), world)
             loss_sum, correct, count = 0.0, 0, 0
             for x_micro, y_micro in zip(
                 x_rank.tensor_split(tc.accum_steps),
                 y_rank.tensor_split(tc.accum_steps),
                 strict=True,
             ):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss, stats = task.loss(train_model, x_micro, y_micro)
-                (loss * (len(x_micro) / len(xb))).backward()
+                scaler.scale(loss * (len(x_micro) / len(xb))).backward()
                 loss_sum += loss.item() * int(stats["count"])
                 correct += int(stats["correct"])
                 count += int(stats["count"])
@@ -347,8 +368,10 @@ def fit(
                     "lower optim.lr or set train.grad_clip"
                 )
             if tc.grad_clip > 0:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped if float16 gradients overflowed
+            scaler.update()
             if ema is not None:
                 ema.update_parameters(model)
             state.step += 1
@@ -409,7 +432,8 @@ def fit(
         "train/total_steps": total_steps,
         "train/wall_s": round(state.wall_s, 3),
         "train/threads": threads,
-        "train/precision": "bf16" if bf16 else "fp32",
+        "train/device": device.type,
+        "train/precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32"),
         "train/processes": world.size,
         "train/accum_steps": tc.accum_steps,
         "train/compile": tc.compile,

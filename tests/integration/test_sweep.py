@@ -174,6 +174,17 @@ def test_per_epoch_reports_reach_the_pruner(tmp_path, monkeypatch):
         assert t.intermediate_values == {1: pytest.approx(vals[0])} and len(vals) == 1
 
 
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    """A learning rate that makes the loss non-finite fails that trial, with the reason kept
+    for `sweep status`, and the worker goes on to the next trial instead of stopping."""
+    monkeypatch.chdir(tmp_path)
+    params = '"optim.lr" = { choices = [1e9] }'
+    sweep = load_sweep(write_sweep(tmp_path / "d.toml", "d", params, extra='[optim]\nname = "sgd"'))
+    trials = work(sweep, "memory", 2).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert all("loss became" in t.user_attrs["error"] for t in trials)
+
+
 def _study_states(url: str, name: str) -> dict[int, str]:
     study = optuna.load_study(study_name=name, storage=open_storage(url))
     return {t.number: t.state.name for t in study.get_trials()}

@@ -1,0 +1,161 @@
+"""Reinforcement-learning benchmarks: the presets, trained from scratch, scored by greedy
+evaluation on 20 fixed episodes. Prints one JSON object per run and one per benchmark.
+
+    python benchmarks/rl.py                                  # everything but Pong
+    python benchmarks/rl.py --only ppo_cartpole --seeds 0,1,2
+    python benchmarks/rl.py --only pong --pong-minutes 30    # Pong's learning curve
+
+Benchmarks (targets from issue 7):
+  ppo_cartpole  cartpole_ppo: greedy mean return >= 475 over 20 episodes within 100k env
+                steps and 3 minutes of wall time, for every seed
+  dqn_cartpole  cartpole_dqn: >= 475 within 60k env steps
+  ppo_lunar     lunarlander_ppo: >= 200
+  pong          pong_pg (Karpathy's Pong from Pixels) for a wall-clock budget: the learning
+                curve (mean training-episode return against env steps); no target
+
+Each run's "final" score is its last weights; "best" is the checkpoint that scored highest
+in the periodic 10-episode evaluations, re-scored on the 20 episodes. Wall time counts
+everything, periodic evaluations included. Run it alone: two jobs on 2 cores distort times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vision import machine
+
+from neuralab.report.runs import read_jsonl
+from neuralab.rl import config as rl_config
+from neuralab.rl.evaluate import evaluate
+from neuralab.rl.run import load_agent, new_run_dir, plot_returns, train
+
+TARGETS = {  # preset, return target, env-step limit, wall-time limit (s)
+    "ppo_cartpole": ("cartpole_ppo", 475.0, 100_000, 180.0),
+    "dqn_cartpole": ("cartpole_dqn", 475.0, 60_000, None),
+    "ppo_lunar": ("lunarlander_ppo", 200.0, None, None),
+}
+
+
+def emit(result: dict) -> None:
+    print(json.dumps({**result, "machine": machine()}), flush=True)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_target(name: str, seed: int, out: Path) -> dict:
+    preset, target, max_steps, max_wall = TARGETS[name]
+    cfg = rl_config.load(preset, [f"seed={seed}"])
+    run_dir = new_run_dir(out / f"{name}-seed{seed}", cfg)
+    results = train(cfg, run_dir, progress=False)
+    episodes = cfg.train.final_eval_episodes
+    best_cfg, best_agent = load_agent(run_dir, "best")
+    best = evaluate(best_cfg, best_agent, episodes)["mean_return"]
+    final = results["eval/mean_return"]
+    within = (max_steps is None or results["env/steps"] <= max_steps) and (
+        max_wall is None or results["train/wall_s"] <= max_wall
+    )
+    return {
+        "benchmark": name,
+        "seed": seed,
+        "final_return": final,
+        "final_std": results["eval/std_return"],
+        "best_return": best,
+        "best_env_steps": results["eval/best_env_steps"],
+        "episodes": episodes,
+        "env_steps": results["env/steps"],
+        "wall_s": results["train/wall_s"],
+        "steps_per_s": results["train/steps_per_s"],
+        "target": target,
+        "final_passes": within and final >= target,
+        "best_passes": within and best >= target,
+        "run_dir": str(run_dir),
+    }
+
+
+def pong(minutes: float, seed: int, out: Path) -> dict:
+    """pong_pg for ``minutes`` of wall time (stopped as by Ctrl-C), then its learning curve."""
+    cfg = rl_config.load("pong_pg", [f"seed={seed}", "train.total_steps=1000000000"])
+    run_dir = new_run_dir(out / f"pong-seed{seed}", cfg)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, minutes * 60)
+    started = time.perf_counter()
+    try:
+        train(cfg, run_dir, progress=False)
+    except KeyboardInterrupt:
+        pass
+    wall = time.perf_counter() - started
+    records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "train/episode_return" in r]
+    returns = [r["train/episode_return"] for r in records]  # each: a batch's mean
+    window = max(1, len(returns) // 10)
+    curve = [
+        {"env_steps": records[i + window - 1]["step"], "mean_return": statistics.mean(chunk)}
+        for i in range(0, len(returns) - window + 1, window)
+        for chunk in [returns[i : i + window]]
+    ]
+    plot_returns(run_dir)
+    return {
+        "benchmark": "pong",
+        "seed": seed,
+        "minutes": minutes,
+        "wall_s": round(wall, 1),
+        "episodes": cfg.env.num_envs * len(returns),
+        "env_steps": records[-1]["step"] if records else 0,
+        "first_updates_return": statistics.mean(returns[:window]) if returns else None,
+        "last_updates_return": statistics.mean(returns[-window:]) if returns else None,
+        "curve": curve,
+        "plot": str(run_dir / "plots" / "returns.png"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="ppo_cartpole,dqn_cartpole,ppo_lunar")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--pong-minutes", type=float, default=30.0)
+    parser.add_argument("--out", help="keep the runs here (default: a temporary directory)")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        for name in args.only.split(","):
+            if name == "pong":
+                log(f"pong: {args.pong_minutes} minutes")
+                emit(pong(args.pong_minutes, seeds[0], out))
+                continue
+            if name not in TARGETS:
+                parser.error(f"unknown benchmark {name!r}; choose from {', '.join(TARGETS)}, pong")
+            rows = []
+            for seed in seeds:
+                log(f"{name} seed {seed}")
+                rows.append(run_target(name, seed, out))
+                emit(rows[-1])
+            emit(
+                {
+                    "benchmark": name,
+                    "summary": True,
+                    "seeds": seeds,
+                    "median_final_return": statistics.median(r["final_return"] for r in rows),
+                    "median_best_return": statistics.median(r["best_return"] for r in rows),
+                    "median_wall_s": statistics.median(r["wall_s"] for r in rows),
+                    "median_env_steps": statistics.median(r["env_steps"] for r in rows),
+                    "final_passes": sum(r["final_passes"] for r in rows),
+                    "best_passes": sum(r["best_passes"] for r in rows),
+                }
+            )
+
+
+if __name__ == "__main__":
+    main()

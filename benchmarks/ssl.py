@@ -8,7 +8,15 @@ Prints one JSON object per result (machine included). Each method pretrains its 
     python benchmarks/ssl.py --methods simclr --label-seeds 3 --fractions 0.01,0.1
 """
 
+# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the standard library's ssl module; run as a script, its folder is
+# sys.path[0] and would shadow it for every later ``import ssl``.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import dataclasses
@@ -16,7 +24,6 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 

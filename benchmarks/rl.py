@@ -51,9 +51,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_target(name: str, seed: int, out: Path) -> dict:
+def run_target(name: str, seed: int, out: Path, overrides: list[str]) -> dict:
     preset, target, max_steps, max_wall = TARGETS[name]
-    cfg = rl_config.load(preset, [f"seed={seed}"])
+    cfg = rl_config.load(preset, [*overrides, f"seed={seed}"])
     run_dir = new_run_dir(out / f"{name}-seed{seed}", cfg)
     results = train(cfg, run_dir, progress=False)
     episodes = cfg.train.final_eval_episodes
@@ -77,6 +77,7 @@ def run_target(name: str, seed: int, out: Path) -> dict:
         "target": target,
         "final_passes": within and final >= target,
         "best_passes": within and best >= target,
+        "overrides": overrides,
         "run_dir": str(run_dir),
     }
 
@@ -126,6 +127,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--pong-minutes", type=float, default=30.0)
     parser.add_argument("--out", help="keep the runs here (default: a temporary directory)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="key=value", help="config overrides (tuning)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +144,7 @@ def main() -> None:
             rows = []
             for seed in seeds:
                 log(f"{name} seed {seed}")
-                rows.append(run_target(name, seed, out))
+                rows.append(run_target(name, seed, out, args.set))
                 emit(rows[-1])
             emit(
                 {

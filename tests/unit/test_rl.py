@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -300,3 +301,14 @@ def test_evaluation_is_greedy_and_seeded() -> None:
     agent = PPO(cfg, 4, 2).agent
     first, second = evaluate(cfg, agent, 3), evaluate(cfg, agent, 3)
     assert first == second and first["episodes"] == 3
+
+
+def test_a_finished_run_continues_with_more_steps(tmp_path) -> None:
+    """A run that ended off a checkpoint boundary (update 3 of segments of 2) can be resumed
+    with a larger train.total_steps: its envs are re-seeded and training goes on to the end."""
+    cfg = tiny("cartpole_ppo", "train.checkpoint_every=2", "train.total_steps=96")
+    run = new_run_dir(tmp_path / "r", cfg)
+    assert train(cfg, run, progress=False)["train/updates"] == 3
+    more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, total_steps=160))
+    results = train(more, run, resume=True, progress=False)
+    assert results["train/updates"] == 5 and results["env/steps"] == 160

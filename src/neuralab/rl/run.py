@@ -98,10 +98,12 @@ def train(
     logger = MetricsLogger(run_dir, start_step=state.env_steps)
     bar = tqdm(total=tc.total_steps, initial=state.env_steps, disable=not progress, unit="step")
     started = time.perf_counter() - state.wall_s
+    segment_start = True  # a resumed run re-seeds its envs even off a segment boundary
     try:
         while state.env_steps < tc.total_steps:
-            if state.update % tc.checkpoint_every == 0:
+            if segment_start or state.update % tc.checkpoint_every == 0:
                 algo.reset(derived_seed(cfg.seed, state.update))
+                segment_start = False
             metrics = algo.update(state.update, state.env_steps)
             steps = metrics.pop("env_steps")
             state.update += 1
@@ -112,11 +114,10 @@ def train(
                 best = False
                 if tc.eval_episodes:
                     ev = evaluate(cfg, algo.agent, tc.eval_episodes)
-                    record.update({"eval/mean_return": ev["mean_return"]})
-                    record.update({"eval/std_return": ev["std_return"]})
+                    record |= {f"eval/{k}": ev[k] for k in ("mean_return", "std_return")}
                     best = state.best_return is None or ev["mean_return"] > state.best_return
-                    if best:
-                        state.best_return, state.best_env_steps = ev["mean_return"], state.env_steps
+                if best:
+                    state.best_return, state.best_env_steps = ev["mean_return"], state.env_steps
                 state.wall_s = time.perf_counter() - started
                 logger.log({**record, "wall_s": state.wall_s})
                 _save(ckpt_root, algo, state, best)

@@ -230,11 +230,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- self-supervised
 
 
-def _check_supervised(cfg) -> None:
+def _check_supervised(cfg, command: str = "train") -> None:
     if cfg.ssl.method != "none":
         raise UserError(
-            f"ssl.method={cfg.ssl.method} is self-supervised pretraining; "
-            "run it with: neuralab pretrain CONFIG"
+            f"ssl.method={cfg.ssl.method} is self-supervised pretraining, which neuralab "
+            f"{command} does not do; run it with: neuralab pretrain CONFIG"
+        )
+
+
+def _check_classifier_run(cfg, run) -> None:
+    if cfg.ssl.method != "none":
+        raise UserError(
+            f"{run} is a pretraining run ({cfg.ssl.method}) with no classifier to use; "
+            f"measure it with: neuralab linear-probe {run}, or neuralab knn {run}"
         )
 
 
@@ -366,6 +374,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from neuralab.train.loop import set_threads
 
     cfg = config_lib.load(args.config, args.overrides)
+    _check_supervised(cfg, "check")
     set_threads(cfg.train.threads)
     out_dir = Path(args.out_dir)
     results = run_checks(cfg, out_dir)
@@ -552,8 +561,10 @@ def _short(value: Any) -> str:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
     from neuralab.train import test
 
+    _check_classifier_run(config_lib.load_run(args.run), args.run)
     result = test(args.run, args.which, data_dir=args.data_dir)
     if args.json:
         _print_json(result)
@@ -589,6 +600,7 @@ def _trained_run(args: argparse.Namespace):
 
     run_dir = Path(args.run)
     cfg = config_lib.load_run(run_dir)
+    _check_classifier_run(cfg, run_dir)
     return run_dir, cfg, load_model(run_dir, args.which), data.DATASETS.get(cfg.data.name)
 
 

@@ -55,8 +55,8 @@ def test_label_efficiency_writes_a_table_and_a_plot(pretrained):
 
 
 def test_ssl_mistakes_are_one_line_errors(pretrained):
-    """Pretraining through `train`, labels through `pretrain`, augmentation left on, a bad
-    fraction list, a directory that is not a run."""
+    """Pretraining through `train` or `check`, labels through `pretrain`, augmentation left
+    on, a bad fraction list, a directory that is not a run, `test` of a pretraining run."""
     cwd, _ = pretrained
     proc = neuralab("train", "fashion_simclr", *TINY, cwd=cwd, check=False)
     assert_user_error(proc, "neuralab pretrain")
@@ -68,6 +68,10 @@ def test_ssl_mistakes_are_one_line_errors(pretrained):
     assert_user_error(proc, "--fractions")
     proc = neuralab("linear-probe", ".", cwd=cwd, check=False)
     assert_user_error(proc, "not a neuralab run directory")
+    proc = neuralab("test", "run", cwd=cwd, check=False)
+    assert_user_error(proc, "neuralab linear-probe run")
+    proc = neuralab("check", "fashion_simclr", "data.name=digits", cwd=cwd, check=False)
+    assert_user_error(proc, "neuralab pretrain")
 
 
 @pytest.mark.data

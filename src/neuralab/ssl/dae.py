@@ -15,11 +15,13 @@ from torch import Tensor, nn
 
 def corrupt(x: Tensor, noise: str, level: float, generator: torch.Generator | None) -> Tensor:
     """``x`` (N, C, H, W) in [0, 1] with Gaussian noise of std ``level`` (clamped to [0, 1]),
-    or with each pixel zeroed with probability ``level`` ("masking"); ``x`` is not modified."""
+    or with each pixel zeroed with probability ``level`` ("masking"); ``x`` is not modified.
+    The noise is drawn on the CPU (whose RNG state checkpoints save) and moved to x's device."""
     if noise == "gaussian":
-        return (x + level * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+        noise_values = torch.randn(x.shape, generator=generator).to(x.device)
+        return (x + level * noise_values).clamp(0, 1)
     keep = torch.rand(x.shape[0], 1, *x.shape[2:], generator=generator) >= level  # all channels
-    return x * keep
+    return x * keep.to(x.device)
 
 
 class PixelDecoder(nn.Module):

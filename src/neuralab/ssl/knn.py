@@ -19,10 +19,11 @@ def extract_features(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Ten
     The model's mode is restored afterwards; its weights and BatchNorm statistics are untouched.
     """
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     try:
         out = [
-            model.forward_features(x[i : i + batch_size]).float()
+            model.forward_features(x[i : i + batch_size].to(device)).float()
             for i in range(0, len(x), batch_size)
         ]
     finally:
@@ -42,12 +43,13 @@ def knn_predict(
 ) -> Tensor:
     """Predicted class of each query (M, D) from its k most cosine-similar rows of ``bank``."""
     bank = F.normalize(bank.float(), dim=1)
+    bank_labels = bank_labels.to(bank.device)
     k = min(k, len(bank))
     preds = []
     for start in range(0, len(queries), chunk):
-        q = F.normalize(queries[start : start + chunk].float(), dim=1)
+        q = F.normalize(queries[start : start + chunk].to(bank.device).float(), dim=1)
         sim, idx = (q @ bank.T).topk(k, dim=1)  # (m, k)
-        votes = torch.zeros(len(q), num_classes)
+        votes = torch.zeros(len(q), num_classes, device=bank.device)
         votes.scatter_add_(1, bank_labels[idx], (sim / temperature).exp())
         preds.append(votes.argmax(dim=1))
     return torch.cat(preds)

@@ -40,7 +40,8 @@ def resized_crop(
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)  # (N, H, W, 2)
+    theta = theta.to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (N, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -48,17 +49,22 @@ def jitter(x: Tensor, strength: float, generator: torch.Generator | None) -> Ten
     """Brightness and contrast (and, for colour images, saturation) jitter of ``strength``,
     applied to each image with probability 0.8; colour images turn grey with probability 0.2."""
     n, c = x.shape[:2]
-    apply = (torch.rand(n, generator=generator) < 0.8).view(n, 1, 1, 1)
-    bright = _uniform(n, 1 - strength, 1 + strength, generator).view(n, 1, 1, 1)
-    contrast = _uniform(n, 1 - strength, 1 + strength, generator).view(n, 1, 1, 1)
+
+    def per_image(values: Tensor) -> Tensor:  # drawn on the CPU (the saved RNG), used on x's device
+        return values.view(n, 1, 1, 1).to(x.device)
+
+    apply = per_image(torch.rand(n, generator=generator) < 0.8)
+    bright = per_image(_uniform(n, 1 - strength, 1 + strength, generator))
+    contrast = per_image(_uniform(n, 1 - strength, 1 + strength, generator))
     out = x * bright
     mean = out.mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
     out = (out - mean) * contrast + mean
     if c == 3:
-        grey = (out * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        saturation = _uniform(n, 1 - strength, 1 + strength, generator).view(n, 1, 1, 1)
+        luma = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+        grey = (out * luma).sum(1, keepdim=True)  # (N, 1, H, W)
+        saturation = per_image(_uniform(n, 1 - strength, 1 + strength, generator))
         out = (out - grey) * saturation + grey
-        to_grey = (torch.rand(n, generator=generator) < 0.2).view(n, 1, 1, 1)
+        to_grey = per_image(torch.rand(n, generator=generator) < 0.2)
         out = torch.where(to_grey, grey.expand_as(out), out)
     return torch.where(apply, out, x).clamp(0, 1)
 

@@ -22,6 +22,7 @@ class MaskedTask(PretextTask):
         patch = encoder.config.patch_size if is_vit else self.ssl.patch_size
         grid = x.shape[-1] // patch
         hidden, visible = random_patch_mask(len(x), grid, self.ssl.mask_ratio, generator)
+        hidden, visible = hidden.to(x.device), visible.to(x.device)
         where = pixel_mask(hidden, grid, patch)  # (B, 1, H, W)
         filled = torch.where(where, encoder.normalize.mean, x)  # hidden pixels: the data mean
         if not is_vit:

@@ -97,7 +97,13 @@ def objective(trial: optuna.Trial, sweep: Sweep, threads: int, worker: int) -> f
         cfg = replace(cfg, train=replace(cfg.train, threads=threads))
     run_dir = sweep_dir(sweep.name) / f"trial-{trial.number}"
     trial.set_user_attr("run_dir", str(run_dir))
-    run_dir = new_run_dir(run_dir.absolute(), cfg)  # absolute: its files stay put if cwd changes
+    try:  # absolute: a trial's files stay where they belong if the working directory changes
+        run_dir = new_run_dir(run_dir.absolute(), cfg)
+    except UserError:
+        raise UserError(
+            f"{run_dir} already exists but is not trial {trial.number} of study {sweep.name!r}; "
+            "move the old runs away or give the sweep another sweep.name"
+        ) from None
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}#{worker}")
     sign = 1 if sweep.direction == "maximize" else -1
     seen: list[float] = []

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,6 @@ class Sweep:
     seed: int = 0
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 60  # a running trial without a heartbeat this long is marked FAILED
-    source: str = field(default="", compare=False)  # the file it came from, for messages
 
     def signature(self) -> dict[str, Any]:
         """What makes two workers' sweeps the same study (stored with the study)."""
@@ -252,7 +251,6 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         seed=seed,
         heartbeat_interval=_positive_int(table, "heartbeat_interval", 10),
         grace_period=_positive_int(table, "grace_period", 60),
-        source=str(source),
     )
     if sweep.grace_period <= sweep.heartbeat_interval:
         raise UserError("sweep.grace_period must be longer than sweep.heartbeat_interval")

@@ -149,3 +149,28 @@ def test_lr_schedules(name):
         peak = f.index(max(f))
         assert all(a <= b + 1e-12 for a, b in zip(f[:peak], f[1 : peak + 1], strict=True))
         assert all(a >= b - 1e-12 for a, b in zip(f[peak:], f[peak + 1 :], strict=False))
+
+
+def test_a_raising_callback_leaves_no_open_writer(tmp_path):
+    """A callback that raises (a sweep prunes a trial that way) ends the run with its
+    exception, and the metrics log and its TensorBoard writer are closed anyway: no writer
+    thread is left running, and what was logged is on disk."""
+    import threading
+
+    def prune(record):
+        if record["step"] == 3:
+            raise RuntimeError("pruned")
+
+    def threads() -> list[str]:  # tqdm's one monitor thread lives as long as the process
+        return sorted(t.name for t in threading.enumerate() if t.name != "tqdm_monitor")
+
+    before = threads()
+    cfg = config.load(None, [*TINY, "train.max_steps=10"])
+    run_dir = new_run_dir(tmp_path / "pruned", cfg)
+    with pytest.raises(RuntimeError, match="pruned"):
+        fit(cfg, run_dir, progress=False, callbacks=[prune])
+    assert threads() == before
+    steps = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2, 3]

@@ -13,6 +13,7 @@ bit-identical parameters on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -331,7 +332,10 @@ def fit(
     )
     run_loss, run_correct, run_count = 0.0, 0, 0
     started = time.perf_counter() - state.wall_s
-    with _StopRequest() as stop:
+    # the bar and the metrics log are closed however the loop ends: a callback may raise
+    # (a sweep prunes a trial that way), and a leaked TensorBoard writer keeps a thread
+    log_closer = contextlib.closing(logger) if logger is not None else contextlib.nullcontext()
+    with _StopRequest() as stop, contextlib.closing(bar), log_closer:
         while state.step < total_steps:
             step_started = time.perf_counter()
             xb, yb, fresh = batches.get(state.step)
@@ -420,10 +424,6 @@ def fit(
                     save(best=False)
                 status = "interrupted"
                 break
-    bar.close()
-    if logger is not None:
-        logger.close()
-
     summary = {
         "status": status,
         **state.best_metrics,

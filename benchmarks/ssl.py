@@ -56,8 +56,8 @@ def emit(result: dict) -> None:
     print(json.dumps({**result, "machine": machine()}), flush=True)
 
 
-def pretrain(method: str, out: Path) -> Path:
-    cfg = config.load(f"fashion_{method}")
+def pretrain(method: str, out: Path, overrides: list[str]) -> Path:
+    cfg = config.load(f"fashion_{method}", overrides)
     run_dir = new_run_dir(out / f"fashion_{method}-{time.strftime('%Y%m%d-%H%M%S')}", cfg)
     fit(cfg, run_dir, progress=False)
     return run_dir
@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--label-seeds", type=int, default=3)
     parser.add_argument("--out", default="runs/bench_ssl")
     parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override the presets"
+    )
+    parser.add_argument(
         "--no-baselines", action="store_true", help="skip baselines and label efficiency"
     )
     for method in ("simclr", "dae", "mae"):
@@ -106,7 +109,7 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     for i, method in enumerate(methods):
         run_dir = getattr(args, f"run_{method}")
-        run_dir = Path(run_dir) if run_dir else pretrain(method, out)
+        run_dir = Path(run_dir) if run_dir else pretrain(method, out, args.set)
         summary = json.loads((run_dir / "results.json").read_text())
         probe = linear_probe(run_dir)
         emit(

@@ -3,20 +3,14 @@ accuracy of SimCLR, DAE and MAE encoders, the baselines beside them, and label e
 
 Prints one JSON object per result (machine included). Each method pretrains its preset
 (``configs/fashion_<method>.toml``) from scratch unless ``--run-<method> RUN`` reuses a run.
+Not named ssl.py: run as a script, that would shadow the standard library's ssl module for
+every benchmark in this folder.
 
-    python benchmarks/ssl.py                              # simclr, dae, mae + baselines + 1% labels
-    python benchmarks/ssl.py --methods simclr --label-seeds 3 --fractions 0.01,0.1
+    python benchmarks/self_supervised.py         # simclr, dae, mae + baselines + 1% labels
+    python benchmarks/self_supervised.py --methods simclr --label-seeds 3 --fractions 0.01,0.1
 """
 
-# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is named like the standard library's ssl module; run as a script, its folder is
-# sys.path[0] and would shadow it for every later ``import ssl``.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import dataclasses
@@ -24,6 +18,7 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 

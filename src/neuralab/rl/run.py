@@ -32,7 +32,7 @@ from neuralab.rl.evaluate import evaluate, record_gif
 from neuralab.rl.ppo import PPO, ActorCritic
 from neuralab.rl.reinforce import PolicyNet, Reinforce
 from neuralab.train import checkpoint
-from neuralab.train.loop import set_threads
+from neuralab.train.loop import make_run_dir, set_threads
 from neuralab.train.metrics import MetricsLogger
 from neuralab.train.seed import rng_state, seed_everything, set_rng_state
 
@@ -53,22 +53,8 @@ class Progress:
 
 def new_run_dir(run_dir: str | Path | None, cfg: RLConfig) -> Path:
     """A fresh run directory holding the resolved config; an existing one is never reused."""
-    if run_dir is None:
-        name = cfg.env.id.split("/")[-1].split("-")[0].lower()
-        base = Path("runs") / f"{name}_{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path, i = base, 1
-        while path.exists():
-            path, i = Path(f"{base}-{i}"), i + 1
-    else:
-        path = Path(run_dir)
-        if path.exists() and any(path.iterdir()):
-            raise UserError(
-                f"run directory {path} already exists; pick another --run-dir, "
-                f"or continue it with: neuralab rl train --resume {path}"
-            )
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.toml").write_text(rl_config.to_toml(cfg))
-    return path
+    name = cfg.env.id.split("/")[-1].split("-")[0].lower()
+    return make_run_dir(run_dir, f"{name}_{cfg.algo}", rl_config.to_toml(cfg), "neuralab rl train")
 
 
 def build(cfg: RLConfig):

@@ -65,11 +65,26 @@ def set_threads(threads: int) -> int:
     return n
 
 
-def new_run_dir(run_dir: str | Path | None, cfg: RunConfig, name: str | None = None) -> Path:
-    """Create a fresh run directory; an existing non-empty one is never overwritten."""
+def new_run_dir(
+    run_dir: str | Path | None, cfg: RunConfig, name: str | None = None, command: str = ""
+) -> Path:
+    """Create a fresh run directory holding ``cfg``; an existing non-empty one is never
+    overwritten. ``command`` continues such a run (default: ``neuralab train``, or
+    ``neuralab pretrain`` for self-supervised pretraining)."""
+    command = command or ("neuralab pretrain" if cfg.ssl.method != "none" else "neuralab train")
+    default = name or f"{cfg.data.name}_{cfg.model.name}"
+    return make_run_dir(run_dir, default, config_lib.to_toml(cfg), command)
+
+
+def make_run_dir(
+    run_dir: str | Path | None, default_name: str, config_text: str, command: str
+) -> Path:
+    """``run_dir``, or ``runs/<default_name>-<time>`` when it is None, created and holding
+    ``config.toml``; a non-empty existing one is a UserError that says how to continue it
+    (``<command> --resume <dir>``)."""
     if run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path("runs") / f"{name or f'{cfg.data.name}_{cfg.model.name}'}-{stamp}"
+        base = Path("runs") / f"{default_name}-{stamp}"
         path, i = base, 1
         while path.exists():
             path, i = Path(f"{base}-{i}"), i + 1
@@ -78,10 +93,10 @@ def new_run_dir(run_dir: str | Path | None, cfg: RunConfig, name: str | None = N
         if path.exists() and any(path.iterdir()):
             raise UserError(
                 f"run directory {path} already exists; pick another --run-dir, "
-                f"or continue it with: neuralab train --resume {path}"
+                f"or continue it with: {command} --resume {path}"
             )
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.toml").write_text(config_lib.to_toml(cfg))
+    (path / "config.toml").write_text(config_text)
     return path
 
 

@@ -219,12 +219,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if not args.json and world.main:
         print(f"run directory: {run_dir}", file=sys.stderr)
-    try:
-        return _train_and_test(
-            cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress, as_json=args.json
-        )
-    finally:
-        distributed.finish()
+    code = _train_and_test(
+        cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress, as_json=args.json
+    )
+    distributed.finish()  # not after an error: the other ranks are not there to meet it
+    return code
 
 
 # ---------------------------------------------------------------------------- self-supervised

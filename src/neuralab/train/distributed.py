@@ -133,6 +133,10 @@ def from_main(make: Callable[[], object], world: World) -> str:
 
 
 def finish() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one, once every rank is done: rank 0
+    may still be testing when the others finish, and a rank that tears its group down (or
+    exits) while another still uses it can abort in gloo's threads. Call it on success only;
+    after an error torchrun stops the other ranks."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -433,7 +433,8 @@ def fit(
                 save(best=False)
             # Ctrl-C on any rank stops every rank at the same step: the one whose all-reduce
             # first carried it
-            if stops > 0 if world.distributed else stop.requested:
+            stopping = stops > 0 if world.distributed else stop.requested
+            if stopping:
                 if not validate:
                     state.wall_s = time.perf_counter() - started
                     save(best=False)

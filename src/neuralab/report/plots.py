@@ -29,7 +29,8 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def plot_curves(run_dir: Path) -> Path:
-    """Loss and accuracy against the optimizer step, train and val, from metrics.jsonl."""
+    """Loss and accuracy against the optimizer step, train and val, from metrics.jsonl; the
+    kNN accuracy of a pretraining run and the robust accuracy of adversarial training too."""
     records = read_jsonl(run_dir / "metrics.jsonl")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for split, style in (("train", "-"), ("val", "o-")):
@@ -37,6 +38,10 @@ def plot_curves(run_dir: Path) -> Path:
             steps, values = _series(records, f"{split}/{metric}")
             if steps:
                 ax.plot(steps, values, style, label=split, markersize=3)
+    for key, label in (("val/knn_acc", "val kNN (pretraining)"), ("val/robust_acc", "val PGD")):
+        steps, values = _series(records, key)
+        if steps:
+            ax_acc.plot(steps, values, "s--", label=label, markersize=3)
     ax_loss.set(xlabel="step", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):

@@ -235,3 +235,17 @@ def test_config_rules_for_pretraining():
         config.load(None, ["train.monitor=val/knn_acc"])
     with pytest.raises(UserError, match="ssl.method"):
         config.load(None, ["ssl.method=byol"])
+
+
+def test_reconstruction_pretraining_logs_no_accuracy(tmp_path):
+    """DAE and MAE have no right answer to count, so their training records carry a loss and
+    no train/acc (it used to be logged as a constant 0); SimCLR's (partner view ranked
+    first) is kept."""
+    logged = {}
+    for method in ("dae", "mae", "simclr"):
+        run_dir, _ = _pretrain(tmp_path, method, method, ["train.max_steps=2"])
+        records = [json.loads(line) for line in _records(run_dir)]
+        logged[method] = [r for r in records if "train/loss" in r]
+    for method in ("dae", "mae"):
+        assert logged[method] and all("train/acc" not in r for r in logged[method])
+    assert all("train/acc" in r for r in logged["simclr"])

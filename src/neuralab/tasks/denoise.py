@@ -16,6 +16,6 @@ from neuralab.tasks.pretext import PretextTask
 class DenoiseTask(PretextTask):
     def pretext_loss(
         self, model: nn.Module, x: Tensor, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor, int]:
+    ) -> tuple[Tensor, None, int]:
         noisy = corrupt(x, self.ssl.noise, self.ssl.noise_level, generator)
-        return reconstruction_loss(model(noisy), x), torch.tensor(0), len(x)
+        return reconstruction_loss(model(noisy), x), None, len(x)

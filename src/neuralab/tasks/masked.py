@@ -16,7 +16,7 @@ from neuralab.tasks.pretext import PretextTask
 class MaskedTask(PretextTask):
     def pretext_loss(
         self, model: nn.Module, x: Tensor, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor, int]:
+    ) -> tuple[Tensor, None, int]:
         encoder = model.encoder
         is_vit = isinstance(encoder, ViT)
         patch = encoder.config.patch_size if is_vit else self.ssl.patch_size
@@ -26,7 +26,7 @@ class MaskedTask(PretextTask):
         where = pixel_mask(hidden, grid, patch)  # (B, 1, H, W)
         filled = torch.where(where, encoder.normalize.mean, x)  # hidden pixels: the data mean
         if not is_vit:
-            return reconstruction_loss(model(filled), x, where), torch.tensor(0), len(x)
+            return reconstruction_loss(model(filled), x, where), None, len(x)
         pred = model.pretext(encode_visible(encoder, filled, visible), visible)  # (B, P, p*p*C)
         err = (pred.float() - norm_pix_target(x, patch)).square().mean(dim=-1)  # (B, P)
-        return (err * hidden).sum() / hidden.sum(), torch.tensor(0), len(x)
+        return (err * hidden).sum() / hidden.sum(), None, len(x)

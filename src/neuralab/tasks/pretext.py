@@ -47,14 +47,18 @@ class PretextTask:
 
     def pretext_loss(
         self, model: nn.Module, x: Tensor, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor, int]:
-        """(loss, correct, count) of images ``x``; random draws from ``generator``."""
+    ) -> tuple[Tensor, Tensor | None, int]:
+        """(loss, correct, count) of images ``x``; random draws from ``generator``. ``correct``
+        is None for a task with no notion of a right answer (reconstruction)."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The pretext loss of the images ``x``; the labels ``y`` are never read."""
         loss, correct, count = self.pretext_loss(model, x, None)
-        return loss, {"correct": correct, "count": torch.tensor(count)}
+        stats = {"count": torch.tensor(count)}
+        if correct is not None:  # the loop then logs no train/acc
+            stats["correct"] = correct
+        return loss, stats
 
     @torch.no_grad()
     def validate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:

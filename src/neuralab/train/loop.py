@@ -373,7 +373,8 @@ def fit(
                     loss, stats = task.loss(train_model, x_micro, y_micro)
                 scaler.scale(loss * (len(x_micro) / len(xb))).backward()
                 loss_sum += loss.item() * int(stats["count"])
-                correct += int(stats["correct"])
+                correct += int(stats.get("correct", 0))  # absent: the task has no accuracy
+                has_acc = "correct" in stats
                 count += int(stats["count"])
             loss_sum, correct, count, stops = distributed.all_reduce_(
                 params, [loss_sum, correct, count, float(stop.requested)], world
@@ -401,11 +402,9 @@ def fit(
             run_count += int(count)
             state.train_s += time.perf_counter() - step_started
             if state.step % tc.log_every == 0 or state.step == total_steps:
-                train_metrics = {
-                    "train/loss": run_loss / run_count,
-                    "train/acc": run_correct / run_count,
-                    "lr": lr,
-                }
+                train_metrics = {"train/loss": run_loss / run_count, "lr": lr}
+                if has_acc:
+                    train_metrics["train/acc"] = run_correct / run_count
                 record(train_metrics)
                 bar.set_postfix(loss=f"{train_metrics['train/loss']:.3f}", refresh=False)
                 run_loss, run_correct, run_count = 0.0, 0, 0

@@ -36,7 +36,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor]
     """
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D) on the unit sphere
-    logits = z @ z.T / temperature  # (2N, 2N) cosine similarities / t
+    with torch.autocast(z.device.type, enabled=False):  # fp32 similarities even under bf16
+        logits = z @ z.T / temperature  # (2N, 2N) cosine similarities / t
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), -torch.inf)
     partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)  # (2N,)
     loss = F.cross_entropy(logits, partner)

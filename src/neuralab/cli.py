@@ -309,11 +309,12 @@ def cmd_linear_probe(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
+    chosen_on = "val" if "val/acc" in result else "5-fold cross-validation of those images"
     print(
         f"linear probe on frozen features of {args.run} ({args.which} checkpoint): "
         f"test acc {result['test/acc']:.4f} on {result['test/examples']} images "
         f"({result['train/examples']} labelled training images, L2 {result['l2']:g} "
-        f"chosen on val: {result['val/acc']:.4f})"
+        f"chosen on {chosen_on}: {result.get('val/acc', result.get('cv/acc')):.4f})"
     )
     return 0
 

@@ -22,7 +22,13 @@ from neuralab.models import create_model
 from neuralab.ssl import extract_features, knn_predict, nt_xent
 from neuralab.ssl.mae import encode_visible, patchify, random_patch_mask
 from neuralab.ssl.model import build_ssl_model
-from neuralab.ssl.probe import balanced_subset, linear_probe, load_encoder
+from neuralab.ssl.probe import (
+    Features,
+    balanced_subset,
+    linear_probe,
+    linear_probe_accuracy,
+    load_encoder,
+)
 from neuralab.ssl.views import simclr_view
 from neuralab.tasks import build_task
 from neuralab.train import checkpoint, fit, new_run_dir
@@ -185,6 +191,27 @@ def test_linear_probe_never_changes_the_encoder(pretrained):
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest
     assert 0.3 < result["test/acc"] <= 1 and result["train/examples"] == 130
     assert (pretrained / "probes" / "linear_probe_0.1.json").is_file()
+
+
+def test_a_probe_on_a_label_fraction_reads_no_label_outside_it():
+    """With 10% of the labels the L2 strength is cross-validated inside the subset: scrambling
+    the labels of every other training image and of the whole val split changes nothing. With
+    all the labels, the val split chooses (scrambling it can change the choice)."""
+    g = torch.Generator().manual_seed(0)
+    centres = 3 * torch.randn(4, 8, generator=g)
+    y = torch.arange(4).repeat(100)
+    f = centres[y] + torch.randn(400, 8, generator=g)
+    feats = Features((f[:300], y[:300]), (f[300:350], y[300:350]), (f[350:], y[350:]))
+    subset = balanced_subset(y[:300], 0.1, 0, 4)
+    outside = torch.ones(300, dtype=torch.bool)
+    outside[subset] = False
+    scrambled_y = y[:300].clone()
+    scrambled_y[outside] = torch.randint(0, 4, (int(outside.sum()),), generator=g)
+    scrambled = Features((f[:300], scrambled_y), (f[300:350], y[300:350].flip(0)), feats.test)
+    result = linear_probe_accuracy(feats, subset, 4)
+    assert result == linear_probe_accuracy(scrambled, subset, 4)
+    assert set(result) == {"test/acc", "cv/acc", "l2"} and result["test/acc"] > 0.9
+    assert "val/acc" in linear_probe_accuracy(feats, torch.arange(300), 4)
 
 
 def test_load_encoder_drops_the_pretext_head(pretrained):

@@ -6,7 +6,9 @@ features (``forward_features``, eval mode) are computed once, and
 
 - the **linear probe** is a multinomial logistic regression on those features (standardised
   with the training features' mean and std), fitted by full-batch L-BFGS; its L2 strength is
-  chosen on the val split, and the test split is touched once, by the chosen probe;
+  chosen on the val split when every label is used, and by 5-fold cross-validation inside
+  the labelled subset when only a fraction is (the val split's labels are not part of a 1%
+  budget); the test split is touched once, by the chosen probe;
 - **kNN** classifies each test image by its k most cosine-similar labelled training images,
   votes weighted by exp(cos / t) (Wu et al. 2018).
 
@@ -35,7 +37,8 @@ from neuralab.ssl.knn import extract_features, knn_predict
 from neuralab.train import checkpoint
 from neuralab.train.seed import derived_generator
 
-L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+CV_FOLDS = 5
 
 
 def load_encoder(run_dir: str | Path, which: str = "best") -> tuple[ImageClassifier, RunConfig]:
@@ -113,26 +116,45 @@ def _fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, iters: int)
     return w.detach(), b.detach()
 
 
+def _cross_validated_accuracy(
+    z: Tensor, y: Tensor, num_classes: int, l2: float, iters: int, folds: int
+) -> float:
+    """Accuracy of the probe with strength ``l2`` on each of ``folds`` held-out parts of
+    (z, y) when fitted on the others (a fixed random split)."""
+    parts = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).chunk(folds)
+    correct = 0
+    for i, held in enumerate(parts):
+        kept = torch.cat([p for j, p in enumerate(parts) if j != i])
+        w, b = _fit_logistic(z[kept], y[kept], num_classes, l2, iters)
+        correct += int(((z[held] @ w + b).argmax(dim=1) == y[held]).sum())
+    return correct / len(y)
+
+
 def fit_linear_probe(
     train: tuple[Tensor, Tensor],
-    val: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor] | None,
     num_classes: int,
     l2_grid: tuple[float, ...] = L2_GRID,
     iters: int = 300,
 ) -> tuple[LinearProbe, float]:
-    """Logistic regression on (features, labels) ``train`` for every L2 strength of the grid;
-    returns the one with the best accuracy on ``val`` and that accuracy."""
+    """Logistic regression on (features, labels) ``train`` with the L2 strength of the grid
+    that is most accurate on ``val`` or, when ``val`` is None, in 5-fold cross-validation on
+    ``train`` itself (then refitted on all of it); returns the probe and that accuracy."""
     f, y = train
     mean, std = f.mean(dim=0), f.std(dim=0).clamp(min=1e-6)
     z = (f - mean) / std
-    best, best_acc = None, -1.0
+    scores = {}
     for l2 in l2_grid:
-        w, b = _fit_logistic(z, y, num_classes, l2, iters)
-        probe = LinearProbe(w, b, mean, std, l2)
-        acc = (probe.predict(val[0]) == val[1]).double().mean().item()
-        if acc > best_acc:
-            best, best_acc = probe, acc
-    return best, best_acc
+        if val is None:
+            scores[l2] = _cross_validated_accuracy(z, y, num_classes, l2, iters, CV_FOLDS), None
+        else:
+            probe = LinearProbe(*_fit_logistic(z, y, num_classes, l2, iters), mean, std, l2)
+            scores[l2] = (probe.predict(val[0]) == val[1]).double().mean().item(), probe
+    l2 = max(scores, key=lambda s: scores[s][0])  # the first of equals: the weakest L2
+    acc, probe = scores[l2]
+    if probe is None:
+        probe = LinearProbe(*_fit_logistic(z, y, num_classes, l2, iters), mean, std, l2)
+    return probe, acc
 
 
 @dataclass
@@ -155,11 +177,16 @@ def split_features(encoder: ImageClassifier | None, cfg: RunConfig, batch_size: 
 
 
 def linear_probe_accuracy(feats: Features, subset: Tensor, num_classes: int) -> dict[str, Any]:
-    """Fit the probe on the ``subset`` of the training features; val and test accuracy."""
+    """Fit the probe on the ``subset`` of the training features; its test accuracy, and the
+    accuracy that chose its L2 strength: on the val split when the subset is the whole
+    training split, else cross-validated inside the subset (no label outside it is read)."""
     f, y = feats.train
-    probe, val_acc = fit_linear_probe((f[subset], y[subset]), feats.val, num_classes)
+    everything = len(subset) == len(y)
+    val = feats.val if everything else None
+    probe, chosen_on = fit_linear_probe((f[subset], y[subset]), val, num_classes)
     test_acc = (probe.predict(feats.test[0]) == feats.test[1]).double().mean().item()
-    return {"test/acc": test_acc, "val/acc": val_acc, "l2": probe.l2}
+    key = "val/acc" if everything else "cv/acc"
+    return {"test/acc": test_acc, key: chosen_on, "l2": probe.l2}
 
 
 def knn_accuracy(

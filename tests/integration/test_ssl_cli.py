@@ -47,6 +47,7 @@ def test_label_efficiency_writes_a_table_and_a_plot(pretrained):
     args = ["label-efficiency", "run", "--fractions", "0.1", "--seeds", "2", "--scratch-steps", "5"]
     proc = neuralab(*args, cwd=cwd)
     assert "pretrained encoder + linear probe" in proc.stdout and "±" in proc.stdout
+    assert "pretrained encoder fine-tuned" in proc.stdout
     result = json.loads((run / "probes" / "label_efficiency.json").read_text())
     for method, cells in result["table"].items():
         assert len(cells["0.1"]["values"]) == 2, method

@@ -6,6 +6,7 @@ Tiny models on scikit-learn's digits, so the whole file runs in well under a min
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,6 +21,7 @@ from neuralab import config, data
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.ssl import extract_features, knn_predict, nt_xent
+from neuralab.ssl.label_efficiency import train_supervised
 from neuralab.ssl.mae import encode_visible, patchify, random_patch_mask
 from neuralab.ssl.model import build_ssl_model
 from neuralab.ssl.probe import (
@@ -212,6 +214,23 @@ def test_a_probe_on_a_label_fraction_reads_no_label_outside_it():
     assert result == linear_probe_accuracy(scrambled, subset, 4)
     assert set(result) == {"test/acc", "cv/acc", "l2"} and result["test/acc"] > 0.9
     assert "val/acc" in linear_probe_accuracy(feats, torch.arange(300), 4)
+
+
+def test_fine_tuning_starts_from_the_encoder_and_leaves_it_alone(pretrained):
+    """Zero steps of fine-tuning give the pretrained weights everywhere but the head (freshly
+    initialised from the seed, as in the scratch row); some steps change the copy, never the
+    encoder; without an encoder the same call is the from-scratch baseline."""
+    encoder, cfg = load_encoder(pretrained)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    model_config = dataclasses.asdict(encoder.config)
+    x, y = data.load_split(cfg.data, "train")
+    start = train_supervised(cfg, model_config, x[:64], y[:64], 0, 3, encoder).state_dict()
+    scratch = train_supervised(cfg, model_config, x[:64], y[:64], 0, 3).state_dict()
+    for k, v in start.items():
+        assert torch.equal(v, scratch[k] if k.startswith("head.") else before[k]), k
+    tuned = train_supervised(cfg, model_config, x[:64], y[:64], 3, 3, encoder).state_dict()
+    assert not torch.equal(tuned["stages.0.0.weight"], before["stages.0.0.weight"])
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
 
 
 def test_load_encoder_drops_the_pretext_head(pretrained):

@@ -6,6 +6,7 @@ Prints one JSON object per result on stdout (progress goes to stderr).
     python benchmarks/adversarial.py                                 # standard + TRADES
     python benchmarks/adversarial.py --standard-run runs/x           # reuse a trained fashion_cnn
     python benchmarks/adversarial.py --only at --at-preset fashion_cnn_pgd_at
+    python benchmarks/adversarial.py --only at --set train.precision=bf16 train.epochs=20
 
 Results:
   standard   fashion_cnn preset, PGD-20 robust accuracy (target <= 5%) and PGD-20 images/s
@@ -53,6 +54,9 @@ def main() -> None:
     parser.add_argument("--only", default="standard,at")
     parser.add_argument("--standard-run", help="an existing fashion_cnn run to attack")
     parser.add_argument("--at-preset", default="fashion_cnn_trades")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override the AT preset"
+    )
     parser.add_argument("--out", help="keep run directories here (default: a temp dir)")
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -72,7 +76,7 @@ def main() -> None:
             }
         )
     if "at" in only:
-        t = train_preset(args.at_preset, [], root, "adversarial")
+        t = train_preset(args.at_preset, args.set, root, "adversarial")
         print(f"{args.at_preset}: trained in {t['train_s']:.0f} s", file=sys.stderr)
         r = pgd20(t["run_dir"])
         met = r["clean_acc"] >= 0.88 and r["robust_acc"] >= 0.70 and t["train_s"] <= 2700
@@ -80,6 +84,7 @@ def main() -> None:
             {
                 "benchmark": "adversarial_training_pgd20",
                 "preset": args.at_preset,
+                "overrides": args.set,
                 "train_s": t["train_s"],
                 "epochs": t["epochs"],
                 "run_dir": t["run_dir"],

@@ -13,6 +13,7 @@ pytest.importorskip("gymnasium")
 
 from neuralab.errors import UserError  # noqa: E402
 from neuralab.rl import config as rl_config  # noqa: E402
+from neuralab.rl import reinforce  # noqa: E402
 from neuralab.rl.dqn import QAgent, td_target  # noqa: E402
 from neuralab.rl.envs import (  # noqa: E402
     EpisodeStats,
@@ -22,7 +23,7 @@ from neuralab.rl.envs import (  # noqa: E402
 )
 from neuralab.rl.evaluate import evaluate  # noqa: E402
 from neuralab.rl.ppo import PPO, clipped_surrogate, gae  # noqa: E402
-from neuralab.rl.reinforce import discounted_returns  # noqa: E402
+from neuralab.rl.reinforce import Reinforce, discounted_returns  # noqa: E402
 from neuralab.rl.run import new_run_dir, train  # noqa: E402
 from neuralab.train import checkpoint  # noqa: E402
 
@@ -50,6 +51,27 @@ def test_discounted_returns_reset_at_each_pong_point() -> None:
     dones = (rewards != 0).float()
     got = discounted_returns(rewards, dones, 0.5)
     torch.testing.assert_close(got, torch.tensor([0.25, 0.5, 1.0, -0.5, -1.0]))
+
+
+def test_reinforce_sum_reduction_is_pg_pongs_summed_gradient(monkeypatch) -> None:
+    """pg-pong adds up the gradient of every step of its batch; ``reduction="sum"`` gives
+    exactly the mean reduction's gradient times the batch's number of steps."""
+    grads = {}
+
+    def record(optimizer, agent, max_norm):
+        grads[len(grads)] = [p.grad.clone() for p in agent.parameters() if p.grad is not None]
+
+    monkeypatch.setattr(reinforce, "clip_and_step", record)
+    steps = []
+    for reduction in ("mean", "sum"):
+        cfg = cfg_of("cartpole_reinforce", "env.num_envs=2", f"reinforce.reduction={reduction}")
+        torch.manual_seed(0)
+        algo = Reinforce(cfg, 4, 2)
+        algo.reset(seed=0)
+        steps.append(algo.update(0, 0)["env_steps"])
+    assert steps[0] == steps[1] and steps[0] > 2
+    for mean_grad, sum_grad in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(sum_grad, mean_grad * steps[0], rtol=1e-5, atol=1e-6)
 
 
 def test_gae_hand_computed_with_an_episode_end() -> None:

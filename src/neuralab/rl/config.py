@@ -93,6 +93,9 @@ class ReinforceConfig:
     baseline: str = field(default="value", metadata=_choices("value", "normalize"))
     reset_on_reward: bool = False  # Pong: every point (nonzero reward) ends a return
     vf_coef: float = 0.5
+    # mean: the loss averages over the batch's steps; sum: adds them up, as pg-pong's gradient
+    # does (it matters to RMSProp, whose eps is then small beside the gradient's scale)
+    reduction: str = field(default="mean", metadata=_choices("mean", "sum"))
 
 
 @dataclass(frozen=True)

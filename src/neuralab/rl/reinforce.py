@@ -3,9 +3,12 @@
 Each update plays one whole episode in each of ``env.num_envs`` envs with the
 current stochastic policy, computes discounted returns G_t that reset at
 episode ends (and, with ``reset_on_reward``, at every point scored in Pong), and
-ascends sum_t log pi(a_t|s_t) (G_t - b_t). The baseline b_t is a learned state
-value (``baseline="value"``), or the batch's mean return with the returns
-divided by their standard deviation (``"normalize"``, as pg-pong does).
+ascends sum_t log pi(a_t|s_t) (G_t - b_t), divided by the batch's number of steps
+unless ``reduction="sum"`` (pg-pong adds the gradients of every step of its batch of
+episodes; under RMSProp with eps 1e-5 the mean of ~10^4 steps would be about 1e4
+times smaller and drowned by eps). The baseline b_t is a learned state value
+(``baseline="value"``), or the batch's mean return with the returns divided by
+their standard deviation (``"normalize"``, as pg-pong does).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class Reinforce:
         all_returns = torch.cat(returns)
         mean, std = all_returns.mean(), all_returns.std() + 1e-8
         total = len(all_returns)
+        scale = total if c.reduction == "mean" else 1
         self.optimizer.zero_grad()
         policy_loss = value_loss = 0.0
         for ep, ret in zip(episodes, returns, strict=True):  # one episode at a time: Pong
@@ -84,11 +88,11 @@ class Reinforce:
             if self.agent.critic is not None:
                 v = self.agent.critic(x).squeeze(1)
                 adv = ret - v.detach()
-                v_loss = ((v - ret) ** 2).sum() / total
+                v_loss = ((v - ret) ** 2).sum() / scale
             else:
                 adv = (ret - mean) / std
                 v_loss = torch.zeros(())
-            pg_loss = -(logp * adv).sum() / total
+            pg_loss = -(logp * adv).sum() / scale
             (pg_loss + c.vf_coef * v_loss).backward()
             policy_loss += pg_loss.item()
             value_loss += v_loss.item()

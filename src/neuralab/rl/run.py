@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from neuralab.errors import UserError
@@ -154,7 +155,13 @@ def plot_returns(run_dir: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     train = [(r["step"], r["train/episode_return"]) for r in records if "train/episode_return" in r]
     if train:
-        ax.plot(*zip(*train, strict=True), alpha=0.6, label="training episodes (mean per update)")
+        ax.plot(*zip(*train, strict=True), alpha=0.4, label="training episodes (mean per update)")
+        if len(train) >= 20:
+            window = len(train) // 10  # a running mean over a tenth of the updates
+            returns = np.array([r for _, r in train])
+            smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+            steps = [s for s, _ in train[window - 1 :]]
+            ax.plot(steps, smooth, color="C0", label=f"running mean of {window} updates")
     evals = [r for r in records if "eval/mean_return" in r]
     if evals:
         steps = [r["step"] for r in evals]

@@ -14,8 +14,9 @@ seed, the test accuracy of:
   initial weights differ from the "scratch" row.
 
 Mean ± std over the seeds go in ``RUN/probes/label_efficiency.json`` and one picture,
-``RUN/plots/label_efficiency.png``. Probes choose their L2 strength on the val split, as in
-``neuralab.ssl.probe``; from-scratch training uses no val labels at all.
+``RUN/plots/label_efficiency.png``. Probes choose their L2 strength as in
+``neuralab.ssl.probe`` (by cross-validation inside the labelled subset when it is a fraction);
+from-scratch and fine-tuned training use no val labels at all.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import ImageClassifier
 from neuralab.ssl.probe import (
+    Features,
     balanced_subset,
     knn_accuracy,
     linear_probe_accuracy,
@@ -122,6 +124,7 @@ def label_efficiency(
     x_train, y_train = data.load_split(cfg.data, "train")
     x_test, y_test = data.load_split(cfg.data, "test")
     table: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
+    random_feats: dict[int, Features] = {}  # seed -> features of that random encoder
     for fraction in fractions:
         scores: dict[str, list[float]] = {m: [] for m in METHODS}
         for seed in range(seeds):
@@ -130,11 +133,12 @@ def label_efficiency(
                 linear_probe_accuracy(raw, subset, num_classes)["test/acc"]
             )
             scores["raw_knn"].append(knn_accuracy(raw, subset, num_classes, k, 0.07))
-            torch.manual_seed(seed)
-            random_encoder = create_model(cfg.model.name, **model_config).eval()
-            random_feats = split_features(random_encoder, cfg, batch)
+            if seed not in random_feats:  # the same for every fraction: computed once
+                torch.manual_seed(seed)
+                random_encoder = create_model(cfg.model.name, **model_config).eval()
+                random_feats[seed] = split_features(random_encoder, cfg, batch)
             scores["random_probe"].append(
-                linear_probe_accuracy(random_feats, subset, num_classes)["test/acc"]
+                linear_probe_accuracy(random_feats[seed], subset, num_classes)["test/acc"]
             )
             steps = max(scratch_steps, 5 * len(subset) // 128)
             for method, init in (("scratch", None), ("pretrained_finetune", encoder)):

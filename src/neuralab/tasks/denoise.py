@@ -1,7 +1,7 @@
 """Denoising-autoencoder pretraining (Vincent et al. 2008): reconstruct clean images from
 corrupted ones (``ssl.noise``: gaussian or masking, of ``ssl.noise_level``).
 
-There is nothing to classify, so ``train/acc`` is logged as 0.
+There is nothing to classify, so no ``train/acc`` is logged.
 """
 
 from __future__ import annotations

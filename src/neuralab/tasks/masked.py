@@ -1,5 +1,5 @@
 """Masked-autoencoding pretraining: MAE for a ViT (He et al. 2022), SimMIM-style for any
-other backbone (Xie et al. 2022); see ``neuralab.ssl.mae``. ``train/acc`` is logged as 0.
+other backbone (Xie et al. 2022); see ``neuralab.ssl.mae``. No ``train/acc`` is logged.
 """
 
 from __future__ import annotations

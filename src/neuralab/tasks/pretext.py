@@ -56,7 +56,7 @@ class PretextTask:
         """The pretext loss of the images ``x``; the labels ``y`` are never read."""
         loss, correct, count = self.pretext_loss(model, x, None)
         stats = {"count": torch.tensor(count)}
-        if correct is not None:  # the loop then logs no train/acc
+        if correct is not None:  # without it, the loop logs no train/acc
             stats["correct"] = correct
         return loss, stats
 

@@ -281,6 +281,31 @@ def test_mae_on_a_vit_encodes_visible_patches_only():
     assert model.encoder.patch_embed.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("method,model", [("mae", "vit"), ("mae", "cnn"), ("dae", "cnn")])
+def test_pretext_losses_run_under_bf16_autocast(method, model):
+    """precision=bf16 (or auto on an AMX CPU) trains every pretext task: the MAE decoder
+    once scattered bf16 tokens into fp32 mask tokens and crashed. Oracle: the fp32 loss of
+    the same batch and masks, which bf16 (8 bits of mantissa) matches to a few percent."""
+    cfg = config.load(
+        None,
+        ["data.name=digits", f"model.name={model}", "ssl.patch_size=2", "ssl.hidden_dim=32"]
+        + ["data.augment=false", "train.monitor=val/knn_acc", f"ssl.method={method}"],
+    )
+    torch.manual_seed(0)
+    size = {"vit": {"patch_size": 2, "d_model": 32}, "cnn": {"widths": [8, 16]}}[model]
+    encoder = create_model(model, image_size=8, **size)
+    ssl_model = build_ssl_model(cfg.ssl, encoder)
+    task, x = build_task(cfg, 10), torch.rand(8, 1, 8, 8)
+    losses = []
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss, _ = task.loss(ssl_model, x, torch.zeros(8).long())
+        loss.backward()
+        losses.append(loss.item())
+    assert abs(losses[1] - losses[0]) <= 0.05 * abs(losses[0])
+
+
 def test_config_rules_for_pretraining():
     """Pretraining makes its own views and is monitored by kNN: the wrong settings are
     one-line errors that say what to set."""

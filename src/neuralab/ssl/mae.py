@@ -79,7 +79,7 @@ class MAEDecoder(nn.Module):
         x = self.embed(tokens)  # (N, 1 + K, d)
         n, d = x.shape[0], x.shape[2]
         patches = self.pos_embed.shape[1] - 1
-        full = self.mask_token.expand(n, patches, d)
+        full = self.mask_token.expand(n, patches, d).to(x.dtype)  # x is bf16 under autocast
         full = full.scatter(1, visible[..., None].expand(-1, -1, d), x[:, 1:])  # (N, P, d)
         x = torch.cat([x[:, :1], full], dim=1) + self.pos_embed  # (N, 1 + P, d)
         x, _ = run_blocks(self.blocks, x)

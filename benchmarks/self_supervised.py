@@ -58,9 +58,9 @@ def pretrain(method: str, out: Path, overrides: list[str]) -> Path:
     return run_dir
 
 
-def baselines(run_dir: Path) -> None:
-    """Raw-pixel logistic regression and kNN, and the frozen random encoder, all labels."""
-    encoder, cfg = load_encoder(run_dir)
+def raw_pixels(run_dir: Path) -> None:
+    """Logistic regression and kNN on raw pixels, all labels."""
+    _, cfg = load_encoder(run_dir)
     raw = split_features(None, cfg, 1000)
     everything = torch.arange(len(raw.train[1]))
     emit(
@@ -70,13 +70,20 @@ def baselines(run_dir: Path) -> None:
             "knn_test_acc": knn_accuracy(raw, everything, 10, 20, 0.07),
         }
     )
+
+
+def random_encoder(run_dir: Path) -> None:
+    """The floor: the run's encoder frozen at a random initialisation, all labels."""
+    encoder, cfg = load_encoder(run_dir)
     torch.manual_seed(0)
     random_encoder = create_model(cfg.model.name, **dataclasses.asdict(encoder.config)).eval()
     feats = split_features(random_encoder, cfg, 1000)
+    everything = torch.arange(len(feats.train[1]))
     emit(
         {
             "result": "random_encoder",
             "model": cfg.model.name,
+            "model_config": dataclasses.asdict(encoder.config),
             "probe_test_acc": linear_probe_accuracy(feats, everything, 10)["test/acc"],
             "knn_test_acc": knn_accuracy(feats, everything, 10, 20, 0.07),
         }
@@ -102,6 +109,7 @@ def main() -> None:
     data.locate("fashion-mnist")
     out = Path(args.out)
     methods = [m for m in args.methods.split(",") if m]
+    floors: list[dict] = []  # encoder configs whose random-initialisation floor is out
     for i, method in enumerate(methods):
         run_dir = getattr(args, f"run_{method}")
         run_dir = Path(run_dir) if run_dir else pretrain(method, out, args.set)
@@ -120,8 +128,15 @@ def main() -> None:
                 "knn_test_acc": knn(run_dir)["test/acc"],
             }
         )
-        if i == 0 and not args.no_baselines:
-            baselines(run_dir)
+        if args.no_baselines:
+            continue
+        if i == 0:
+            raw_pixels(run_dir)
+        encoder_config = dataclasses.asdict(load_encoder(run_dir)[0].config)
+        if encoder_config not in floors:
+            floors.append(encoder_config)
+            random_encoder(run_dir)
+        if i == 0:
             fractions = tuple(float(f) for f in args.fractions.split(","))
             table = label_efficiency(run_dir, fractions, seeds=args.label_seeds, progress=False)
             emit({"result": "label_efficiency", "method": method, **table})

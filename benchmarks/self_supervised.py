@@ -58,9 +58,8 @@ def pretrain(method: str, out: Path, overrides: list[str]) -> Path:
     return run_dir
 
 
-def raw_pixels(run_dir: Path) -> None:
+def raw_pixels(cfg: config.RunConfig) -> None:
     """Logistic regression and kNN on raw pixels, all labels."""
-    _, cfg = load_encoder(run_dir)
     raw = split_features(None, cfg, 1000)
     everything = torch.arange(len(raw.train[1]))
     emit(
@@ -72,9 +71,8 @@ def raw_pixels(run_dir: Path) -> None:
     )
 
 
-def random_encoder(run_dir: Path) -> None:
-    """The floor: the run's encoder frozen at a random initialisation, all labels."""
-    encoder, cfg = load_encoder(run_dir)
+def random_encoder(encoder: torch.nn.Module, cfg: config.RunConfig) -> None:
+    """The floor: ``encoder``'s architecture frozen at a random initialisation, all labels."""
     torch.manual_seed(0)
     random_encoder = create_model(cfg.model.name, **dataclasses.asdict(encoder.config)).eval()
     feats = split_features(random_encoder, cfg, 1000)
@@ -130,12 +128,12 @@ def main() -> None:
         )
         if args.no_baselines:
             continue
+        encoder, cfg = load_encoder(run_dir)
         if i == 0:
-            raw_pixels(run_dir)
-        encoder_config = dataclasses.asdict(load_encoder(run_dir)[0].config)
-        if encoder_config not in floors:
-            floors.append(encoder_config)
-            random_encoder(run_dir)
+            raw_pixels(cfg)
+        if dataclasses.asdict(encoder.config) not in floors:
+            floors.append(dataclasses.asdict(encoder.config))
+            random_encoder(encoder, cfg)
         if i == 0:
             fractions = tuple(float(f) for f in args.fractions.split(","))
             table = label_efficiency(run_dir, fractions, seeds=args.label_seeds, progress=False)

@@ -129,12 +129,12 @@ def main() -> None:
         if args.no_baselines:
             continue
         encoder, cfg = load_encoder(run_dir)
-        if i == 0:
-            raw_pixels(cfg)
-        if dataclasses.asdict(encoder.config) not in floors:
-            floors.append(dataclasses.asdict(encoder.config))
+        architecture = dataclasses.asdict(encoder.config)
+        if architecture not in floors:
+            floors.append(architecture)
             random_encoder(encoder, cfg)
         if i == 0:
+            raw_pixels(cfg)
             fractions = tuple(float(f) for f in args.fractions.split(","))
             table = label_efficiency(run_dir, fractions, seeds=args.label_seeds, progress=False)
             emit({"result": "label_efficiency", "method": method, **table})

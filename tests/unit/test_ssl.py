@@ -21,7 +21,8 @@ from neuralab import config, data
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.ssl import extract_features, knn_predict, nt_xent
-from neuralab.ssl.label_efficiency import train_supervised
+from neuralab.ssl import label_efficiency as label_efficiency_module
+from neuralab.ssl.label_efficiency import METHODS, label_efficiency, train_supervised
 from neuralab.ssl.mae import encode_visible, patchify, random_patch_mask
 from neuralab.ssl.model import build_ssl_model
 from neuralab.ssl.probe import (
@@ -231,6 +232,41 @@ def test_fine_tuning_starts_from_the_encoder_and_leaves_it_alone(pretrained):
     tuned = train_supervised(cfg, model_config, x[:64], y[:64], 3, 3, encoder).state_dict()
     assert not torch.equal(tuned["stages.0.0.weight"], before["stages.0.0.weight"])
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+
+
+def test_only_the_ceiling_row_reads_labels_outside_the_subset(pretrained, monkeypatch):
+    """The label budget of the label-efficiency table: once the 10% subset is drawn (drawing a
+    class-balanced subset reads the classes, as in every such protocol, so it is held fixed
+    here), scrambling the labels of every training image outside it, and of the whole val
+    split, leaves every row bit-identical except the ceiling, whose network is trained on
+    every training label, and so moves."""
+    load_split = data.load_split
+    cfg = config.load_run(pretrained)
+    train_labels = load_split(cfg.data, "train")[1]
+    subset = balanced_subset(train_labels, 0.1, 0, 10)
+    monkeypatch.setattr(label_efficiency_module, "balanced_subset", lambda *_: subset)
+
+    def scrambled(data_cfg, split):
+        x, y = load_split(data_cfg, split)
+        if split == "test":
+            return x, y
+        kept = torch.zeros(len(y), dtype=torch.bool)
+        if split == "train":
+            kept[subset] = True
+        noise = torch.randint(0, 10, y.shape, generator=torch.Generator().manual_seed(1))
+        return x, torch.where(kept, y, noise)
+
+    def table():
+        return label_efficiency(pretrained, (0.1,), seeds=1, scratch_steps=5, progress=False)
+
+    honest = table()
+    assert honest["ceiling_steps"] == 5 * len(train_labels) // 128  # 5 epochs of every label
+    monkeypatch.setattr(data, "load_split", scrambled)
+    fooled = table()["table"]
+    for method in METHODS:
+        if method != "supervised_probe":
+            assert fooled[method] == honest["table"][method], method
+    assert fooled["supervised_probe"] != honest["table"]["supervised_probe"]
 
 
 def test_load_encoder_drops_the_pretext_head(pretrained):

@@ -11,12 +11,17 @@ seed, the test accuracy of:
 - kNN and a linear probe on the pretrained encoder's frozen features;
 - the pretrained encoder fine-tuned end to end on the labelled images, with a fresh head and
   exactly the from-scratch recipe (Chen et al. 2020's semi-supervised protocol): only the
-  initial weights differ from the "scratch" row.
+  initial weights differ from the "scratch" row;
+- the ceiling: a linear probe, fitted on the labelled images only, on the features of the same
+  network trained supervised on *every* training label (the from-scratch recipe for five
+  epochs; one network, seed 0, for the whole table). It is the only row that reads labels
+  outside the subset: it shows what features this architecture can hold for the task, so the
+  distance from the pretrained probe to it is what pretraining left on the table.
 
 Mean ± std over the seeds go in ``RUN/probes/label_efficiency.json`` and one picture,
 ``RUN/plots/label_efficiency.png``. Probes choose their L2 strength as in
 ``neuralab.ssl.probe`` (by cross-validation inside the labelled subset when it is a fraction);
-from-scratch and fine-tuned training use no val labels at all.
+from-scratch, fine-tuned and ceiling training use no val labels at all.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ METHODS = {
     "pretrained_knn": "pretrained encoder + kNN",
     "pretrained_probe": "pretrained encoder + linear probe",
     "pretrained_finetune": "pretrained encoder fine-tuned",
+    "supervised_probe": "ceiling: supervised features (every label) + linear probe",
 }
 
 
@@ -125,6 +131,9 @@ def label_efficiency(
     x_test, y_test = data.load_split(cfg.data, "test")
     table: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
     random_feats: dict[int, Features] = {}  # seed -> features of that random encoder
+    ceiling_steps = max(scratch_steps, 5 * len(y_train) // 128)
+    ceiling = train_supervised(cfg, model_config, x_train, y_train, ceiling_steps, 0)
+    supervised = split_features(ceiling, cfg, batch)
     for fraction in fractions:
         scores: dict[str, list[float]] = {m: [] for m in METHODS}
         for seed in range(seeds):
@@ -151,6 +160,9 @@ def label_efficiency(
             scores["pretrained_probe"].append(
                 linear_probe_accuracy(pretrained, subset, num_classes)["test/acc"]
             )
+            scores["supervised_probe"].append(
+                linear_probe_accuracy(supervised, subset, num_classes)["test/acc"]
+            )
             if progress:
                 done = ", ".join(f"{m} {v[-1]:.4f}" for m, v in scores.items())
                 print(f"labels {fraction:g} seed {seed}: {done}", flush=True)
@@ -162,6 +174,7 @@ def label_efficiency(
         "fractions": list(fractions),
         "seeds": seeds,
         "scratch_steps": scratch_steps,
+        "ceiling_steps": ceiling_steps,
         "methods": METHODS,
         "table": table,
         "wall_s": round(time.perf_counter() - started, 1),
@@ -191,6 +204,7 @@ def plot_label_efficiency(result: dict[str, Any], out: Path) -> Path:
             yerr=[100 * c["std"] for c in cells],
             marker="o",
             capsize=3,
+            linestyle="--" if method == "supervised_probe" else "-",
             label=label,
         )
     ax.set(

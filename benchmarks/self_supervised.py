@@ -1,5 +1,6 @@
 """Self-supervised learning on Fashion-MNIST: pretraining time, linear-probe and kNN test
-accuracy of SimCLR, DAE and MAE encoders, the baselines beside them, and label efficiency.
+accuracy of SimCLR, DAE and MAE encoders (NNCLR's with ``--methods nnclr``), the baselines
+beside them, and label efficiency.
 
 Prints one JSON object per result (machine included). Each method pretrains its preset
 (``configs/fashion_<method>.toml``) from scratch unless ``--run-<method> RUN`` reuses a run.
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument(
         "--no-baselines", action="store_true", help="skip baselines and label efficiency"
     )
-    for method in ("simclr", "dae", "mae"):
+    for method in ("simclr", "nnclr", "dae", "mae"):
         parser.add_argument(f"--run-{method}", help=f"reuse this {method} pretraining run")
     args = parser.parse_args()
     set_threads(0)

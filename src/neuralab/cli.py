@@ -264,7 +264,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         cfg = config_lib.load(items[0], items[1:])
     if cfg.ssl.method == "none":
         raise UserError(
-            "this config trains with labels; set ssl.method (simclr, dae, mae), "
+            "this config trains with labels; set ssl.method (simclr, nnclr, dae, mae), "
             "e.g. neuralab pretrain fashion_simclr, or use neuralab train"
         )
     check_model_kind(cfg, "image")
@@ -787,7 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
         "items",
         nargs="*",
         metavar="CONFIG [key=value ...]",
-        help="a TOML file or preset (fashion_simclr, fashion_dae, fashion_mae), then overrides",
+        help="a TOML file or preset (fashion_simclr, fashion_nnclr, fashion_dae, fashion_mae), "
+        "then overrides",
     )
     p.add_argument("--run-dir", help="where to write the run (must not exist yet)")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run to its configured end")

@@ -114,12 +114,13 @@ class AdvConfig:
 class SSLConfig:
     """Self-supervised pretraining (off by default): the pretext task and its settings."""
 
-    method: str = field(default="none", metadata=_choices("none", "simclr", "dae", "mae"))
-    temperature: float = 0.2  # simclr: NT-Xent temperature
-    proj_dim: int = 128  # simclr: output size of the projection head
+    method: str = field(default="none", metadata=_choices("none", "simclr", "nnclr", "dae", "mae"))
+    temperature: float = 0.2  # simclr, nnclr: softmax temperature of the contrastive loss
+    proj_dim: int = 128  # simclr, nnclr: output size of the projection head
     hidden_dim: int = 512  # projection-head / decoder hidden width
-    crop_scale: float = 0.3  # simclr: smallest area fraction of a random resized crop
-    jitter: float = 0.4  # simclr: brightness/contrast jitter strength
+    crop_scale: float = 0.3  # simclr, nnclr: smallest area fraction of a random resized crop
+    jitter: float = 0.4  # simclr, nnclr: brightness/contrast jitter strength
+    support_size: int = 8192  # nnclr: projections of earlier batches searched for positives
     noise: str = field(default="gaussian", metadata=_choices("gaussian", "masking"))  # dae
     noise_level: float = 0.3  # dae: Gaussian std, or the fraction of pixels zeroed
     mask_ratio: float = 0.6  # mae: fraction of patches hidden
@@ -314,6 +315,8 @@ def _check_ssl(cfg: RunConfig) -> None:
         )
     if cfg.adv.method != "none":
         raise UserError("ssl pretraining and adversarial training do not mix; set adv.method=none")
+    if cfg.ssl.method == "nnclr" and cfg.ssl.support_size < 1:
+        raise UserError(f"ssl.support_size must be >= 1, got {cfg.ssl.support_size}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

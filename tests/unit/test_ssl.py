@@ -25,6 +25,7 @@ from neuralab.ssl import label_efficiency as label_efficiency_module
 from neuralab.ssl.label_efficiency import METHODS, label_efficiency, train_supervised
 from neuralab.ssl.mae import encode_visible, patchify, random_patch_mask
 from neuralab.ssl.model import build_ssl_model
+from neuralab.ssl.nnclr import SupportSet, nnclr_loss
 from neuralab.ssl.probe import (
     Features,
     balanced_subset,
@@ -106,6 +107,70 @@ def test_nt_xent_is_lowest_when_the_two_views_coincide():
     assert same < nt_xent(z1, z1.roll(1, dims=0), 0.2)[0].item()
 
 
+def nnclr_reference(z1, z2, queue, t):
+    """NNCLR's loss as written in Dwibedi et al. 2021, Eq. 2, symmetrised: a loop over anchors,
+    each the support-set row most cosine-similar to its view."""
+    total = 0.0
+    n = len(z1)
+    for a, b in ((z1, z2), (z2, z1)):
+        for i in range(n):
+            sims = [torch.dot(F.normalize(a[i], dim=0), q).item() for q in queue]
+            nn_i = queue[max(range(len(queue)), key=sims.__getitem__)]
+            logits = [torch.dot(nn_i, F.normalize(b[k], dim=0)).item() / t for k in range(n)]
+            total += -math.log(math.exp(logits[i]) / sum(math.exp(v) for v in logits))
+    return total / (2 * n)
+
+
+def test_nnclr_loss_equals_a_hand_written_reference():
+    """The batched NNCLR loss equals the per-anchor formula of the paper on a tiny batch; the
+    neighbours are constants, so only the second views get a gradient through the positives."""
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(4, 6, generator=g, requires_grad=True)
+    z2 = torch.randn(4, 6, generator=g)
+    support = SupportSet(10, 6, torch.Generator().manual_seed(1))
+    for t in (0.1, 0.5):
+        loss, correct = nnclr_loss(z1, z2, support, t)
+        reference = nnclr_reference(z1.detach(), z2, support.queue, t)
+        assert loss.item() == pytest.approx(reference, rel=1e-5)
+        assert 0 <= int(correct) <= 8
+    loss.backward()
+    assert z1.grad is not None and z1.grad.abs().sum() > 0  # as the other view of the swap
+
+
+def test_nnclr_support_set_is_a_fifo_queue_that_survives_a_checkpoint():
+    """Pushes overwrite the oldest rows (wrapping around) with unit vectors; state_dict and
+    load_state_dict give back the same queue and position; a mis-sized one is a UserError."""
+    support = SupportSet(5, 3, torch.Generator().manual_seed(0))
+    first, second = torch.randn(3, 3) * 4, torch.randn(3, 3)
+    support.push(first)
+    support.push(second)
+    assert support.ptr == 1
+    assert torch.allclose(support.queue[:3], F.normalize(torch.cat([second[2:], first[1:]])))
+    assert torch.allclose(support.queue[3:], F.normalize(second[:2]))
+    assert torch.allclose(support.queue.norm(dim=1), torch.ones(5))
+    assert torch.equal(support.nearest(first[1:2] * 7), support.queue[1:2])
+    restored = SupportSet(5, 3)
+    restored.load_state_dict(support.state_dict())
+    assert torch.equal(restored.queue, support.queue) and restored.ptr == 1
+    with pytest.raises(UserError, match="support set"):
+        SupportSet(4, 3).load_state_dict(support.state_dict())
+
+
+def test_nnclr_validation_leaves_the_support_set_alone(tmp_path):
+    """Training batches refresh the support set; validating a model (eval mode) does not."""
+    cfg = config.load(None, [*TINY, "ssl.method=nnclr", "ssl.support_size=64"])
+    task = build_task(cfg, 10)
+    encoder = create_model("cnn", **{"widths": (8, 16), "in_channels": 1, "image_size": 8})
+    model = build_ssl_model(cfg.ssl, encoder)
+    x = torch.rand(16, 1, 8, 8)
+    before = task.support.queue.clone()
+    task.validate(model, x, torch.zeros(16, dtype=torch.long), 8)
+    assert torch.equal(task.support.queue, before)
+    model.train()
+    task.loss(model, x, torch.zeros(16, dtype=torch.long))
+    assert task.support.ptr == 16 and not torch.equal(task.support.queue, before)
+
+
 def test_simclr_views_are_reproducible_in_range_and_leave_the_input_alone():
     """Same generator seed, same views; values stay in [0, 1]; two views differ; x is intact."""
     x = torch.rand(6, 1, 8, 8)
@@ -151,10 +216,10 @@ def _interrupt_at(step):
     return cb
 
 
-@pytest.mark.parametrize("method", ["simclr", "mae"])
+@pytest.mark.parametrize("method", ["simclr", "nnclr", "mae"])
 def test_pretraining_resumes_exactly(tmp_path, method):
     """N steps straight == N/2 steps, Ctrl-C, resume, N/2 steps: identical weights (encoder
-    and pretext head), optimizer state and metrics log."""
+    and pretext head), optimizer state and metrics log (for NNCLR: the support set too)."""
     steps = ["train.max_steps=16", "train.val_every=8"]
     straight, _ = _pretrain(tmp_path, "straight", method, steps)
     stopped, part = _pretrain(tmp_path, "stopped", method, steps, callbacks=[_interrupt_at(5)])

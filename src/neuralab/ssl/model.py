@@ -56,7 +56,7 @@ def build_ssl_model(cfg: SSLConfig, encoder: ImageClassifier) -> SSLModel:
     """``encoder`` with the pretext head that ``cfg.method`` needs."""
     dim = feature_dim(encoder)
     c, size = encoder.config.in_channels, encoder.config.image_size
-    if cfg.method == "simclr":
+    if cfg.method in ("simclr", "nnclr"):
         pretext: nn.Module = ProjectionHead(dim, cfg.hidden_dim, cfg.proj_dim)
     elif cfg.method == "mae" and isinstance(encoder, ViT):
         p = encoder.config.patch_size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
     from neuralab import data
     from neuralab.report.plots import plot_curves
-    from neuralab.train import fit, new_run_dir
+    from neuralab.train import distributed, fit, new_run_dir
     from neuralab.train.loop import check_model_kind
 
+    if distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
+        raise UserError("neuralab pretrain runs in one process; start it without torchrun")
     items = list(args.items)
     if args.resume:
         if items and "=" not in items[0]:

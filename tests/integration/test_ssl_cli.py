@@ -75,6 +75,17 @@ def test_ssl_mistakes_are_one_line_errors(pretrained):
     assert_user_error(proc, "neuralab pretrain")
 
 
+def test_pretrain_refuses_several_processes(pretrained, monkeypatch):
+    """Started by torchrun with two processes, pretraining is a one-line error before any run
+    directory is made (it ran into the directory the other rank had just made, before)."""
+    cwd, _ = pretrained
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    proc = neuralab("pretrain", "fashion_simclr", *TINY, "--run-dir", "two", cwd=cwd, check=False)
+    assert_user_error(proc, "without torchrun")
+    assert not (cwd / "two").exists()
+
+
 @pytest.mark.data
 def test_simclr_on_fashion_mnist_learns_features(tmp_path):
     """A minute of SimCLR on real Fashion-MNIST already beats chance by far in kNN."""

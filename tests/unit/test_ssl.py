@@ -156,7 +156,7 @@ def test_nnclr_support_set_is_a_fifo_queue_that_survives_a_checkpoint():
         SupportSet(4, 3).load_state_dict(support.state_dict())
 
 
-def test_nnclr_validation_leaves_the_support_set_alone(tmp_path):
+def test_nnclr_validation_leaves_the_support_set_alone():
     """Training batches refresh the support set; validating a model (eval mode) does not."""
     cfg = config.load(None, [*TINY, "ssl.method=nnclr", "ssl.support_size=64"])
     task = build_task(cfg, 10)

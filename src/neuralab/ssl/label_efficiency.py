@@ -66,6 +66,14 @@ METHODS = {
 }
 
 
+BATCH_SIZE = 128  # of from-scratch, fine-tuned and ceiling training
+
+
+def supervised_steps(examples: int, scratch_steps: int) -> int:
+    """The from-scratch budget: ``scratch_steps``, or five epochs of ``examples`` if more."""
+    return max(scratch_steps, 5 * examples // BATCH_SIZE)
+
+
 def train_supervised(
     cfg: RunConfig,
     model_config: dict[str, Any],
@@ -87,7 +95,9 @@ def train_supervised(
         missing = model.load_state_dict(pretrained, strict=False).missing_keys
         if {k.split(".")[0] for k in missing} - {"head"}:
             raise RuntimeError(f"the encoder lacks weights the model needs: {missing}")
-    batches = ImageBatches(x, y, 128, seed, augment=True, crop_pad=spec.crop_pad, hflip=spec.hflip)
+    batches = ImageBatches(
+        x, y, BATCH_SIZE, seed, augment=True, crop_pad=spec.crop_pad, hflip=spec.hflip
+    )
     optim_cfg = type(cfg.optim)(lr=2e-3, weight_decay=5e-4)
     optimizer = build_optimizer(model, optim_cfg)
     task = ClassifyTask(spec.num_classes)
@@ -131,7 +141,7 @@ def label_efficiency(
     x_test, y_test = data.load_split(cfg.data, "test")
     table: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
     random_feats: dict[int, Features] = {}  # seed -> features of that random encoder
-    ceiling_steps = max(scratch_steps, 5 * len(y_train) // 128)
+    ceiling_steps = supervised_steps(len(y_train), scratch_steps)
     ceiling = train_supervised(cfg, model_config, x_train, y_train, ceiling_steps, 0)
     supervised = split_features(ceiling, cfg, batch)
     for fraction in fractions:
@@ -149,11 +159,14 @@ def label_efficiency(
             scores["random_probe"].append(
                 linear_probe_accuracy(random_feats[seed], subset, num_classes)["test/acc"]
             )
-            steps = max(scratch_steps, 5 * len(subset) // 128)
+            steps = supervised_steps(len(subset), scratch_steps)
             for method, init in (("scratch", None), ("pretrained_finetune", encoder)):
-                model = train_supervised(
-                    cfg, model_config, x_train[subset], y_train[subset], steps, seed, init
-                )
+                if init is None and seed == 0 and len(subset) == len(y_train):
+                    model = ceiling  # every label, seed 0: the ceiling's network, trained once
+                else:
+                    model = train_supervised(
+                        cfg, model_config, x_train[subset], y_train[subset], steps, seed, init
+                    )
                 tested = ClassifyTask(num_classes).evaluate(model, x_test, y_test, batch)
                 scores[method].append(tested["acc"])
             scores["pretrained_knn"].append(knn_accuracy(pretrained, subset, num_classes, k, 0.07))

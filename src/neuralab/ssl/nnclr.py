@@ -29,21 +29,22 @@ class SupportSet:
 
     @torch.no_grad()
     def nearest(self, z: Tensor) -> Tensor:
-        """The most cosine-similar row of the queue for each row of ``z`` (N, D): (N, D)."""
-        queue = self.queue.to(z.device)
-        idx = (F.normalize(z.float(), dim=1) @ queue.T).argmax(dim=1)  # (N,)
-        return queue[idx]
+        """The most cosine-similar row of the queue for each row of ``z`` (N, D): (N, D).
+        The queue moves to ``z``'s device once and stays there."""
+        self.queue = self.queue.to(z.device)
+        idx = (F.normalize(z.float(), dim=1) @ self.queue.T).argmax(dim=1)  # (N,)
+        return self.queue[idx]
 
     @torch.no_grad()
     def push(self, z: Tensor) -> None:
         """Replace the oldest rows with ``z`` (N, D), normalised and detached."""
-        z = F.normalize(z.detach().float(), dim=1).cpu()[: len(self.queue)]
-        rows = (self.ptr + torch.arange(len(z))) % len(self.queue)
+        z = F.normalize(z.detach().float(), dim=1)[: len(self.queue)].to(self.queue.device)
+        rows = (self.ptr + torch.arange(len(z), device=z.device)) % len(self.queue)
         self.queue[rows] = z
         self.ptr = int((self.ptr + len(z)) % len(self.queue))
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"queue": self.queue.clone(), "ptr": torch.tensor(self.ptr)}
+        return {"queue": self.queue.cpu().clone(), "ptr": torch.tensor(self.ptr)}
 
     def load_state_dict(self, saved: dict[str, Tensor]) -> None:
         if saved["queue"].shape != self.queue.shape:

@@ -106,10 +106,14 @@ def build_pretext_task(cfg: RunConfig, num_classes: int) -> PretextTask:
     if spec.kind != "image":
         raise UserError(f"ssl.method={cfg.ssl.method} needs an image dataset, not {cfg.data.name}")
     args = (cfg.ssl, num_classes, knn_bank(cfg), cfg.train.batch_size, spec.hflip)
-    if cfg.ssl.method in ("simclr", "nnclr"):
-        from neuralab.tasks.contrastive import ContrastiveTask, NearestNeighbourTask
+    if cfg.ssl.method == "simclr":
+        from neuralab.tasks.contrastive import ContrastiveTask
 
-        return (ContrastiveTask if cfg.ssl.method == "simclr" else NearestNeighbourTask)(*args)
+        return ContrastiveTask(*args)
+    if cfg.ssl.method == "nnclr":
+        from neuralab.tasks.contrastive import NearestNeighbourTask
+
+        return NearestNeighbourTask(*args)
     if cfg.ssl.method == "dae":
         from neuralab.tasks.denoise import DenoiseTask
 

@@ -41,7 +41,7 @@ from torch import nn
 from vision import machine
 
 from neuralab import config, data
-from neuralab.report.runs import read_jsonl
+from neuralab.runs import read_jsonl
 from neuralab.tasks import LanguageModelTask
 from neuralab.train import fit, new_run_dir
 from neuralab.train import test as run_test

@@ -26,7 +26,7 @@ from pathlib import Path
 from vision import machine
 
 from neuralab import config
-from neuralab.report.runs import read_jsonl
+from neuralab.runs import read_jsonl
 
 # (preset, steps, warm-up steps, log_every, unit); text throughput counts tokens
 CONFIGS = {

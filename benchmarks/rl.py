@@ -31,7 +31,7 @@ from pathlib import Path
 
 from vision import machine
 
-from neuralab.report.runs import read_jsonl
+from neuralab.runs import read_jsonl
 from neuralab.rl import config as rl_config
 from neuralab.rl.evaluate import evaluate
 from neuralab.rl.run import load_agent, new_run_dir, plot_returns, train

@@ -35,7 +35,7 @@ from neuralab.ssl.probe import (
     split_features,
 )
 from neuralab.train import fit, new_run_dir
-from neuralab.train.loop import set_threads
+from neuralab.runs import set_threads
 
 
 def machine() -> dict:

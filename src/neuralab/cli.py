@@ -374,7 +374,7 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
     from neuralab.probe import format_results, run_checks
-    from neuralab.train.loop import set_threads
+    from neuralab.runs import set_threads
 
     cfg = config_lib.load(args.config, args.overrides)
     _check_supervised(cfg, "check")

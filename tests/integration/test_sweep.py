@@ -23,7 +23,7 @@ optuna = pytest.importorskip("optuna")
 
 from neuralab.cli import main  # noqa: E402
 from neuralab.config import load as load_config  # noqa: E402
-from neuralab.report.runs import read_jsonl  # noqa: E402
+from neuralab.runs import read_jsonl  # noqa: E402
 from neuralab.sweep.run import work  # noqa: E402
 from neuralab.sweep.space import load_sweep  # noqa: E402
 from neuralab.sweep.storage import open_storage  # noqa: E402

@@ -42,10 +42,10 @@ from neuralab import data
 from neuralab.config import RunConfig
 from neuralab.errors import UserError
 from neuralab.report.plots import save_figure
+from neuralab.seed import derived_generator
 from neuralab.tasks import ClassifyTask, build_task
 from neuralab.train.batches import RandomWindows
 from neuralab.train.loop import build_language_model, build_model
-from neuralab.train.seed import derived_generator
 
 INIT_TOLERANCE = 0.25  # init_loss passes if |loss - ln C| < INIT_TOLERANCE * ln C
 OVERFIT_TOLERANCE = 0.05  # overfit_batch passes once loss - (lowest possible loss) < this

@@ -101,7 +101,7 @@ from neuralab import data
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.report.plots import save_figure
-from neuralab.train.seed import derived_generator
+from neuralab.seed import derived_generator
 
 KARPATHY_RATIO = 1e-3  # the update/weight ratio a healthy layer has, to within ~10x
 VANISHED = 0.01  # a first layer with < 1% of the head's gradient norm: a vanishing gradient

@@ -17,7 +17,7 @@ from neuralab import config as config_lib
 from neuralab.errors import UserError
 from neuralab.report.html import STYLE, flatten, image, table
 from neuralab.report.plots import save_figure
-from neuralab.report.runs import read_jsonl
+from neuralab.runs import read_jsonl
 
 METRICS = (
     "val/acc",

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from neuralab.report.runs import read_jsonl  # noqa: E402
+from neuralab.runs import read_jsonl  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, out: Path) -> Path:

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from neuralab.errors import UserError
 from neuralab.report.plots import plt, save_figure
-from neuralab.report.runs import read_jsonl
 from neuralab.rl import config as rl_config
 from neuralab.rl.config import RLConfig
 from neuralab.rl.dqn import DQN, QAgent
@@ -32,10 +31,10 @@ from neuralab.rl.envs import derived_seed, spaces
 from neuralab.rl.evaluate import evaluate, record_gif
 from neuralab.rl.ppo import PPO, ActorCritic
 from neuralab.rl.reinforce import PolicyNet, Reinforce
+from neuralab.runs import make_run_dir, read_jsonl, set_threads
+from neuralab.seed import rng_state, seed_everything, set_rng_state
 from neuralab.train import checkpoint
-from neuralab.train.loop import make_run_dir, set_threads
 from neuralab.train.metrics import MetricsLogger
-from neuralab.train.seed import rng_state, seed_everything, set_rng_state
 
 ALGORITHMS = {"reinforce": Reinforce, "ppo": PPO, "dqn": DQN}
 AGENTS = {"reinforce": PolicyNet, "ppo": ActorCritic, "dqn": QAgent}

@@ -41,6 +41,7 @@ from neuralab.config import RunConfig
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import ImageClassifier
+from neuralab.seed import seed_everything
 from neuralab.ssl.probe import (
     Features,
     balanced_subset,
@@ -52,7 +53,6 @@ from neuralab.ssl.probe import (
 from neuralab.tasks import ClassifyTask
 from neuralab.train.batches import ImageBatches
 from neuralab.train.optim import build_optimizer, lr_factor, set_lr
-from neuralab.train.seed import seed_everything
 
 METHODS = {
     "raw_logistic": "raw pixels + logistic regression",

@@ -33,9 +33,9 @@ from neuralab.config import RunConfig
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import ImageClassifier
+from neuralab.seed import derived_generator
 from neuralab.ssl.knn import extract_features, knn_predict
 from neuralab.train import checkpoint
-from neuralab.train.seed import derived_generator
 
 L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 CV_FOLDS = 5

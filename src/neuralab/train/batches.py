@@ -19,7 +19,7 @@ from torch import Tensor
 
 from neuralab.data.transforms import augment
 from neuralab.errors import UserError
-from neuralab.train.seed import derived_generator
+from neuralab.seed import derived_generator
 
 
 class Batch(NamedTuple):

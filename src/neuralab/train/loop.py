@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -34,12 +33,13 @@ from neuralab.config import RunConfig
 from neuralab.data.text import is_text
 from neuralab.errors import UserError
 from neuralab.models import LanguageModel, create_model, list_models, model_kind
+from neuralab.runs import make_run_dir, set_threads
+from neuralab.seed import rng_state, seed_everything, set_rng_state
 from neuralab.tasks import build_task
 from neuralab.train import checkpoint, distributed
 from neuralab.train.batches import ImageBatches, RandomWindows, Streams
 from neuralab.train.metrics import MetricsLogger
 from neuralab.train.optim import build_optimizer, lr_factor, set_lr
-from neuralab.train.seed import rng_state, seed_everything, set_rng_state
 
 Callback = Callable[[dict[str, Any]], None]  # observes each metrics record; never steers
 
@@ -57,14 +57,6 @@ class Progress:
     best_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def set_threads(threads: int) -> int:
-    """Use ``threads`` CPU threads (0 = every core this process may run on, shared evenly by
-    the processes torchrun started on this machine)."""
-    n = threads or max(1, len(os.sched_getaffinity(0)) // distributed.local_size())
-    torch.set_num_threads(n)
-    return n
-
-
 def new_run_dir(
     run_dir: str | Path | None, cfg: RunConfig, name: str | None = None, command: str = ""
 ) -> Path:
@@ -74,30 +66,6 @@ def new_run_dir(
     command = command or ("neuralab pretrain" if cfg.ssl.method != "none" else "neuralab train")
     default = name or f"{cfg.data.name}_{cfg.model.name}"
     return make_run_dir(run_dir, default, config_lib.to_toml(cfg), command)
-
-
-def make_run_dir(
-    run_dir: str | Path | None, default_name: str, config_text: str, command: str
-) -> Path:
-    """``run_dir``, or ``runs/<default_name>-<time>`` when it is None, created and holding
-    ``config.toml``; a non-empty existing one is a UserError that says how to continue it
-    (``<command> --resume <dir>``)."""
-    if run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path("runs") / f"{default_name}-{stamp}"
-        path, i = base, 1
-        while path.exists():
-            path, i = Path(f"{base}-{i}"), i + 1
-    else:
-        path = Path(run_dir)
-        if path.exists() and any(path.iterdir()):
-            raise UserError(
-                f"run directory {path} already exists; pick another --run-dir, "
-                f"or continue it with: {command} --resume {path}"
-            )
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.toml").write_text(config_text)
-    return path
 
 
 def build_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: torch.Tensor) -> torch.nn.Module:

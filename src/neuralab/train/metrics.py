@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from neuralab.report.runs import read_jsonl
+from neuralab.runs import read_jsonl
 
 
 class MetricsLogger:

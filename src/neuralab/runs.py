@@ -1,0 +1,57 @@
+"""Run directories: create one (never overwriting), read what one holds, share the CPU.
+
+Ground level: every kind of run (supervised, self-supervised, reinforcement learning, sweeps)
+keeps its results in a run directory made and read here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neuralab.errors import UserError
+
+
+def make_run_dir(
+    run_dir: str | Path | None, default_name: str, config_text: str, command: str
+) -> Path:
+    """``run_dir``, or ``runs/<default_name>-<time>`` when it is None, created and holding
+    ``config.toml``; a non-empty existing one is a UserError that says how to continue it
+    (``<command> --resume <dir>``)."""
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path("runs") / f"{default_name}-{stamp}"
+        path, i = base, 1
+        while path.exists():
+            path, i = Path(f"{base}-{i}"), i + 1
+    else:
+        path = Path(run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(
+                f"run directory {path} already exists; pick another --run-dir, "
+                f"or continue it with: {command} --resume {path}"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.toml").write_text(config_text)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (an absent file has none)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` CPU threads (0 = every core this process may run on, shared evenly by
+    the processes torchrun started on this machine: its LOCAL_WORLD_SIZE)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    n = threads or max(1, len(os.sched_getaffinity(0)) // local)
+    torch.set_num_threads(n)
+    return n

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from vision import machine
 
-from neuralab.runs import read_jsonl
 from neuralab.rl import config as rl_config
 from neuralab.rl.evaluate import evaluate
 from neuralab.rl.run import load_agent, new_run_dir, plot_returns, train
+from neuralab.runs import read_jsonl
 
 TARGETS = {  # preset, return target, env-step limit, wall-time limit (s)
     "ppo_cartpole": ("cartpole_ppo", 475.0, 100_000, 180.0),

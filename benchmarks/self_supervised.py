@@ -25,6 +25,7 @@ import torch
 
 from neuralab import config, data
 from neuralab.models import create_model
+from neuralab.runs import set_threads
 from neuralab.ssl.label_efficiency import label_efficiency
 from neuralab.ssl.probe import (
     knn,
@@ -35,7 +36,6 @@ from neuralab.ssl.probe import (
     split_features,
 )
 from neuralab.train import fit, new_run_dir
-from neuralab.runs import set_threads
 
 
 def machine() -> dict:

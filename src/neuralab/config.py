@@ -23,7 +23,8 @@ from neuralab.errors import UserError
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 
-def _choices(*values: str) -> dict[str, tuple[str, ...]]:
+def choices(*values: str) -> dict[str, tuple[str, ...]]:
+    """Field metadata: the values a string option may take (checked by ``section_values``)."""
     return {"choices": values}
 
 
@@ -37,7 +38,7 @@ class DataConfig:
     augment: bool = True
     path: str = ""  # a UTF-8 text file to model instead of the named dataset (text runs)
     # text runs: random windows (nanoGPT) or contiguous streams with carried state (char-rnn)
-    batching: str = field(default="windows", metadata=_choices("windows", "streams"))
+    batching: str = field(default="windows", metadata=choices("windows", "streams"))
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,9 @@ class TrainConfig:
     # bf16: matmuls in bfloat16 under autocast (fp32 weights); auto: bf16 on a GPU that has it
     # and on a CPU with AMX bfloat16 tiles (about 1.3x faster GPT steps), else fp32;
     # fp16: float16 autocast with a gradient scaler (CUDA only)
-    precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "fp16", "auto"))
+    precision: str = field(default="fp32", metadata=choices("fp32", "bf16", "fp16", "auto"))
     # auto: the GPU when PyTorch sees one (the whole step, batches moved to it), else the CPU
-    device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
     # split each batch into this many micro-batches, one backward each, one optimizer step:
     # the same update as the whole batch, with a fraction of the activation memory
     accum_steps: int = 1
@@ -71,7 +72,7 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
     monitor: str = field(
         default="val/acc",
-        metadata=_choices("val/acc", "val/loss", "val/robust_acc", "val/knn_acc"),
+        metadata=choices("val/acc", "val/loss", "val/robust_acc", "val/knn_acc"),
     )
     early_stopping: int = 0  # stop after this many validations without improvement; 0 = off
     val_every: int = 0  # validate every N steps; 0 = at the end of each epoch
@@ -81,7 +82,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = field(default="adamw", metadata=_choices("adamw", "sgd"))
+    name: str = field(default="adamw", metadata=choices("adamw", "sgd"))
     lr: float = 1e-3
     weight_decay: float = 5e-4
     momentum: float = 0.9  # SGD only
@@ -92,7 +93,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SchedConfig:
-    name: str = field(default="cosine", metadata=_choices("cosine", "onecycle", "constant"))
+    name: str = field(default="cosine", metadata=choices("cosine", "onecycle", "constant"))
     warmup: float = 0.02  # fraction of all steps spent warming up (cosine; onecycle uses 0.3)
     min_lr: float = 0.0  # as a fraction of optim.lr, reached at the last step (cosine)
 
@@ -101,7 +102,7 @@ class SchedConfig:
 class AdvConfig:
     """Adversarial training (off by default); eps and alpha are in [0, 1] pixel units."""
 
-    method: str = field(default="none", metadata=_choices("none", "pgd", "fgsm", "trades"))
+    method: str = field(default="none", metadata=choices("none", "pgd", "fgsm", "trades"))
     eps: float = 0.1
     alpha: float = 0.0  # step; 0 = default: pgd/trades 2.5*eps/steps, fgsm 1.25*eps
     steps: int = 7  # attack steps per training batch (pgd, trades)
@@ -114,14 +115,14 @@ class AdvConfig:
 class SSLConfig:
     """Self-supervised pretraining (off by default): the pretext task and its settings."""
 
-    method: str = field(default="none", metadata=_choices("none", "simclr", "nnclr", "dae", "mae"))
+    method: str = field(default="none", metadata=choices("none", "simclr", "nnclr", "dae", "mae"))
     temperature: float = 0.2  # simclr, nnclr: softmax temperature of the contrastive loss
     proj_dim: int = 128  # simclr, nnclr: output size of the projection head
     hidden_dim: int = 512  # projection-head / decoder hidden width
     crop_scale: float = 0.3  # simclr, nnclr: smallest area fraction of a random resized crop
     jitter: float = 0.4  # simclr, nnclr: brightness/contrast jitter strength
     support_size: int = 8192  # nnclr: projections of earlier batches searched for positives
-    noise: str = field(default="gaussian", metadata=_choices("gaussian", "masking"))  # dae
+    noise: str = field(default="gaussian", metadata=choices("gaussian", "masking"))  # dae
     noise_level: float = 0.3  # dae: Gaussian std, or the fraction of pixels zeroed
     mask_ratio: float = 0.6  # mae: fraction of patches hidden
     patch_size: int = 4  # mae: side of a masked patch (the ViT's own patch size for a ViT)

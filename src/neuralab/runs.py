@@ -9,12 +9,31 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from neuralab.errors import UserError
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint's meta.json so that it resumes exactly.
+
+    ``step`` counts what the run's length is measured in: optimizer steps for the training
+    loop, environment steps for reinforcement learning (whose ``update`` counts updates).
+    """
+
+    step: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    stale_validations: int = 0
+    wall_s: float = 0.0
+    train_s: float = 0.0  # time in training steps only (no validation, no checkpoints)
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    update: int = 0
 
 
 def make_run_dir(

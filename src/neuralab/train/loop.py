@@ -19,7 +19,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from neuralab.config import RunConfig
 from neuralab.data.text import is_text
 from neuralab.errors import UserError
 from neuralab.models import LanguageModel, create_model, list_models, model_kind
-from neuralab.runs import make_run_dir, set_threads
+from neuralab.runs import Progress, make_run_dir, set_threads
 from neuralab.seed import rng_state, seed_everything, set_rng_state
 from neuralab.tasks import build_task
 from neuralab.train import checkpoint, distributed
@@ -42,19 +42,6 @@ from neuralab.train.metrics import MetricsLogger
 from neuralab.train.optim import build_optimizer, lr_factor, set_lr
 
 Callback = Callable[[dict[str, Any]], None]  # observes each metrics record; never steers
-
-
-@dataclass
-class Progress:
-    """Where the run stands; saved in every checkpoint's meta.json."""
-
-    step: int = 0
-    best: float | None = None
-    best_step: int | None = None
-    stale_validations: int = 0
-    wall_s: float = 0.0
-    train_s: float = 0.0  # time in training steps only (no validation, no checkpoints)
-    best_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def new_run_dir(

@@ -164,7 +164,7 @@ def _report_test(run_dir: Path, summary: dict[str, Any], test: dict[str, Any]) -
 
 
 def _train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json: bool) -> int:
-    from neuralab.report.plots import plot_curves
+    from neuralab.plots import plot_curves
     from neuralab.train import distributed, fit, test
 
     _check_supervised(cfg)
@@ -249,7 +249,7 @@ def _check_classifier_run(cfg, run) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
     from neuralab import data
-    from neuralab.report.plots import plot_curves
+    from neuralab.plots import plot_curves
     from neuralab.train import distributed, fit, new_run_dir
     from neuralab.train.loop import check_model_kind
 

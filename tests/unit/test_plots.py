@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from neuralab.report import plots
+from neuralab import plots
 
 
 def test_curves_include_knn_and_robust_accuracy(tmp_path, monkeypatch):

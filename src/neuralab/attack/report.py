@@ -90,7 +90,7 @@ def attack_run(
     model: torch.nn.Module, x: Tensor, y: Tensor, classes: list[str], spec: AttackSpec, out: Path
 ) -> dict[str, Any]:
     """Attack the first ``spec.n`` images of a seeded permutation of (x, y); write the report."""
-    from neuralab.report.plots import plot_adversarial_grid, plot_attack_loss, plot_robustness
+    from neuralab.plots import plot_adversarial_grid, plot_attack_loss, plot_robustness
 
     if spec.targeted and (spec.target is None or not 0 <= spec.target < len(classes)):
         raise UserError(f"a targeted attack needs --target between 0 and {len(classes) - 1}")

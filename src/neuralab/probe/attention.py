@@ -15,13 +15,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
 from neuralab.data.text import CharTokenizer
 from neuralab.errors import UserError
-from neuralab.report.plots import save_figure
+from neuralab.plots import save_figure, subplots
 
 
 def _label(ch: str) -> str:
@@ -32,7 +31,7 @@ def plot_attention_layer(maps: Tensor, chars: list[str], layer: int, out: Path) 
     """One layer's (nh, T, T) weights as a row of heatmaps, characters on both axes."""
     heads, length = maps.shape[0], maps.shape[-1]
     size = max(3.0, min(8.0, 0.12 * length))
-    fig, axes = plt.subplots(1, heads, figsize=(size * heads, size + 0.6), squeeze=False)
+    fig, axes = subplots(1, heads, figsize=(size * heads, size + 0.6), squeeze=False)
     labels = [_label(c) for c in chars]
     fontsize = max(4, min(9, int(300 / max(length, 1))))
     for h, ax in enumerate(axes[0]):

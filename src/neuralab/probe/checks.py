@@ -33,7 +33,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,7 +40,7 @@ from torch import Tensor, nn
 from neuralab import data
 from neuralab.config import RunConfig
 from neuralab.errors import UserError
-from neuralab.report.plots import save_figure
+from neuralab.plots import save_figure, subplots
 from neuralab.seed import derived_generator
 from neuralab.tasks import ClassifyTask, build_task
 from neuralab.train.batches import RandomWindows
@@ -286,7 +285,7 @@ def check_input_picture(
     n = min(len(x), rows * cols)
     lo, hi = x.min().item(), x.max().item()
     shape = "x".join(str(s) for s in x.shape[1:])
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows + 0.4), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows + 0.4), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= n:

@@ -91,7 +91,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib.ticker import MaxNLocator
@@ -100,7 +99,7 @@ from torch import Tensor, nn
 from neuralab import data
 from neuralab.errors import UserError
 from neuralab.models import create_model
-from neuralab.report.plots import save_figure
+from neuralab.plots import save_figure, subplots
 from neuralab.seed import derived_generator
 
 KARPATHY_RATIO = 1e-3  # the update/weight ratio a healthy layer has, to within ~10x
@@ -265,7 +264,7 @@ def plot_gradient_flow(layers: list[dict[str, Any]], out: Path, title: str = "")
     """Two log-scale panels against the layer index: the gradient norm of each layer (and its
     ratio to the weight norm), and the update/weight ratio with Karpathy's 1e-3 marked."""
     index = range(len(layers))
-    fig, (ax_g, ax_u) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_g, ax_u) = subplots(1, 2, figsize=(11, 4))
     ax_g.semilogy(index, _positive([r["grad_norm"] for r in layers]), "o-", ms=3, label="||g||")
     rel = [r["grad_norm"] / r["weight_norm"] if r["weight_norm"] else 0.0 for r in layers]
     ax_g.semilogy(index, _positive(rel), "s--", ms=3, label="||g|| / ||W||")
@@ -448,7 +447,7 @@ _COLORS |= {"preresnet20": "tab:olive", "preresnet56": "tab:green"}
 def _study_plot(variants: list[dict[str, Any]], key: str, out: Path, ylabel: str) -> Path:
     """One panel per activation; a line per variant (colour: model, solid: BN, dashed: not)."""
     acts = list(dict.fromkeys(v["activation"] for v in variants))
-    fig, axes = plt.subplots(1, len(acts), figsize=(5.5 * len(acts), 4.2), squeeze=False)
+    fig, axes = subplots(1, len(acts), figsize=(5.5 * len(acts), 4.2), squeeze=False)
     for ax, act in zip(axes[0], acts, strict=True):
         for v in (v for v in variants if v["activation"] == act):
             color = _COLORS.get(v["model"], "tab:blue")

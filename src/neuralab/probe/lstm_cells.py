@@ -18,13 +18,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
 from neuralab.data.text import CharTokenizer
 from neuralab.errors import UserError
-from neuralab.report.plots import save_figure
+from neuralab.plots import save_figure, subplots
 
 SATURATED = 0.1  # a gate below 0.1 is left-saturated, above 0.9 right-saturated
 
@@ -112,7 +111,7 @@ def render_units(text: str, cells: Tensor, units: list[dict[str, Any]], out: Pat
 def plot_saturation(trace: dict[str, Tensor], out: Path) -> Path:
     """Per layer, left- against right-saturated fraction of every unit's i, f and o gates."""
     layers = trace["c"].shape[0]
-    fig, axes = plt.subplots(1, layers, figsize=(4.2 * layers, 4), squeeze=False)
+    fig, axes = subplots(1, layers, figsize=(4.2 * layers, 4), squeeze=False)
     for layer, ax in enumerate(axes[0]):
         for gate, color in (("i", "tab:blue"), ("f", "tab:green"), ("o", "tab:red")):
             left, right = saturation(trace[gate][:, 0])

@@ -28,14 +28,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
 from neuralab import config, data
 from neuralab.attack.base import eval_mode, model_device
 from neuralab.errors import UserError
-from neuralab.report.plots import save_figure
+from neuralab.plots import save_figure, subplots
 
 IG_STEPS = 64  # midpoint-rule steps: < 1% completeness gap on the small CNNs of neuralab
 
@@ -245,7 +244,7 @@ def plot_saliency(
     the true and the predicted class, in red when they differ."""
     heat = _heat(maps)
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.9 * n + 0.4), squeeze=False)
+    fig, axes = subplots(n, 3, figsize=(5.4, 1.9 * n + 0.4), squeeze=False)
     for i in range(n):
         img = images[i].detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy()  # (H, W, C)
         show = dict(cmap="gray", vmin=0, vmax=1) if img.shape[2] == 1 else {}

@@ -11,12 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-
 from neuralab import config as config_lib
 from neuralab.errors import UserError
+from neuralab.plots import save_figure, subplots
 from neuralab.report.html import STYLE, flatten, image, table
-from neuralab.report.plots import save_figure
 from neuralab.runs import read_jsonl
 
 METRICS = (
@@ -54,7 +52,7 @@ def plot_overlay(run_dirs: list[Path], out: Path) -> Path:
     """Validation loss (and accuracy where measured) against the step, one line per run."""
     records = {d: read_jsonl(d / "metrics.jsonl") for d in run_dirs}
     has_acc = any("val/acc" in r for recs in records.values() for r in recs)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4))
+    fig, axes = subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4))
     axes = list(axes) if has_acc else [axes]
     for run_dir, recs in records.items():
         for ax, key in zip(axes, ("val/loss", "val/acc"), strict=False):

@@ -16,7 +16,7 @@ from typing import Any
 
 from neuralab import config as config_lib
 from neuralab.errors import UserError
-from neuralab.report.plots import plot_curves
+from neuralab.plots import plot_curves
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neuralab.errors import UserError
-from neuralab.report.plots import plt, save_figure
+from neuralab.plots import save_figure, subplots
 from neuralab.rl import config as rl_config
 from neuralab.rl.config import RLConfig
 from neuralab.rl.dqn import DQN, QAgent
@@ -151,7 +151,7 @@ def _save(root: Path, algo, state: Progress, best: bool) -> None:
 def plot_returns(run_dir: Path) -> Path:
     """The learning curve: training episode returns and greedy evaluations vs env steps."""
     records = read_jsonl(run_dir / "metrics.jsonl")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     train = [(r["step"], r["train/episode_return"]) for r in records if "train/episode_return" in r]
     if train:
         ax.plot(*zip(*train, strict=True), alpha=0.4, label="training episodes (mean per update)")

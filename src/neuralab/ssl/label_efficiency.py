@@ -201,14 +201,9 @@ def label_efficiency(
 
 def plot_label_efficiency(result: dict[str, Any], out: Path) -> Path:
     """Test accuracy against the number of labelled images, one line per method."""
-    import matplotlib
+    from neuralab.plots import save_figure, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from neuralab.report.plots import save_figure
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     for method, label in METHODS.items():
         cells = [result["table"][method][f"{f:g}"] for f in result["fractions"]]
         ax.errorbar(

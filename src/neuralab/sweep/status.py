@@ -93,17 +93,15 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
 def plot(study: optuna.Study, info: dict[str, Any], out_dir: Path) -> list[str]:
     """``history.png`` (each trial's value and the best so far; the validation curves, with
     pruned trials dashed) and ``importance.png``; returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from neuralab.plots import subplots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
     metric = info["metric"] or "objective"
     better = max if info["direction"] == "maximize" else min
-    fig, (ax, curves) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, curves) = subplots(1, 2, figsize=(11, 4))
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
     ax.scatter([t.number for t in done], [t.value for t in done], label="complete", zorder=3)
@@ -134,16 +132,14 @@ def plot(study: optuna.Study, info: dict[str, Any], out_dir: Path) -> list[str]:
     fig.tight_layout()
     paths = [out_dir / "history.png"]
     fig.savefig(paths[0], dpi=100)
-    plt.close(fig)
     if info["importance"]:
         names = list(info["importance"])[::-1]
-        fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
+        fig, ax = subplots(figsize=(6, 0.5 * len(names) + 1.5))
         ax.barh(names, [info["importance"][n] for n in names])
         ax.set(xlabel="fANOVA importance", title=f"{study.study_name}: what mattered")
         fig.tight_layout()
         paths.append(out_dir / "importance.png")
         fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
     return [str(p) for p in paths]
 
 

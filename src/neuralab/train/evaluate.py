@@ -40,7 +40,7 @@ def load_model(run_dir: str | Path, which: str = "best") -> nn.Module:
 
 def test(run_dir: str | Path, which: str = "best", data_dir: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on the test split; merge the figures into ``results.json``."""
-    from neuralab.report.plots import plot_confusion
+    from neuralab.plots import plot_confusion
 
     run_dir = Path(run_dir)
     cfg = config_lib.load_run(run_dir)

@@ -1,25 +1,39 @@
-"""PNG plots of a run: learning curves and the test confusion matrix."""
+"""PNG plots of a run (learning curves, the test confusion matrix, attack curves) and the
+two helpers every plot in neuralab is drawn with.
+
+Figures are ``matplotlib.figure.Figure`` objects owned by their caller, never pyplot's: this
+module neither selects a backend nor imports ``matplotlib.pyplot``, so importing neuralab in
+a notebook leaves the user's backend, and its inline plots, as they were. ``savefig`` to a
+``.png`` renders with the Agg canvas whatever the backend is.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from neuralab.runs import read_jsonl  # noqa: E402
+from neuralab.runs import read_jsonl
 
 
-def save_figure(fig: plt.Figure, out: Path) -> Path:
-    """Lay out, write ``out`` as PNG (creating its folder) and close the figure."""
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kw: Any
+) -> tuple[Figure, Any]:
+    """(figure, axes) like ``pyplot.subplots``, without pyplot: the figure is not registered
+    with any backend or figure manager and is freed with its last reference. ``kw`` goes to
+    ``Figure.subplots`` (``squeeze``, ``sharex``...)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
+def save_figure(fig: Figure, out: Path) -> Path:
+    """Lay out and write ``out`` as PNG (creating its folder)."""
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -32,7 +46,7 @@ def plot_curves(run_dir: Path) -> Path:
     """Loss and accuracy against the optimizer step, train and val, from metrics.jsonl; the
     kNN accuracy of a pretraining run and the robust accuracy of adversarial training too."""
     records = read_jsonl(run_dir / "metrics.jsonl")
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4))
     for split, style in (("train", "-"), ("val", "o-")):
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
             steps, values = _series(records, f"{split}/{metric}")
@@ -56,7 +70,7 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path) -
     cm = confusion.double()
     rates = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.6 + 0.6 * n))
+    fig, ax = subplots(figsize=(1.0 + 0.6 * n, 0.6 + 0.6 * n))
     ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
@@ -72,7 +86,7 @@ def plot_robustness(report: dict, out: Path) -> Path:
     """Robust accuracy against eps (eps 0 is the clean accuracy), from an attack report."""
     eps = [0.0] + [r["eps"] for r in report["results"]]
     acc = [report["clean_acc"]] + [r["robust_acc"] for r in report["results"]]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = subplots(figsize=(5.5, 4))
     ax.plot(eps, acc, "o-")
     ax.set(
         xlabel=f"eps ({report['norm']})",
@@ -86,7 +100,7 @@ def plot_robustness(report: dict, out: Path) -> Path:
 
 def plot_attack_loss(losses: dict[float, list[float]], out: Path) -> Path:
     """Mean attack loss at each PGD step, one line per eps: a flat tail means converged."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = subplots(figsize=(5.5, 4))
     for eps, values in losses.items():
         if values:
             ax.plot(range(len(values)), values, label=f"eps {eps:g}")
@@ -109,7 +123,7 @@ def plot_adversarial_grid(
     """Clean images (top row) above their adversarial versions (bottom row), with the
     true label and the model's predictions; a red title marks a changed prediction."""
     n = len(clean)
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
+    fig, axes = subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
     for i in range(n):
         for row, (img, pred) in enumerate(
             ((clean[i], clean_pred[i]), (adversarial[i], adv_pred[i]))

@@ -93,9 +93,11 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SchedConfig:
-    name: str = field(default="cosine", metadata=choices("cosine", "onecycle", "constant"))
-    warmup: float = 0.02  # fraction of all steps spent warming up (cosine; onecycle uses 0.3)
-    min_lr: float = 0.0  # as a fraction of optim.lr, reached at the last step (cosine)
+    name: str = field(
+        default="cosine", metadata=choices("cosine", "linear", "onecycle", "constant")
+    )
+    warmup: float = 0.02  # fraction of all steps spent warming up (cosine, linear; onecycle: 0.3)
+    min_lr: float = 0.0  # as a fraction of optim.lr, reached at the last step (cosine, linear)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,10 @@ class SSLConfig:
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
+    # the kind of run (a name in neuralab.tasks.TASKS); "auto": the kind the sections imply
+    # (text data: language_model; ssl.method: that pretext task; adv.method: adversarial;
+    # else classify)
+    task: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -281,6 +287,8 @@ def build(values: dict[str, Any]) -> RunConfig:
     for key, value in values.items():
         if key == "seed":
             kwargs["seed"] = coerce("seed", value, int)
+        elif key == "task":
+            kwargs["task"] = coerce("task", value, str)
         elif key in _SECTION_CLASSES:
             if not isinstance(value, dict):
                 raise UserError(f"config key {key!r} must be a [{key}] section")
@@ -290,7 +298,7 @@ def build(values: dict[str, Any]) -> RunConfig:
                 cls = _SECTION_CLASSES[key]
                 kwargs[key] = cls(**section_values(key, cls, value))
         else:
-            valid = ", ".join(["seed", *_SECTION_CLASSES])
+            valid = ", ".join(["seed", "task", *_SECTION_CLASSES])
             raise UserError(f"unknown config key {key!r}; valid top-level keys: {valid}")
     cfg = RunConfig(**kwargs)
     if cfg.train.monitor == "val/robust_acc" and cfg.adv.method == "none":
@@ -371,7 +379,7 @@ def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> RunConf
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Nested plain dict; model options are flattened into the [model] section."""
-    out: dict[str, Any] = {"seed": cfg.seed}
+    out: dict[str, Any] = {"seed": cfg.seed, "task": cfg.task}
     for name in _SECTION_CLASSES:
         section = getattr(cfg, name)
         if name == "model":

@@ -20,7 +20,7 @@ from neuralab.data.text import (
 from neuralab.errors import UserError
 from neuralab.train import checkpoint, fit, new_run_dir
 from neuralab.train import test as run_test
-from neuralab.train.batches import RandomWindows, Streams
+from neuralab.data.batches import RandomWindows, Streams
 
 WORDS = "to be or not that is the question whether tis nobler in mind suffer".split()
 

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuralab import data
 from neuralab.attack import FGSM, PGD, robust_accuracy
-from neuralab.config import AdvConfig
+from neuralab.config import AdvConfig, RunConfig
+from neuralab.tasks.base import TASKS
 from neuralab.tasks.classify import ClassifyTask
 
 
@@ -57,16 +59,23 @@ def catastrophic_overfitting(
     return collapsed and last_fgsm is not None and fgsm > last_fgsm
 
 
+@TASKS.register("adversarial")
 class AdversarialTask(ClassifyTask):
     """Classification trained on adversarial examples, validated on clean and attacked data."""
 
     def __init__(self, num_classes: int, adv: AdvConfig, label_smoothing: float = 0.0) -> None:
         super().__init__(num_classes, label_smoothing)
         self.adv = adv
-        default_alpha = 1.25 * adv.eps if adv.method == "fgsm" else 2.5 * adv.eps / adv.steps
-        self.alpha = adv.alpha or default_alpha
+        self.alpha = adv.alpha or (
+            1.25 * adv.eps if adv.method == "fgsm" else 2.5 * adv.eps / max(adv.steps, 1)
+        )
         self._best_robust = 0.0
         self._last_fgsm = None
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> AdversarialTask:
+        spec = data.DATASETS.get(cfg.data.name)
+        return cls(spec.num_classes, cfg.adv, label_smoothing=cfg.train.label_smoothing)
 
     def state_dict(self) -> dict[str, Any]:
         """The catastrophic-overfitting monitor's memory, so a resumed run keeps watching."""

@@ -1,30 +1,79 @@
-"""Classification: cross-entropy loss, accuracy and the confusion matrix."""
+"""Classification of images: cross-entropy loss, accuracy and the confusion matrix."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuralab import data
+from neuralab.data.batches import ImageBatches
+from neuralab.models import create_model
+from neuralab.plots import plot_confusion
+from neuralab.seed import seed_everything
+from neuralab.tasks.base import TASKS, Setup, Task
 
-class ClassifyTask:
+if TYPE_CHECKING:
+    from neuralab.config import DataConfig, RunConfig
+
+
+def build_image_model(cfg: RunConfig, spec: data.DatasetSpec, x_train: Tensor) -> nn.Module:
+    """The configured image model, with the training split's normalisation inside it."""
+    mean, std = data.channel_stats(x_train)
+    return create_model(
+        cfg.model.name,
+        num_classes=spec.num_classes,
+        in_channels=spec.channels,
+        image_size=spec.height,
+        mean=mean,
+        std=std,
+        **cfg.model.options,
+    )
+
+
+def prepare_images(
+    cfg: RunConfig, build: Callable[[RunConfig, data.DatasetSpec, Tensor], nn.Module]
+) -> Setup:
+    """The train and val splits of an image dataset, batches of the train split (augmented
+    when ``data.augment``), and the model ``build`` makes, seeded from ``cfg.seed``."""
+    spec = data.DATASETS.get(cfg.data.name)
+    x_train, y_train = data.load_split(cfg.data, "train")
+    x_val, y_val = data.load_split(cfg.data, "val")
+    seed_everything(cfg.seed)
+    model = build(cfg, spec, x_train)
+    batches = ImageBatches(
+        x_train,
+        y_train,
+        cfg.train.batch_size,
+        cfg.seed,
+        augment=cfg.data.augment,
+        crop_pad=spec.crop_pad,
+        hflip=spec.hflip,
+    )
+    sizes = {"train/examples": len(x_train), "val/examples": len(x_val)}
+    return Setup(model, batches, (x_val, y_val), sizes)
+
+
+@TASKS.register("classify")
+class ClassifyTask(Task):
     """Loss and metrics of a batch of (images, labels) for a model that returns logits."""
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0) -> None:
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
 
-    def reset(self) -> None:
-        """Forget anything carried from batch to batch (classification carries nothing)."""
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> ClassifyTask:
+        spec = data.DATASETS.get(cfg.data.name)
+        return cls(spec.num_classes, label_smoothing=cfg.train.label_smoothing)
 
-    def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint must hold for the task to resume exactly."""
-        return {}
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
+    def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
+        """The train and val images (augmented batches of the train split) and the model."""
+        return prepare_images(cfg, build_image_model)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss (with label smoothing) and the batch's correct-prediction count."""
@@ -68,3 +117,28 @@ class ClassifyTask:
             "per_class_acc": per_class.tolist(),
             "confusion": confusion,
         }
+
+    def test(
+        self, cfg: RunConfig, run_dir: Path, model: nn.Module, data_cfg: DataConfig
+    ) -> dict[str, Any]:
+        """Accuracy, loss, per-class accuracy and the confusion matrix (also as a PNG)."""
+        spec = data.DATASETS.get(cfg.data.name)
+        x, y = data.load_split(data_cfg, "test")
+        result = ClassifyTask(spec.num_classes).evaluate(model, x, y, cfg.train.eval_batch_size)
+        plot_confusion(result["confusion"], spec.classes, run_dir / "plots" / "confusion.png")
+        return {
+            "test/acc": result["acc"],
+            "test/loss": result["loss"],
+            "test/examples": len(x),
+            "test/per_class_acc": dict(zip(spec.classes, result["per_class_acc"], strict=True)),
+            "test/confusion": result["confusion"].tolist(),
+        }
+
+    def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
+        best = f"{summary.get('val/acc', float('nan')):.4f} (step {summary['best_step']})"
+        return [
+            *super().describe(run_dir, summary, test),
+            ["best val acc", best],
+            ["test acc", f"{test['test/acc']:.4f} on {test['test/examples']} images"],
+            ["test loss", f"{test['test/loss']:.4f}"],
+        ]

@@ -17,13 +17,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from neuralab.config import RunConfig
 from neuralab.errors import UserError
 from neuralab.ssl.nnclr import SupportSet, nnclr_loss
 from neuralab.ssl.simclr import nt_xent
 from neuralab.ssl.views import simclr_view
+from neuralab.tasks.base import TASKS
 from neuralab.tasks.pretext import PretextTask
 
 
+@TASKS.register("simclr")
 class ContrastiveTask(PretextTask):
     def views(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Two random views of every image of ``x`` (B, C, H, W), stacked: (2B, C, H, W)."""
@@ -39,21 +42,28 @@ class ContrastiveTask(PretextTask):
         return loss, correct, 2 * n
 
 
+@TASKS.register("nnclr")
 class NearestNeighbourTask(ContrastiveTask):
     """NNCLR: SimCLR's views and projection head; positives from the support set, which each
     training batch (never a validation batch) then refreshes with its first views."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            raise UserError(
-                "ssl.method=nnclr keeps its support set in one process; run it without torchrun"
-            )
+    def __init__(self, cfg: RunConfig, num_classes: int) -> None:
+        super().__init__(cfg, num_classes)
         seeded = torch.Generator().manual_seed(0)
         self.support = SupportSet(self.ssl.support_size, self.ssl.proj_dim, seeded)
 
+    def check(self, cfg: RunConfig, world_size: int = 1) -> None:
+        """The support set lives in one process."""
+        super().check(cfg, world_size)
+        if world_size > 1:
+            raise UserError(
+                "ssl.method=nnclr keeps its support set in one process; run it without torchrun"
+            )
+        if cfg.ssl.support_size < 1:
+            raise UserError(f"ssl.support_size must be >= 1, got {cfg.ssl.support_size}")
+
     def state_dict(self) -> dict[str, Any]:
+        """The support set (a FIFO queue of earlier projections)."""
         return {"support": self.support.state_dict()}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:

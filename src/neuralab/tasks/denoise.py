@@ -10,9 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from neuralab.ssl.dae import corrupt, reconstruction_loss
+from neuralab.tasks.base import TASKS
 from neuralab.tasks.pretext import PretextTask
 
 
+@TASKS.register("dae")
 class DenoiseTask(PretextTask):
     def pretext_loss(
         self, model: nn.Module, x: Tensor, generator: torch.Generator | None

@@ -8,11 +8,22 @@ only; ``state_dict`` holds it, so a resumed run continues the streams exactly.
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from neuralab import data
+from neuralab.data.batches import RandomWindows, Streams
+from neuralab.errors import UserError
+from neuralab.models import LanguageModel, create_model
+from neuralab.seed import seed_everything
+from neuralab.tasks.base import TASKS, Setup, Task
+
+if TYPE_CHECKING:
+    from neuralab.config import DataConfig, RunConfig
 
 EVAL_CHUNK = 512  # a recurrent model reads long eval streams this many tokens at a time
 
@@ -26,8 +37,16 @@ def detach_state(state: Any) -> Any:
     return type(state)(detach_state(s) for s in state)
 
 
-class LanguageModelTask:
+def build_language_model(cfg: RunConfig, vocab_size: int) -> LanguageModel:
+    """The configured language model for a vocabulary of ``vocab_size`` tokens."""
+    return create_model(cfg.model.name, **{"vocab_size": vocab_size, **cfg.model.options})
+
+
+@TASKS.register("language_model")
+class LanguageModelTask(Task):
     """Loss and metrics of a batch of (token ids, next token ids) for a ``LanguageModel``."""
+
+    model_kind = "text"
 
     def __init__(self, vocab_size: int, carry: bool = False) -> None:
         self.num_classes = vocab_size  # each next token is a class: loss at init ~ ln(vocab)
@@ -35,11 +54,54 @@ class LanguageModelTask:
         self.carry = carry
         self.state: Any = None
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> LanguageModelTask:
+        """The vocabulary size is set by ``prepare``, once the text is read."""
+        return cls(0, carry=cfg.data.batching == "streams")
+
+    def check(self, cfg: RunConfig, world_size: int = 1) -> None:
+        """Stream batches carry each stream's hidden state from batch to batch: that needs a
+        recurrent model, and batches that are not split into micro-batches or processes."""
+        super().check(cfg, world_size)
+        if self.carry and (cfg.train.accum_steps > 1 or world_size > 1):
+            raise UserError(
+                "data.batching=streams carries each stream's hidden state from batch to batch, "
+                "which train.accum_steps > 1 and torchrun would split; use data.batching=windows"
+            )
+
+    def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
+        """The text's train and val tokens and the model. The vocabulary is saved in the run
+        directory (``vocab.json``) at the start and read back on resume, so token ids never
+        change under a run, and sampling needs no data."""
+        vocab_path = run_dir / "vocab.json"
+        tokenizer = data.CharTokenizer.load(vocab_path) if resume else None
+        tokenizer, splits = data.load_token_splits(cfg.data, tokenizer)
+        if not resume:
+            tokenizer.save(vocab_path)
+        self.num_classes = tokenizer.vocab_size
+        seed_everything(cfg.seed)
+        model = build_language_model(cfg, tokenizer.vocab_size)
+        block, batch_size = model.config.block_size, cfg.train.batch_size
+        if self.carry:
+            batches = Streams(splits["train"], batch_size, block)
+            val = data.eval_streams(splits["val"])
+        else:
+            batches = RandomWindows(splits["train"], batch_size, block, cfg.seed)
+            val = data.eval_windows(splits["val"], block)
+        if self.carry and not model.recurrent:
+            raise UserError(
+                f"data.batching=streams carries a hidden state, which model {cfg.model.name!r} "
+                "does not have; use data.batching=windows"
+            )
+        sizes = {"train/tokens": len(splits["train"]), "val/tokens": len(splits["val"])}
+        return Setup(model, batches, val, sizes)
+
     def reset(self) -> None:
         """Forget the carried state: the streams start again."""
         self.state = None
 
     def state_dict(self) -> dict[str, Any]:
+        """The carried hidden state of the streams."""
         return {"state": self.state}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
@@ -90,3 +152,37 @@ class LanguageModelTask:
             "acc": correct / n,
             "tokens": y.numel(),
         }
+
+    def summary(self, setup: Setup, steps: int, train_s: float) -> dict[str, Any]:
+        """Training throughput in tokens per second of training steps."""
+        tokens_per_step = setup.batches.batch_size * setup.batches.block_size
+        return {"train/tokens_per_s": round(tokens_per_step * steps / max(train_s, 1e-9), 1)}
+
+    def test(
+        self, cfg: RunConfig, run_dir: Path, model: nn.Module, data_cfg: DataConfig
+    ) -> dict[str, Any]:
+        """Loss, bits per character and perplexity on the test split, read with the run's own
+        vocabulary: windows of the model's context for a Transformer, long streams with the
+        state carried for a recurrent model (as in validation)."""
+        tokenizer = data.CharTokenizer.load(run_dir / "vocab.json")
+        _, splits = data.load_token_splits(data_cfg, tokenizer)
+        if model.recurrent:
+            x, y = data.eval_streams(splits["test"])
+        else:
+            x, y = data.eval_windows(splits["test"], model.config.block_size)
+        task = LanguageModelTask(model.config.vocab_size)
+        result = task.evaluate(model, x, y, cfg.train.eval_batch_size)
+        return {f"test/{k}": v for k, v in result.items()}
+
+    def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
+        return [
+            *super().describe(run_dir, summary, test),
+            ["tokens/s", f"{summary['train/tokens_per_s']:,.0f} (training steps only)"],
+            ["best val loss", f"{summary.get('val/loss', float('nan')):.4f}"],
+            ["best step", str(summary["best_step"])],
+            [
+                "test loss",
+                f"{test['test/loss']:.4f} nats/char on {test['test/tokens']:,} characters",
+            ],
+            ["test bpc", f"{test['test/bpc']:.4f} bits/char (perplexity {test['test/ppl']:.2f})"],
+        ]

@@ -7,13 +7,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from neuralab import data
+from neuralab.config import RunConfig
+from neuralab.errors import UserError
 from neuralab.models.vit import ViT
 from neuralab.ssl.dae import reconstruction_loss
 from neuralab.ssl.mae import encode_visible, norm_pix_target, pixel_mask, random_patch_mask
+from neuralab.tasks.base import TASKS
 from neuralab.tasks.pretext import PretextTask
 
 
+@TASKS.register("mae")
 class MaskedTask(PretextTask):
+    def check(self, cfg: RunConfig, world_size: int = 1) -> None:
+        """Masked patches must tile the image."""
+        super().check(cfg, world_size)
+        spec = data.DATASETS.get(cfg.data.name)
+        if spec.height % cfg.ssl.patch_size or spec.width % cfg.ssl.patch_size:
+            raise UserError(
+                f"ssl.patch_size={cfg.ssl.patch_size} does not divide {cfg.data.name}'s "
+                f"{spec.height}x{spec.width} images; pick a divisor"
+            )
+
     def pretext_loss(
         self, model: nn.Module, x: Tensor, generator: torch.Generator | None
     ) -> tuple[Tensor, None, int]:

@@ -10,40 +10,56 @@ a memory bank of ``ssl.knn_bank`` training images. Those labels serve the monito
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from neuralab import data
-from neuralab.config import RunConfig, SSLConfig
+from neuralab.config import RunConfig
 from neuralab.errors import UserError
 from neuralab.ssl.knn import extract_features, knn_predict
+from neuralab.ssl.model import build_ssl_model
+from neuralab.tasks.base import Setup, Task
+from neuralab.tasks.classify import build_image_model, prepare_images
 
 
-class PretextTask:
+class PretextTask(Task):
     """Shared by every pretext task: label-free ``loss``, kNN-monitored ``validate``."""
 
-    def __init__(
-        self,
-        ssl: SSLConfig,
-        num_classes: int,
-        bank: tuple[Tensor, Tensor],
-        batch_size: int,
-        hflip: bool,
-    ) -> None:
-        self.ssl, self.num_classes = ssl, num_classes
-        self.bank_x, self.bank_y = bank
-        self.batch_size, self.hflip = batch_size, hflip
+    command = "neuralab pretrain"
 
-    def reset(self) -> None:
-        """Pretext tasks carry nothing from batch to batch."""
+    def __init__(self, cfg: RunConfig, num_classes: int) -> None:
+        self.cfg, self.ssl, self.num_classes = cfg, cfg.ssl, num_classes
+        self.batch_size = cfg.train.batch_size
+        self.hflip = data.DATASETS.get(cfg.data.name).hflip
+        self._bank: tuple[Tensor, Tensor] | None = None
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> PretextTask:
+        return cls(cfg, data.DATASETS.get(cfg.data.name).num_classes)
 
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Nothing to restore."""
+    def check(self, cfg: RunConfig, world_size: int = 1) -> None:
+        """Pretraining needs an image dataset and an image backbone."""
+        spec = data.DATASETS.get(cfg.data.name)
+        if spec.kind != "image":
+            raise UserError(
+                f"ssl.method={cfg.ssl.method} needs an image dataset, not {cfg.data.name}"
+            )
+        super().check(cfg, world_size)
+
+    def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
+        """The image splits, and the backbone wrapped with this method's pretext head."""
+        return prepare_images(
+            cfg, lambda c, spec, x: build_ssl_model(c.ssl, build_image_model(c, spec, x))
+        )
+
+    @property
+    def bank(self) -> tuple[Tensor, Tensor]:
+        """The kNN monitor's memory, loaded at the first validation."""
+        if self._bank is None:
+            self._bank = knn_bank(self.cfg)
+        return self._bank
 
     def pretext_loss(
         self, model: nn.Module, x: Tensor, generator: torch.Generator | None
@@ -75,10 +91,11 @@ class PretextTask:
                 total, seen = total + loss.item() * len(xb), seen + len(xb)
         finally:
             model.train(was_training)
-        bank = extract_features(model, self.bank_x, batch_size)
+        bank_x, bank_y = self.bank
+        bank = extract_features(model, bank_x, batch_size)
         preds = knn_predict(
             bank,
-            self.bank_y,
+            bank_y,
             extract_features(model, x, batch_size),
             self.num_classes,
             self.ssl.knn_k,
@@ -99,30 +116,9 @@ def knn_bank(cfg: RunConfig) -> tuple[Tensor, Tensor]:
         x, y = x[pick], y[pick]
     return x, y
 
-
-def build_pretext_task(cfg: RunConfig, num_classes: int) -> PretextTask:
-    """The pretext task ``cfg.ssl.method`` names, with its kNN monitor's bank."""
-    spec = data.DATASETS.get(cfg.data.name)
-    if spec.kind != "image":
-        raise UserError(f"ssl.method={cfg.ssl.method} needs an image dataset, not {cfg.data.name}")
-    args = (cfg.ssl, num_classes, knn_bank(cfg), cfg.train.batch_size, spec.hflip)
-    if cfg.ssl.method == "simclr":
-        from neuralab.tasks.contrastive import ContrastiveTask
-
-        return ContrastiveTask(*args)
-    if cfg.ssl.method == "nnclr":
-        from neuralab.tasks.contrastive import NearestNeighbourTask
-
-        return NearestNeighbourTask(*args)
-    if cfg.ssl.method == "dae":
-        from neuralab.tasks.denoise import DenoiseTask
-
-        return DenoiseTask(*args)
-    from neuralab.tasks.masked import MaskedTask
-
-    if spec.height % cfg.ssl.patch_size or spec.width % cfg.ssl.patch_size:
-        raise UserError(
-            f"ssl.patch_size={cfg.ssl.patch_size} does not divide {cfg.data.name}'s "
-            f"{spec.height}x{spec.width} images; pick a divisor"
-        )
-    return MaskedTask(*args)
+    def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
+        return [
+            *super().describe(run_dir, summary, test),
+            ["best val kNN acc", f"{summary.get('val/knn_acc', float('nan')):.4f}"],
+            ["best step", str(summary["best_step"])],
+        ]

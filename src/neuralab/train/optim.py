@@ -40,6 +40,9 @@ def lr_factor(cfg: SchedConfig, step: int, total_steps: int) -> float:
 
     cosine: linear warm-up over ``warmup`` of the steps, then cosine decay to
     ``min_lr`` (Loshchilov & Hutter 2017, SGDR without restarts).
+    linear: the same warm-up, then a straight line down to ``min_lr`` at the end; with no
+    warm-up and no floor it is PPO's annealing of the learning rate to 0 (Schulman et al.
+    2017), ``1 - step / total_steps``, which ``neuralab.rl`` uses.
     onecycle: cosine rise from lr/25 to lr over the first 30% of steps, then cosine
     annealing to lr/25e4 (Smith & Topin 2019; PyTorch's OneCycleLR defaults, without
     the momentum cycling).
@@ -58,6 +61,8 @@ def lr_factor(cfg: SchedConfig, step: int, total_steps: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     t = (step - warmup) / max(total - warmup, 1)
+    if cfg.name == "linear":
+        return cfg.min_lr + (1 - cfg.min_lr) * (1 - t)
     return cfg.min_lr + (1 - cfg.min_lr) * (1 + math.cos(math.pi * t)) / 2
 
 

@@ -11,31 +11,23 @@ import argparse
 import json
 from pathlib import Path
 
-from neuralab.errors import UserError
+from neuralab.cli.common import Parser, add_json, add_run_options, add_which, resolve_run
+
+ORDER = 6
 
 
 def cmd_rl_train(args: argparse.Namespace) -> int:
     from neuralab.rl import config as rl_config
     from neuralab.rl.run import new_run_dir, train
 
-    items = list(args.items)
-    if args.resume:
-        if items and "=" not in items[0]:
-            raise UserError("give either a config file or --resume RUN, not both")
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.toml").is_file():
-            raise UserError(f"{run_dir} is not a run directory (it has no config.toml)")
-        cfg = rl_config.load(run_dir / "config.toml", items)
-        if items:
-            (run_dir / "config.toml").write_text(rl_config.to_toml(cfg))
-    else:
-        if not items:
-            raise UserError(
-                "missing config: neuralab rl train CONFIG [key=value ...], e.g. cartpole_ppo"
-            )
-        cfg = rl_config.load(items[0], items[1:])
-        run_dir = new_run_dir(args.run_dir, cfg)
-    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.json)
+    cfg, run_dir, resume = resolve_run(
+        args,
+        load=rl_config.load,
+        to_toml=rl_config.to_toml,
+        create=lambda cfg, name: new_run_dir(args.run_dir, cfg),
+        usage="neuralab rl train CONFIG [key=value ...], e.g. cartpole_ppo",
+    )
+    results = train(cfg, run_dir, resume=resume, progress=not args.json)
     if args.json:
         print(json.dumps({**results, "run_dir": str(run_dir)}, indent=2))
     else:
@@ -70,24 +62,14 @@ def cmd_rl_eval(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the ``rl`` command group to the CLI's subparsers."""
     rl_p = sub.add_parser("rl", help="reinforcement learning: train and evaluate agents")
-    rl_sub = rl_p.add_subparsers(dest="rl_command", required=True, parser_class=type(rl_p))
+    rl_sub = rl_p.add_subparsers(dest="rl_command", required=True, parser_class=Parser)
     p = rl_sub.add_parser("train", help="train an agent (REINFORCE, PPO, DQN) on a Gymnasium env")
-    p.add_argument(
-        "items",
-        nargs="*",
-        metavar="CONFIG [key=value ...]",
-        help="a TOML file or preset (cartpole_ppo, ...), then overrides such as ppo.gamma=0.98",
-    )
-    p.add_argument("--run-dir", help="where to write the run (must not exist yet)")
-    p.add_argument(
-        "--resume", metavar="RUN", help="continue a stopped run from its last checkpoint"
-    )
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_run_options(p, "cartpole_ppo, cartpole_dqn, lunarlander_ppo, pong_pg, ...")
     p.set_defaults(func=cmd_rl_train)
     p = rl_sub.add_parser("eval", help="greedy evaluation of a run: mean ± std return, a GIF")
     p.add_argument("run")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--gif", help="write one episode as an animated GIF here")
-    p.add_argument("--which", default="best", choices=["best", "last"])
-    p.add_argument("--json", action="store_true")
+    add_which(p)
+    add_json(p)
     p.set_defaults(func=cmd_rl_eval)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from neuralab.errors import UserError
 
+ORDER = 7
+
 USAGE = (
     "neuralab sweep CONFIG [key=value ...] --trials N [--storage URL] [--workers N] [--json]\n"
     "       neuralab sweep status NAME [--storage URL] [--out-dir DIR] [--json]"
@@ -39,22 +41,17 @@ def _show(info: dict, as_json: bool) -> None:
 
 
 def cmd_sweep_run(args: argparse.Namespace, path: str, overrides: list[str]) -> int:
-    from neuralab import data
     from neuralab.sweep.run import check_request, run_sweep, sweep_dir
     from neuralab.sweep.space import load_sweep, trial_config
     from neuralab.sweep.status import plot, summary
     from neuralab.sweep.storage import check_url, default_storage, shown
-    from neuralab.train.loop import check_model_kind
+    from neuralab.tasks import build_task
 
     if args.trials is None:
         raise UserError("how many trials? neuralab sweep CONFIG --trials N")
     sweep = load_sweep(path, overrides)
     cfg = trial_config(sweep, {})
-    check_model_kind(cfg)  # a sweep that cannot train must fail before its first trial
-    if cfg.data.path:
-        data.read_text_file(cfg.data.path)
-    elif not cfg.data.download:
-        data.locate(cfg.data.name, cfg.data.data_dir or None)
+    build_task(cfg).check(cfg)  # a sweep that cannot train must fail before its first trial
     url = args.storage or default_storage(sweep.name)
     check_url(url)
     check_request(url, args.trials, args.workers)

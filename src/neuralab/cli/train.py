@@ -1,0 +1,263 @@
+"""``neuralab train``, ``test``, ``sample``, ``predict`` and ``demo``: the five steps of the
+craft for any kind of run that learns from labels (``neuralab.tasks``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from neuralab.cli.common import (
+    add_json,
+    add_run_options,
+    add_which,
+    print_json,
+    resolve_run,
+    table,
+)
+from neuralab.errors import UserError
+
+ORDER = 1
+
+
+def check_trains_with(cfg, command: str, run: Any = None) -> None:
+    """A config (or the run ``run``) of a kind that another command trains is a one-line
+    error naming that command."""
+    from neuralab.tasks import build_task
+
+    other = build_task(cfg).command
+    if other == command:
+        return
+    if run is not None:
+        raise UserError(
+            f"{run} is a pretraining run ({cfg.ssl.method}) with no classifier to use; "
+            f"measure it with: neuralab linear-probe {run}, or neuralab knn {run}"
+        )
+    raise UserError(
+        f"this config is a {cfg.task if cfg.task != 'auto' else cfg.ssl.method} run, which "
+        f"{command} does not do; run it with: {other} CONFIG"
+    )
+
+
+def report_interrupted(summary: dict, run_dir: Path, command: str) -> int:
+    print(
+        f"interrupted at step {summary['train/steps']}; checkpoint saved. "
+        f"Continue with: {command} --resume {run_dir}",
+        file=sys.stderr,
+    )
+    return 130
+
+
+def train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json: bool) -> int:
+    """Train (or resume) ``cfg`` in ``run_dir``, test its best checkpoint, print the results."""
+    from neuralab.plots import plot_curves
+    from neuralab.tasks import build_task
+    from neuralab.train import distributed, fit, test
+
+    summary = fit(cfg, run_dir, resume=resume, progress=progress)
+    if not distributed.init().main:  # under torchrun, rank 0 reports and tests
+        return 0
+    plot_curves(run_dir)
+    if summary["status"] == "interrupted":
+        return report_interrupted(summary, run_dir, "neuralab train")
+    result = test(run_dir, "best")
+    if as_json:
+        print_json({**summary, **result, "run_dir": str(run_dir)})
+        return 0
+    print(table(build_task(cfg).describe(run_dir, summary, result), ["result", "value"]))
+    if "test/per_class_acc" in result:
+        rows = [[c, f"{a:.3f}"] for c, a in result["test/per_class_acc"].items()]
+        print()
+        print(table(rows, ["class", "test acc"]))
+    print(f"\nrun directory: {run_dir}")
+    print(f"  checkpoint:  {run_dir / 'checkpoints' / 'best'}")
+    print(f"  metrics:     {run_dir / 'metrics.jsonl'}, results.json, tensorboard/, plots/")
+    if (run_dir / "vocab.json").exists():
+        print(f"  sample:      neuralab sample {run_dir} --prompt 'ROMEO:' --tokens 500")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab.tasks import build_task
+    from neuralab.train import distributed, new_run_dir
+
+    world = distributed.init()  # a world of one unless torchrun started this process
+
+    def create(cfg, name: str) -> Path:
+        check_trains_with(cfg, "neuralab train")
+        build_task(cfg).check(cfg, world.size)  # a run that cannot start leaves no directory
+        return Path(distributed.from_main(lambda: new_run_dir(args.run_dir, cfg, name), world))
+
+    cfg, run_dir, resume = resolve_run(
+        args,
+        load=config_lib.load,
+        to_toml=config_lib.to_toml,
+        create=create,
+        usage="neuralab train CONFIG [key=value ...], e.g. fashion_cnn",
+        write=world.main,
+    )
+    if not args.json and world.main:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    code = train_and_test(
+        cfg, run_dir, resume=resume, progress=not args.no_progress, as_json=args.json
+    )
+    distributed.finish()  # not after an error: the other ranks are not there to meet it
+    return code
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab.train import test
+
+    check_trains_with(config_lib.load_run(args.run), "neuralab train", args.run)
+    result = test(args.run, args.which, data_dir=args.data_dir)
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"{args.run} ({args.which} checkpoint, step {result['test/step']})")
+    if "test/bpc" in result:
+        print(
+            f"test loss {result['test/loss']:.4f} nats/char, {result['test/bpc']:.4f} bits/char, "
+            f"perplexity {result['test/ppl']:.2f}, on {result['test/tokens']:,} characters"
+        )
+        return 0
+    print(
+        f"test acc {result['test/acc']:.4f}, loss {result['test/loss']:.4f}, "
+        f"{result['test/examples']} images"
+    )
+    print(
+        table(
+            [[c, f"{a:.3f}"] for c, a in result["test/per_class_acc"].items()],
+            ["class", "test acc"],
+        )
+    )
+    print("confusion matrix (rows: true, columns: predicted):")
+    for row in result["test/confusion"]:
+        print(" ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+def trained_run(args: argparse.Namespace):
+    """(run_dir, config, best-or-last model in eval mode, dataset spec) of ``args.run``."""
+    from neuralab import config as config_lib
+    from neuralab import data
+    from neuralab.train import load_model
+
+    run_dir = Path(args.run)
+    cfg = config_lib.load_run(run_dir)
+    check_trains_with(cfg, "neuralab train", run_dir)
+    return run_dir, cfg, load_model(run_dir, args.which), data.DATASETS.get(cfg.data.name)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from neuralab import data
+    from neuralab.data.image_files import border_mean, read_image
+
+    run_dir, cfg, model, spec = trained_run(args)
+    x_train, _ = data.load_split(cfg.data, "train")
+    dark = border_mean(x_train[:1000]) < 0.5
+    k = min(args.top_k, spec.num_classes)
+    out = []
+    for path in args.images:
+        image, inverted = read_image(
+            path, channels=spec.channels, size=(spec.height, spec.width), dark_background=dark
+        )
+        with torch.no_grad():
+            probs = model(image.unsqueeze(0)).softmax(dim=1)[0]
+        top = probs.topk(k)
+        preds = [
+            {"class": spec.classes[i], "index": int(i), "prob": float(p)}
+            for p, i in zip(top.values, top.indices, strict=True)
+        ]
+        out.append({"image": str(path), "inverted": inverted, "top": preds})
+    if args.json:
+        print_json({"run": str(run_dir), "predictions": out})
+        return 0
+    for item in out:
+        note = " (inverted: light background)" if item["inverted"] else ""
+        guesses = ", ".join(f"{p['class']} {p['prob']:.1%}" for p in item["top"])
+        print(f"{item['image']}{note}: {guesses}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from neuralab.train import sample_stream
+
+    prompt = args.prompt
+    if args.escapes:
+        prompt = prompt.replace("\\n", "\n").replace("\\t", "\t")
+    stream = sample_stream(
+        args.run,
+        prompt,
+        args.tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        which=args.which,
+    )
+    if args.json:
+        text = "".join(stream)
+        settings = {"temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
+        print_json({"run": args.run, "prompt": prompt, **settings, "text": text})
+        return 0
+    sys.stdout.write(prompt)
+    for ch in stream:
+        sys.stdout.write(ch)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab.train import new_run_dir
+
+    cfg = config_lib.load("digits_cnn", args.overrides)
+    run_dir = new_run_dir(args.run_dir, cfg, name="demo_digits_cnn")
+    print("neuralab demo: a small CNN on scikit-learn's 8x8 digits (1,797 images, no download)")
+    print(f"run directory: {run_dir}\n", flush=True)
+    return train_and_test(cfg, run_dir, resume=False, progress=not args.no_progress, as_json=False)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train, validate every epoch, test the best checkpoint")
+    add_run_options(p, "fashion_cnn, digits_cnn, shakespeare_gpt, ...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("test", help="re-test a run's checkpoint on the test split")
+    p.add_argument("run")
+    add_which(p)
+    p.add_argument("--data-dir", help="read the test split from here")
+    add_json(p)
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("sample", help="text from a trained language model, as it is written")
+    p.add_argument("run")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--escapes", action="store_true", help=r"read \n and \t in --prompt")
+    p.add_argument("--tokens", type=int, default=500, help="characters to write (default: 500)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest")
+    p.add_argument("--top-k", type=int, help="sample among the k likeliest characters only")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same text (default: 0)")
+    add_which(p)
+    add_json(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("predict", help="top-k classes for image files")
+    p.add_argument("run", help="a trained run directory")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
+    add_which(p)
+    add_json(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="train and test a small CNN on the bundled digits")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=5")
+    p.add_argument("--run-dir", help="where to write the run (default: runs/demo_digits_cnn-TIME)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)

@@ -1,0 +1,279 @@
+"""The pieces of the training loop: what one optimizer step, one validation and one
+checkpoint do, for any kind of run.
+
+``Trainer`` holds the model, its optimizer, the gradient scaler and the EMA of the weights, and
+asks the run's task for the loss of each micro-batch; it never asks which kind of run it is.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from neuralab.config import RunConfig, TrainConfig
+from neuralab.errors import UserError
+from neuralab.runs import Progress
+from neuralab.seed import rng_state, set_rng_state
+from neuralab.tasks import Setup, Task
+from neuralab.train import checkpoint, distributed
+from neuralab.train.optim import build_optimizer, lr_factor, set_lr
+
+
+def train_device(name: str) -> torch.device:
+    """The device ``train.device`` names: "auto" is the GPU when there is one."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but PyTorch sees no CUDA GPU here; use train.device=cpu")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``train.precision`` means on ``device`` (None: plain fp32)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("train.precision=fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # absent in some builds
+        return torch.bfloat16 if amx and amx() else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def check_parallel(tc: TrainConfig, world: distributed.World) -> None:
+    """Gradient accumulation and several processes split each batch by rows; a one-line error
+    where that cannot give the same update as the whole batch."""
+    if tc.accum_steps < 1:
+        raise UserError(f"train.accum_steps must be >= 1, got {tc.accum_steps}")
+    per_rank = tc.batch_size // world.size
+    if tc.batch_size % world.size or per_rank % tc.accum_steps:
+        raise UserError(
+            f"train.batch_size={tc.batch_size} must split evenly over {world.size} process(es) "
+            f"x train.accum_steps={tc.accum_steps} micro-batches"
+        )
+
+
+@dataclass
+class StepResult:
+    """One optimizer step's summed loss, correct count and count over every rank, whether the
+    task counts right answers, and whether any rank asked to stop."""
+
+    loss_sum: float
+    correct: int
+    count: int
+    has_acc: bool
+    stop: bool
+
+
+class Meter:
+    """Running means of the training loss and accuracy between two log records."""
+
+    def __init__(self) -> None:
+        self.loss, self.correct, self.count, self.has_acc = 0.0, 0, 0, False
+
+    def add(self, r: StepResult) -> None:
+        self.loss += r.loss_sum
+        self.correct += r.correct
+        self.count += r.count
+        self.has_acc = r.has_acc
+
+    def pop(self, lr: float) -> dict[str, float]:
+        """``train/loss`` (and ``train/acc``) since the last call, and the learning rate."""
+        out = {"train/loss": self.loss / self.count, "lr": lr}
+        if self.has_acc:
+            out["train/acc"] = self.correct / self.count
+        self.loss, self.correct, self.count = 0.0, 0, 0
+        return out
+
+
+class Trainer:
+    """The model of a run with its optimizer, gradient scaler and EMA, on its device."""
+
+    def __init__(
+        self, cfg: RunConfig, task: Task, setup: Setup, run_dir: Path, world: distributed.World
+    ) -> None:
+        tc = self.tc = cfg.train
+        self.cfg, self.task, self.world, self.batches = cfg, task, world, setup.batches
+        self.device = train_device(tc.device)
+        self.amp_dtype = autocast_dtype(tc.precision, self.device)
+        model = self.model = setup.model.to(self.device)
+        self.x_val, self.y_val = (t.to(self.device) for t in setup.val)
+        if tc.channels_last:
+            model = self.model = model.to(memory_format=torch.channels_last)
+        # float16 needs its loss scaled so small gradients do not flush to zero (Micikevicius
+        # et al. 2018); disabled, the scaler passes everything through unchanged
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        # the compiled module shares the model's parameters; checkpoints save the eager
+        # model's state_dict, so they never carry torch.compile's "_orig_mod." prefix
+        self.train_model = torch.compile(model) if tc.compile else model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.ema = None
+        if tc.ema > 0:
+            multi_avg_fn = get_ema_multi_avg_fn(tc.ema)
+            self.ema = AveragedModel(model, multi_avg_fn=multi_avg_fn, use_buffers=True)
+        self.eval_model = self.ema.module if self.ema is not None else model
+        self.total_steps = tc.max_steps or tc.epochs * self.batches.steps_per_epoch
+        self.ckpt_root = run_dir / "checkpoints"
+
+    @property
+    def precision(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
+
+    def lr(self, step: int) -> float:
+        return self.cfg.optim.lr * lr_factor(self.cfg.sched, step, self.total_steps)
+
+    def step(self, step: int, stop_requested: bool) -> StepResult:
+        """Optimizer step number ``step`` (0-based) on batch ``step``."""
+        xb, yb, fresh = self.batches.get(step)
+        if fresh:
+            self.task.reset()
+        set_lr(self.optimizer, self.lr(step))
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        # this rank's share of the batch, in micro-batches; each loss is weighted by its share
+        # of the global batch, so the summed gradients are those of its mean loss
+        x_rank, y_rank = distributed.shard(xb.to(self.device), yb.to(self.device), self.world)
+        loss_sum, correct, count, has_acc = 0.0, 0, 0, False
+        accum = self.tc.accum_steps
+        for x_micro, y_micro in zip(
+            x_rank.tensor_split(accum), y_rank.tensor_split(accum), strict=True
+        ):
+            dtype = self.amp_dtype
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                loss, stats = self.task.loss(self.train_model, x_micro, y_micro)
+            self.scaler.scale(loss * (len(x_micro) / len(xb))).backward()
+            loss_sum += loss.item() * int(stats["count"])
+            correct += int(stats.get("correct", 0))  # absent: the task has no accuracy
+            has_acc = "correct" in stats
+            count += int(stats["count"])
+        loss_sum, correct, count, stops = distributed.all_reduce_(
+            self.params, [loss_sum, correct, count, float(stop_requested)], self.world
+        )
+        if not math.isfinite(loss_sum / count):
+            last = self.ckpt_root / "last"
+            kept = f"the last good checkpoint is {last}" if last.exists() else "none was saved"
+            raise UserError(
+                f"loss became {loss_sum / count} at step {step + 1}; stopped ({kept}); "
+                "lower optim.lr or set train.grad_clip"
+            )
+        if self.tc.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.tc.grad_clip)
+        self.scaler.step(self.optimizer)  # skipped if float16 gradients overflowed
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        # Ctrl-C on any rank stops every rank at the same step: the one whose all-reduce
+        # first carried it
+        stop = stops > 0 if self.world.distributed else stop_requested
+        return StepResult(loss_sum, int(correct), int(count), has_acc, stop)
+
+    def validate(self, state: Progress, record) -> tuple[bool, bool]:
+        """Evaluate on the val split, log it, update the best; (improved, stop early), the same
+        on every rank."""
+        improved, stale = False, False
+        if self.world.main:
+            improved, stale = self._validate(state, record)
+        return tuple(distributed.broadcast_flags([improved, stale], self.world))
+
+    def _validate(self, state: Progress, record) -> tuple[bool, bool]:
+        tc = self.tc
+        if len(self.x_val) == 0:  # no val split: the latest checkpoint is the best one
+            state.best_step = state.step
+            return True, False
+        metrics = self.task.validate(self.eval_model, self.x_val, self.y_val, tc.eval_batch_size)
+        record(metrics)
+        if tc.monitor not in metrics:
+            raise UserError(
+                f"train.monitor={tc.monitor} is not measured here; it has: {list(metrics)}"
+            )
+        value = metrics[tc.monitor]
+        higher_is_better = tc.monitor.endswith("acc")
+        improved = state.best is None or (
+            value > state.best if higher_is_better else value < state.best
+        )
+        if improved:
+            state.best, state.best_step, state.stale_validations = value, state.step, 0
+            state.best_metrics = metrics
+        else:
+            state.stale_validations += 1
+        return improved, bool(tc.early_stopping and state.stale_validations >= tc.early_stopping)
+
+    def restore(self, run_dir: Path) -> Progress:
+        """Weights, optimizer, scaler, EMA, the task's state and every RNG state of the
+        run's last checkpoint; returns where the run stood."""
+        ckpt = checkpoint.read(run_dir, "last")
+        self.model.load_state_dict(ckpt.model)
+        if self.ema is not None:
+            if ckpt.ema is None:
+                raise UserError(f"{ckpt.path} has no EMA weights but train.ema is set")
+            self.ema.load_state_dict(ckpt.ema)
+        self.optimizer.load_state_dict(ckpt.state["optimizer"])
+        if "scaler" in ckpt.state:
+            self.scaler.load_state_dict(ckpt.state["scaler"])
+        self.task.load_state_dict(ckpt.state.get("task", {}))
+        set_rng_state(ckpt.state["rng"])
+        state = Progress(**ckpt.meta["progress"])
+        if state.step >= self.total_steps:
+            raise UserError(
+                f"{run_dir} already finished its {self.total_steps} steps; nothing to resume"
+            )
+        return state
+
+    def save(self, state: Progress, best: bool) -> None:
+        """A checkpoint of everything ``restore`` reads; ``last`` (and ``best``) point to it."""
+        if not self.world.main:
+            return
+        model_meta = {"name": self.cfg.model.name, "config": asdict(self.model.config)}
+        meta = {"progress": asdict(state), "model": model_meta, "dataset": self.cfg.data.name}
+        train_state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(),
+            "task": self.task.state_dict(),
+        }
+        if self.scaler.is_enabled():
+            train_state["scaler"] = self.scaler.state_dict()
+        path = checkpoint.write(
+            self.ckpt_root,
+            state.step,
+            model=self.model.state_dict(),
+            ema=self.ema.state_dict() if self.ema is not None else None,
+            state=train_state,
+            meta=meta,
+        )
+        checkpoint.point(self.ckpt_root, "last", path)
+        if best:
+            checkpoint.point(self.ckpt_root, "best", path)
+        checkpoint.prune(self.ckpt_root)
+
+
+class StopRequest:
+    """First Ctrl-C (or SIGTERM) asks the loop to stop at the next step boundary
+    with a checkpoint; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)

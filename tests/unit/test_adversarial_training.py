@@ -66,8 +66,8 @@ def test_catastrophic_overfitting_signature():
 
 
 def test_build_task_and_monitor_config():
-    assert type(build_task(config.load(None), 10)) is ClassifyTask
-    task = build_task(config.load(None, ["adv.method=trades"]), 10)
+    assert type(build_task(config.load(None))) is ClassifyTask
+    task = build_task(config.load(None, ["adv.method=trades"]))
     assert isinstance(task, AdversarialTask) and task.alpha == pytest.approx(2.5 * 0.1 / 7)
     with pytest.raises(UserError, match="needs adversarial training"):
         config.load(None, ["train.monitor=val/robust_acc"])

@@ -13,7 +13,7 @@ from torch import nn
 from neuralab import config, data
 from neuralab.probe import checks
 from neuralab.tasks import build_task
-from neuralab.train.loop import build_model
+from neuralab.tasks.classify import build_image_model
 
 NAMES = ["init_loss", "overfit_batch", "input_independent", "batch_independence", "input_picture"]
 
@@ -28,8 +28,8 @@ def setup():
     spec = data.DATASETS.get("digits")
     x, y = data.load("digits", "train")
     torch.manual_seed(0)
-    model = build_model(cfg, spec, x)
-    return cfg, model, build_task(cfg, spec.num_classes), x, y
+    model = build_image_model(cfg, spec, x)
+    return cfg, model, build_task(cfg), x, y
 
 
 class ScaledLogits(nn.Module):
@@ -212,7 +212,7 @@ def test_text_run_passes_the_language_model_checks(text_cfg, tmp_path):
 def test_token_batch_independence_fails_when_windows_mix(text_cfg):
     """A language model that adds the batch mean of its embeddings mixes windows: changing
     the other windows changes window 0's logits, and the check says so."""
-    from neuralab.train.loop import build_language_model
+    from neuralab.tasks.language_model import build_language_model
 
     torch.manual_seed(0)
     model = build_language_model(text_cfg, 20)

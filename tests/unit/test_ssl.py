@@ -159,7 +159,7 @@ def test_nnclr_support_set_is_a_fifo_queue_that_survives_a_checkpoint():
 def test_nnclr_validation_leaves_the_support_set_alone():
     """Training batches refresh the support set; validating a model (eval mode) does not."""
     cfg = config.load(None, [*TINY, "ssl.method=nnclr", "ssl.support_size=64"])
-    task = build_task(cfg, 10)
+    task = build_task(cfg)
     encoder = create_model("cnn", **{"widths": (8, 16), "in_channels": 1, "image_size": 8})
     model = build_ssl_model(cfg.ssl, encoder)
     x = torch.rand(16, 1, 8, 8)
@@ -377,7 +377,7 @@ def test_mae_on_a_vit_encodes_visible_patches_only():
     ssl = ["data.augment=false", "train.monitor=val/knn_acc", "ssl.method=mae"]
     cfg = config.load(None, ["data.name=digits", "model.name=vit", *ssl])
     model = build_ssl_model(cfg.ssl, create_model("vit", image_size=8, patch_size=2, d_model=32))
-    loss, _ = build_task(cfg, 10).loss(model, torch.rand(4, 1, 8, 8), torch.zeros(4).long())
+    loss, _ = build_task(cfg).loss(model, torch.rand(4, 1, 8, 8), torch.zeros(4).long())
     loss.backward()
     assert model.encoder.patch_embed.weight.grad.abs().sum() > 0
 
@@ -396,7 +396,7 @@ def test_pretext_losses_run_under_bf16_autocast(method, model):
     size = {"vit": {"patch_size": 2, "d_model": 32}, "cnn": {"widths": [8, 16]}}[model]
     encoder = create_model(model, image_size=8, **size)
     ssl_model = build_ssl_model(cfg.ssl, encoder)
-    task, x = build_task(cfg, 10), torch.rand(8, 1, 8, 8)
+    task, x = build_task(cfg), torch.rand(8, 1, 8, 8)
     losses = []
     for dtype in (None, torch.bfloat16):
         torch.manual_seed(1)

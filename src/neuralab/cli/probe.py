@@ -18,9 +18,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
     from neuralab.probe import format_results, run_checks
     from neuralab.runs import set_threads
+    from neuralab.tasks import build_task
 
     cfg = config_lib.load(args.config, args.overrides)
     check_trains_with(cfg, "neuralab train")
+    build_task(cfg).check(cfg)
     set_threads(cfg.train.threads)
     out_dir = Path(args.out_dir)
     results = run_checks(cfg, out_dir)

@@ -113,7 +113,7 @@ def fit(
                 or state.step == total
             )
             checkpoint_due = tc.checkpoint_every and state.step % tc.checkpoint_every == 0
-            if validate or result.stop or checkpoint_due:
+            if validate or checkpoint_due:
                 state.wall_s = time.perf_counter() - started
             if validate:
                 improved, stale = trainer.validate(state, record)
@@ -123,9 +123,14 @@ def fit(
                 if stale:
                     status = "early-stopped"
                     break
-            elif result.stop or checkpoint_due:
+            elif checkpoint_due:
                 trainer.save(state, best=False)
-            if result.stop:
+            # Ctrl-C on any rank stops every rank at the same step: the one whose all-reduce
+            # first carried it
+            if result.stop if world.distributed else stop.requested:
+                if not (validate or checkpoint_due):
+                    state.wall_s = time.perf_counter() - started
+                    trainer.save(state, best=False)
                 status = "interrupted"
                 break
     summary = {

@@ -66,7 +66,7 @@ class StepResult:
     correct: int
     count: int
     has_acc: bool
-    stop: bool
+    stop: bool  # under torchrun: some rank had been asked to stop when this step began
 
 
 class Meter:
@@ -170,10 +170,7 @@ class Trainer:
         self.scaler.update()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        # Ctrl-C on any rank stops every rank at the same step: the one whose all-reduce
-        # first carried it
-        stop = stops > 0 if self.world.distributed else stop_requested
-        return StepResult(loss_sum, int(correct), int(count), has_acc, stop)
+        return StepResult(loss_sum, int(correct), int(count), has_acc, stops > 0)
 
     def validate(self, state: Progress, record) -> tuple[bool, bool]:
         """Evaluate on the val split, log it, update the best; (improved, stop early), the same

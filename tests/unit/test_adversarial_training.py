@@ -69,8 +69,9 @@ def test_build_task_and_monitor_config():
     assert type(build_task(config.load(None))) is ClassifyTask
     task = build_task(config.load(None, ["adv.method=trades"]))
     assert isinstance(task, AdversarialTask) and task.alpha == pytest.approx(2.5 * 0.1 / 7)
-    with pytest.raises(UserError, match="needs adversarial training"):
-        config.load(None, ["train.monitor=val/robust_acc"])
+    cfg = config.load(None, ["train.monitor=val/robust_acc"])
+    with pytest.raises(UserError, match="measured by: adversarial"):
+        build_task(cfg).check(cfg)
     with pytest.raises(UserError, match="must be one of none, pgd, fgsm, trades"):
         config.load(None, ["adv.method=madry"])
 

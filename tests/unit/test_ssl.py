@@ -407,15 +407,20 @@ def test_pretext_losses_run_under_bf16_autocast(method, model):
     assert abs(losses[1] - losses[0]) <= 0.05 * abs(losses[0])
 
 
+def _check(overrides):
+    cfg = config.load(None, overrides)
+    build_task(cfg).check(cfg)
+
+
 def test_config_rules_for_pretraining():
     """Pretraining makes its own views and is monitored by kNN: the wrong settings are
-    one-line errors that say what to set."""
+    one-line errors, before a run starts, that say what to set."""
     with pytest.raises(UserError, match="data.augment=false"):
-        config.load(None, ["ssl.method=simclr", "train.monitor=val/knn_acc"])
-    with pytest.raises(UserError, match="train.monitor=val/knn_acc"):
-        config.load(None, ["ssl.method=simclr", "data.augment=false"])
-    with pytest.raises(UserError, match="needs pretraining"):
-        config.load(None, ["train.monitor=val/knn_acc"])
+        _check(["ssl.method=simclr", "train.monitor=val/knn_acc"])
+    with pytest.raises(UserError, match="one of val/knn_acc, val/loss"):
+        _check(["ssl.method=simclr", "data.augment=false"])
+    with pytest.raises(UserError, match="measured by: dae, mae, nnclr, simclr"):
+        _check(["train.monitor=val/knn_acc"])
     with pytest.raises(UserError, match="ssl.method"):
         config.load(None, ["ssl.method=byol"])
 

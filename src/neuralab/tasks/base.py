@@ -53,6 +53,7 @@ class Task:
 
     command: ClassVar[str] = "neuralab train"  # the command that trains (and resumes) it
     model_kind: ClassVar[str] = "image"  # the kind of registered model it trains
+    monitors: ClassVar[tuple[str, ...]] = ("val/loss",)  # what validate measures
     num_classes: int = 0
 
     @classmethod
@@ -70,6 +71,13 @@ class Task:
             raise UserError(
                 f"model {cfg.model.name!r} cannot learn from {what}; "
                 f"{self.model_kind} models: {', '.join(list_models(kind=self.model_kind))}"
+            )
+        if cfg.train.monitor not in self.monitors:
+            others = [n for n in TASKS.names() if cfg.train.monitor in TASKS.get(n).monitors]
+            raise UserError(
+                f"train.monitor={cfg.train.monitor} is not measured by {task_name(cfg)} runs "
+                f"(set train.monitor to one of {', '.join(self.monitors)}); it is measured by: "
+                f"{', '.join(others) or 'no kind of run'}"
             )
         if cfg.data.path:
             data.read_text_file(cfg.data.path)

@@ -62,6 +62,8 @@ def prepare_images(
 class ClassifyTask(Task):
     """Loss and metrics of a batch of (images, labels) for a model that returns logits."""
 
+    monitors = ("val/acc", "val/loss")
+
     def __init__(self, num_classes: int, label_smoothing: float = 0.0) -> None:
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing

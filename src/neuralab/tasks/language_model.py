@@ -47,6 +47,7 @@ class LanguageModelTask(Task):
     """Loss and metrics of a batch of (token ids, next token ids) for a ``LanguageModel``."""
 
     model_kind = "text"
+    monitors = ("val/loss", "val/bpc", "val/ppl", "val/acc")
 
     def __init__(self, vocab_size: int, carry: bool = False) -> None:
         self.num_classes = vocab_size  # each next token is a class: loss at init ~ ln(vocab)

@@ -28,6 +28,7 @@ class PretextTask(Task):
     """Shared by every pretext task: label-free ``loss``, kNN-monitored ``validate``."""
 
     command = "neuralab pretrain"
+    monitors = ("val/knn_acc", "val/loss")
 
     def __init__(self, cfg: RunConfig, num_classes: int) -> None:
         self.cfg, self.ssl, self.num_classes = cfg, cfg.ssl, num_classes
@@ -40,11 +41,21 @@ class PretextTask(Task):
         return cls(cfg, data.DATASETS.get(cfg.data.name).num_classes)
 
     def check(self, cfg: RunConfig, world_size: int = 1) -> None:
-        """Pretraining needs an image dataset and an image backbone."""
+        """Pretraining needs an image dataset and an image backbone, and makes its own views
+        of each image; it does not mix with adversarial training."""
         spec = data.DATASETS.get(cfg.data.name)
         if spec.kind != "image":
             raise UserError(
                 f"ssl.method={cfg.ssl.method} needs an image dataset, not {cfg.data.name}"
+            )
+        if cfg.data.augment:
+            raise UserError(
+                f"ssl.method={cfg.ssl.method} makes its own views of each image; "
+                "set data.augment=false"
+            )
+        if cfg.adv.method != "none":
+            raise UserError(
+                "ssl pretraining and adversarial training do not mix; set adv.method=none"
             )
         super().check(cfg, world_size)
 

@@ -97,8 +97,8 @@ def _probes(run_dir: Path) -> str:
 
 def _sample(run_dir: Path) -> str:
     """A short sample of a language-model run (seed 0, temperature 0.8), on one thread: a
-    token at a time is too little work to share, and on 2 busy cores the second thread made
-    the report 5x slower (16 s vs 3.4 s for a 2x512 LSTM)."""
+    token at a time is too little work to share, and on busy cores a second thread costs more
+    than it gives (the README has the measurement)."""
     import torch
 
     from neuralab.train import sample  # lazily: reports of image runs never load training

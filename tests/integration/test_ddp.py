@@ -85,3 +85,21 @@ def test_two_process_run_resumes_exactly(tmp_path):
     a, b = params(tmp_path / "straight"), params(tmp_path / "resumed")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_batchnorm_under_two_cpu_processes_is_refused(tmp_path):
+    """BatchNorm normalises by its process's share of the batch, so two processes would not
+    equal one; SyncBatchNorm needs GPUs, so on CPUs the run is a one-line error (exit 2),
+    not a silently different training."""
+    launcher = ["-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    cnn = ["data.name=digits", "model.widths=8,16", "train.max_steps=2"]
+    proc = subprocess.run(
+        [sys.executable, *launcher, "-m", "neuralab", "train", "digits_cnn", *cnn, "--no-progress"],
+        cwd=tmp_path,
+        env={**os.environ, "NEURALAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0  # torchrun reports its workers' exit status 2 as a failure
+    assert "neuralab: error: this model has BatchNorm" in proc.stderr

@@ -39,12 +39,13 @@ from torch import Tensor, nn
 
 from neuralab import data
 from neuralab.config import RunConfig
+from neuralab.data.batches import RandomWindows
 from neuralab.errors import UserError
 from neuralab.plots import save_figure, subplots
 from neuralab.seed import derived_generator
 from neuralab.tasks import ClassifyTask, build_task
-from neuralab.train.batches import RandomWindows
-from neuralab.train.loop import build_language_model, build_model
+from neuralab.tasks.classify import build_image_model
+from neuralab.tasks.language_model import build_language_model
 
 INIT_TOLERANCE = 0.25  # init_loss passes if |loss - ln C| < INIT_TOLERANCE * ln C
 OVERFIT_TOLERANCE = 0.05  # overfit_batch passes once loss - (lowest possible loss) < this
@@ -328,11 +329,11 @@ def run_checks(
         y = y_train if y is None else y
     if len(x) != len(y):
         raise UserError(f"{len(x)} images but {len(y)} labels")
-    task = build_task(cfg, spec.num_classes)
+    task = build_task(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # as the loop seeds before building: the same init
         if model is None:
-            model = build_model(cfg, spec, x)
+            model = build_image_model(cfg, spec, x)
         order = torch.randperm(len(x), generator=derived_generator(cfg.seed, 0))  # epoch 0
         x, y = x[order], y[order]
         results = [
@@ -355,7 +356,8 @@ def run_checks(
 def _run_text_checks(cfg: RunConfig, out_dir: Path) -> list[CheckResult]:
     """The checks of a text run, on windows of its training text."""
     tokenizer, splits = data.load_token_splits(cfg.data)
-    task = build_task(cfg, tokenizer.vocab_size)
+    task = build_task(cfg)
+    task.num_classes = tokenizer.vocab_size
     task.carry = False  # the checks read windows, not streams
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from neuralab import data
 from neuralab.config import RunConfig
+from neuralab.data.batches import ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import ImageClassifier
@@ -51,7 +52,6 @@ from neuralab.ssl.probe import (
     split_features,
 )
 from neuralab.tasks import ClassifyTask
-from neuralab.train.batches import ImageBatches
 from neuralab.train.optim import build_optimizer, lr_factor, set_lr
 
 METHODS = {

@@ -12,7 +12,10 @@ function of (seed, step)) and keeps its own contiguous shard of it. After the ba
 the share of the global batch it saw, so the sum is the gradient of the global batch's mean
 loss: the step is the one a single process takes on the whole batch, whatever the number of
 processes (up to float rounding) — and whatever the number of micro-batches of gradient
-accumulation, which are weighted the same way.
+accumulation, which are weighted the same way. That holds for models whose output for one
+example does not depend on the others: BatchNorm does, so under several processes it becomes
+SyncBatchNorm on GPUs and is refused on CPUs (``neuralab.train.trainer``); under gradient
+accumulation its statistics are those of each micro-batch.
 
 Why one all-reduce after the backward and not ``DistributedDataParallel``'s hooks: a task
 may run several forward passes per step (PGD's attack and TRADES' two terms) or call into a

@@ -57,6 +57,23 @@ def check_parallel(tc: TrainConfig, world: distributed.World) -> None:
         )
 
 
+def _sync_batchnorm(model: torch.nn.Module, world: distributed.World, device: torch.device):
+    """Under torchrun, BatchNorm must normalise by the statistics of the global batch for a
+    step to equal the one-process step: SyncBatchNorm (Ioffe & Szegedy 2015 over all ranks),
+    which PyTorch runs on GPUs only; on CPUs such a model is refused rather than silently
+    trained with per-process statistics."""
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if not (world.distributed and has_bn):
+        return model
+    if device.type != "cuda":
+        raise UserError(
+            "this model has BatchNorm, whose statistics would differ per process under torchrun "
+            "on CPUs (SyncBatchNorm needs GPUs); train it in one process, or use a model "
+            "without BatchNorm (e.g. model.name=mlp model.batchnorm=false)"
+        )
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 @dataclass
 class StepResult:
     """One optimizer step's summed loss, correct count and count over every rank, whether the
@@ -100,7 +117,7 @@ class Trainer:
         self.cfg, self.task, self.world, self.batches = cfg, task, world, setup.batches
         self.device = train_device(tc.device)
         self.amp_dtype = autocast_dtype(tc.precision, self.device)
-        model = self.model = setup.model.to(self.device)
+        model = self.model = _sync_batchnorm(setup.model, world, self.device).to(self.device)
         self.x_val, self.y_val = (t.to(self.device) for t in setup.val)
         if tc.channels_last:
             model = self.model = model.to(memory_format=torch.channels_last)

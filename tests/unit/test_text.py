@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neuralab import config
+from neuralab.data.batches import RandomWindows, Streams
 from neuralab.data.text import (
     CharTokenizer,
     eval_streams,
@@ -20,7 +21,6 @@ from neuralab.data.text import (
 from neuralab.errors import UserError
 from neuralab.train import checkpoint, fit, new_run_dir
 from neuralab.train import test as run_test
-from neuralab.data.batches import RandomWindows, Streams
 
 WORDS = "to be or not that is the question whether tis nobler in mind suffer".split()
 

@@ -25,8 +25,8 @@ import torch
 
 from neuralab import config, data
 from neuralab.models import create_model
+from neuralab.probe.label_efficiency import label_efficiency
 from neuralab.runs import set_threads
-from neuralab.ssl.label_efficiency import label_efficiency
 from neuralab.ssl.probe import (
     knn,
     knn_accuracy,

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from neuralab import config, data
 from neuralab.errors import UserError
 from neuralab.models import create_model
+from neuralab.probe.label_efficiency import METHODS, label_efficiency, train_supervised
 from neuralab.ssl import extract_features, knn_predict, nt_xent
 from neuralab.ssl import label_efficiency as label_efficiency_module
-from neuralab.ssl.label_efficiency import METHODS, label_efficiency, train_supervised
 from neuralab.ssl.mae import encode_visible, patchify, random_patch_mask
 from neuralab.ssl.model import build_ssl_model
 from neuralab.ssl.nnclr import SupportSet, nnclr_loss

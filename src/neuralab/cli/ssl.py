@@ -100,7 +100,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
 
 def cmd_label_efficiency(args: argparse.Namespace) -> int:
-    from neuralab.ssl.label_efficiency import METHODS, label_efficiency
+    from neuralab.probe.label_efficiency import METHODS, label_efficiency
 
     fractions = tuple(comma_list(args.fractions, "--fractions", float, "0.01,0.1,1.0"))
     result = label_efficiency(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neuralab import runs
 from neuralab.errors import UserError
 
 PRESETS_DIR = Path(__file__).parent / "configs"
@@ -163,6 +164,8 @@ _SECTION_CLASSES = {
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
     origin = typing.get_origin(tp)
     if origin is tuple:
         return f"a list of {_type_name(typing.get_args(tp)[0])}s"
@@ -172,47 +175,12 @@ def _type_name(tp: Any) -> str:
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
-    """Convert ``value`` (from TOML or a ``key=value`` string) to type ``tp``, or raise."""
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        origin = typing.get_origin(tp)
-    bad = UserError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
-    if isinstance(value, str) and tp is not str:
-        text = value.strip()
-        if origin is tuple and not text.startswith("["):
-            text = f"[{text}]"
-        try:
-            value = json.loads(text.replace("'", '"')) if text else text
-        except json.JSONDecodeError:
-            if tp is bool and text.lower() in ("true", "false"):
-                value = text.lower() == "true"
-            else:
-                raise bad from None
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise bad
-        inner = typing.get_args(tp)[0]
-        return tuple(coerce(key, v, inner) for v in value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise bad
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    raise TypeError(f"unsupported config type {tp} for {key}")
+    """Convert ``value`` (from TOML or a ``key=value`` string) to type ``tp``, or a one-line
+    ``UserError`` naming ``key`` and the type it takes."""
+    try:
+        return runs.coerce(value, tp, text=True)
+    except TypeError:
+        raise UserError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}") from None
 
 
 def section_values(section: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:

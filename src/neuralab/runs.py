@@ -1,4 +1,5 @@
-"""Run directories: create one (never overwriting), read what one holds, share the CPU.
+"""Run directories: create one (never overwriting), read what one holds, share the CPU; and
+the one type coercer that configs and model options go through.
 
 Ground level: every kind of run (supervised, self-supervised, reinforcement learning, sweeps)
 keeps its results in a run directory made and read here.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,3 +77,42 @@ def set_threads(threads: int) -> int:
     n = threads or max(1, len(os.sched_getaffinity(0)) // local)
     torch.set_num_threads(n)
     return n
+
+
+def coerce(value: Any, tp: Any, *, text: bool = False) -> Any:
+    """``value`` as type ``tp`` (a bool, int, float, str, tuple of them, or optional one), or
+    TypeError. Ints widen to floats and lists become tuples; nothing else is converted, unless
+    ``text``: then ``value`` may be written as in a config file or a ``key=value`` override (a
+    string parsed as JSON, ``true``/``false``, ``1,2`` for a tuple) and whole floats are ints.
+    """
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
+    if text and isinstance(value, str) and tp is not str:
+        raw = value.strip()
+        if origin is tuple and not raw.startswith("["):
+            raw = f"[{raw}]"
+        try:
+            value = json.loads(raw.replace("'", '"')) if raw else raw
+        except json.JSONDecodeError:
+            if tp is not bool or raw.lower() not in ("true", "false"):
+                raise TypeError(value) from None
+            value = raw.lower() == "true"
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise TypeError(value)
+        args = typing.get_args(tp)
+        inner = [args[0]] * len(value) if len(args) == 1 or args[-1] is Ellipsis else list(args)
+        if len(inner) != len(value):
+            raise TypeError(value)
+        return tuple(coerce(v, h, text=text) for v, h in zip(value, inner, strict=True))
+    if isinstance(value, bool) and tp is not bool:  # bool is an int subclass; True is no width
+        raise TypeError(value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    if tp is int and text and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, tp):
+        raise TypeError(value)
+    return value

@@ -19,7 +19,6 @@ import numpy as np
 from neuralab.data.spec import RawData
 from neuralab.errors import UserError
 
-UBYTE = 0x08
 IMAGES_MAGIC = 0x00000803  # uint8, 3 dims: (N, H, W)
 LABELS_MAGIC = 0x00000801  # uint8, 1 dim: (N,)
 
@@ -47,7 +46,7 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
     if found != magic:
         raise UserError(
             f"{path}: wrong IDX magic 0x{found:08x}, expected 0x{magic:08x}; "
-            f"not an {'image' if magic == IMAGES_MAGIC else 'label'} file of this dataset"
+            f"not {'an image' if magic == IMAGES_MAGIC else 'a label'} file of this dataset"
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim

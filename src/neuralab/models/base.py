@@ -23,6 +23,7 @@ from torch import nn
 
 from neuralab.errors import UserError
 from neuralab.registry import Registry
+from neuralab.runs import coerce
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -250,25 +251,6 @@ def register_model(name: str, **defaults: Any) -> Callable[[M], M]:
     return add
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """``value`` as type ``hint`` (list -> tuple, int -> float), or TypeError if it does not fit."""
-    if typing.get_origin(hint) is tuple:
-        if not isinstance(value, tuple | list):
-            raise TypeError
-        args = typing.get_args(hint)
-        item_hints = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
-        if len(item_hints) != len(value):
-            raise TypeError
-        return tuple(_coerce(v, h) for v, h in zip(value, item_hints, strict=True))
-    if isinstance(value, bool) and hint is not bool:  # bool is an int subclass; True is no width
-        raise TypeError
-    if hint is float and isinstance(value, int):
-        return float(value)
-    if not isinstance(value, hint):
-        raise TypeError
-    return value
-
-
 def model_config_class(name: str) -> type[ImageModelConfig | TextModelConfig]:
     """The config dataclass of model ``name`` (UserError if no such model)."""
     return MODELS.get(name)[0].Config
@@ -289,7 +271,7 @@ def model_config(name: str, **overrides: Any) -> ImageModelConfig | TextModelCon
             valid = ", ".join(sorted(types))
             raise UserError(f"model {name!r} has no option {key!r}; valid options: {valid}")
         try:
-            values[key] = _coerce(value, types[key])
+            values[key] = coerce(value, types[key])
         except TypeError:
             hint = types[key]
             expected = hint if typing.get_origin(hint) else hint.__name__  # tuple[int, ...] | int

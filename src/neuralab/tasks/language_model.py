@@ -19,6 +19,7 @@ from neuralab import data
 from neuralab.data.batches import RandomWindows, Streams
 from neuralab.errors import UserError
 from neuralab.models import LanguageModel, create_model
+from neuralab.models.rnn import detach_state
 from neuralab.seed import seed_everything
 from neuralab.tasks.base import TASKS, Setup, Task
 
@@ -26,15 +27,6 @@ if TYPE_CHECKING:
     from neuralab.config import DataConfig, RunConfig
 
 EVAL_CHUNK = 512  # a recurrent model reads long eval streams this many tokens at a time
-
-
-def detach_state(state: Any) -> Any:
-    """``state`` (None, a tensor, or nested tuples/lists of tensors) cut from the graph."""
-    if state is None:
-        return None
-    if isinstance(state, Tensor):
-        return state.detach()
-    return type(state)(detach_state(s) for s in state)
 
 
 def build_language_model(cfg: RunConfig, vocab_size: int) -> LanguageModel:

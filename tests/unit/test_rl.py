@@ -22,6 +22,7 @@ from neuralab.rl.envs import (  # noqa: E402
     pong_frame,
 )
 from neuralab.rl.evaluate import evaluate  # noqa: E402
+from neuralab.rl.nets import anneal, build_optimizer  # noqa: E402
 from neuralab.rl.ppo import PPO, clipped_surrogate, gae  # noqa: E402
 from neuralab.rl.reinforce import Reinforce, discounted_returns  # noqa: E402
 from neuralab.rl.run import new_run_dir, train  # noqa: E402
@@ -108,6 +109,20 @@ def test_ppo_clipped_objective_equals_the_formula() -> None:
     torch.testing.assert_close(loss, torch.tensor(-(0.5 - 1.0 + 2.4 - 3.0 - 0.8) / 5))
 
 
+@pytest.mark.parametrize("anneal_lr", [True, False])
+def test_lr_annealing_is_the_loops_linear_schedule_bit_for_bit(anneal_lr: bool) -> None:
+    """optim.anneal_lr uses the training loop's schedule (lr_factor's "linear" with no
+    warm-up and no floor, or "constant"), and sets exactly CleanRL's lr * (1 - done), done
+    the fraction of the run's env steps taken, float for float, at every update of a run."""
+    cfg = cfg_of("cartpole_ppo", f"optim.anneal_lr={str(anneal_lr).lower()}")
+    optimizer = build_optimizer(torch.nn.Linear(2, 2).parameters(), cfg.optim)
+    total = cfg.train.total_steps
+    for env_steps in range(0, total, 256):
+        lr = anneal(optimizer, cfg.optim, env_steps, total)
+        expected = cfg.optim.lr * (1.0 - env_steps / total) if anneal_lr else cfg.optim.lr
+        assert lr == expected and optimizer.param_groups[0]["lr"] == expected
+
+
 # ------------------------------------------------------------------------------- DQN
 
 
@@ -151,17 +166,45 @@ def test_vector_env_resets_on_the_same_step_with_the_final_observation() -> None
     cfg = cfg_of("cartpole_ppo", "env.num_envs=2")
     envs = make_vector_env(cfg.env)
     envs.reset(seed=0)
-    stats, ends = EpisodeStats(2), 0
+    stats, ends = EpisodeStats(), 0
     for _ in range(100):
         obs, reward, terminated, truncated, info = envs.step(np.zeros(2, dtype=np.int64))
         assert (reward == 1.0).all()
         done = terminated | truncated
-        stats.step(reward, done)
+        stats.step(info)
         for i in np.flatnonzero(done):
             ends += 1
             assert abs(info["final_obs"][i][2]) > 0.2  # fell over: pole angle past the limit
             assert np.abs(obs[i]).max() <= 0.05  # a fresh episode's first observation
     assert ends > 0 and stats.pop()["train/episodes"] == ends
+
+
+def test_episode_statistics_are_every_episodes_own_sums() -> None:
+    """Gymnasium's RecordEpisodeStatistics, which the training episodes' returns and lengths
+    come from, reports exactly the sum of each episode's rewards (in float64, as they are
+    added up step by step) and its number of steps, for every episode of every env, not
+    only the first: Gymnasium before 1.4 dropped the first step of each later episode under
+    SAME_STEP autoreset. LunarLander's rewards are fractional, so any lost or extra step or
+    other order of summation shows."""
+    pytest.importorskip("Box2D")
+    cfg = cfg_of("lunarlander_ppo", "env.num_envs=3")
+    envs = make_vector_env(cfg.env)
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    stats = EpisodeStats()
+    running, length = np.zeros(3), np.zeros(3, dtype=np.int64)
+    returns, lengths = [], []
+    while len(returns) < 9:
+        _, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+        running += reward
+        length += 1
+        stats.step(info)
+        for i in np.flatnonzero(terminated | truncated):
+            returns.append(float(running[i]))
+            lengths.append(int(length[i]))
+            running[i], length[i] = 0.0, 0
+    assert stats.returns == returns and stats.lengths == lengths
+    assert len(set(lengths)) > 1 and any(r != round(r) for r in returns)
 
 
 def test_pong_preprocessing_as_in_pg_pong() -> None:
@@ -334,3 +377,25 @@ def test_a_finished_run_continues_with_more_steps(tmp_path) -> None:
     more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, total_steps=160))
     results = train(more, run, resume=True, progress=False)
     assert results["train/updates"] == 5 and results["env/steps"] == 160
+
+
+def test_a_run_checkpointed_with_the_old_progress_names_resumes(tmp_path) -> None:
+    """Checkpoints written before rl/ shared runs.Progress name its fields env_steps,
+    best_return and best_env_steps; such a run still resumes, from the same place."""
+    cfg = tiny("cartpole_ppo", "train.checkpoint_every=2", "train.total_steps=64")
+    run = new_run_dir(tmp_path / "r", cfg)
+    train(cfg, run, progress=False)
+    meta_path = run / "checkpoints/last/meta.json"
+    meta = json.loads(meta_path.read_text())
+    new = meta["progress"]
+    meta["progress"] = {
+        "update": new["update"],
+        "env_steps": new["step"],
+        "wall_s": new["wall_s"],
+        "best_return": new["best"],
+        "best_env_steps": new["best_step"],
+    }
+    meta_path.write_text(json.dumps(meta))
+    more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, total_steps=128))
+    results = train(more, run, resume=True, progress=False)
+    assert results["train/updates"] == 4 and results["env/steps"] == 128

@@ -4,6 +4,11 @@ The same rules as supervised runs (``neuralab.config``): defaults < TOML file <
 ``a.b=c`` overrides, every key checked, the resolved config saved as
 ``config.toml`` in the run directory. ``algo`` picks the algorithm; only its own
 section (``[ppo]``, ``[dqn]`` or ``[reinforce]``) is written to the run's config.
+
+Reading, coercing, checking and writing go through ``neuralab.config``'s machinery; only
+the sections are RL's own, because a run here is measured in environment steps and
+updates, not epochs of a dataset, and its optimizers are Adam and RMSProp with their own
+eps (CleanRL's and pg-pong's), not AdamW/SGD with weight-decay groups.
 """
 
 from __future__ import annotations
@@ -14,20 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from neuralab import config as config_lib
+from neuralab.config import choices
 from neuralab.errors import UserError
 
 ALGOS = ("reinforce", "ppo", "dqn")
-
-
-def _choices(*values: str) -> dict[str, tuple[str, ...]]:
-    return {"choices": values}
 
 
 @dataclass(frozen=True)
 class EnvConfig:
     id: str = "CartPole-v1"  # any Gymnasium id with discrete actions
     num_envs: int = 4  # in-process vector envs (reinforce: episodes per update)
-    preprocess: str = field(default="none", metadata=_choices("none", "pong"))
+    preprocess: str = field(default="none", metadata=choices("none", "pong"))
     actions: tuple[int, ...] = ()  # a subset of the env's actions, e.g. [2, 3]; () = all
     max_episode_steps: int = 0  # 0 = the env's own time limit
 
@@ -35,11 +37,13 @@ class EnvConfig:
 @dataclass(frozen=True)
 class NetConfig:
     hidden: tuple[int, ...] = (64, 64)
-    activation: str = field(default="tanh", metadata=_choices("tanh", "relu"))
+    activation: str = field(default="tanh", metadata=choices("tanh", "relu"))
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class RLTrainConfig:
+    """The run's length in environment steps, and when it evaluates and checkpoints."""
+
     total_steps: int = 100_000  # environment steps (summed over the vector envs)
     threads: int = 1  # torch CPU threads; 1 is fastest for small MLPs
     checkpoint_every: int = 20  # updates between checkpoints (envs are re-seeded there)
@@ -48,8 +52,10 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    name: str = field(default="adam", metadata=_choices("adam", "rmsprop"))
+class RLOptimConfig:
+    """Adam (PPO, DQN) or RMSProp (pg-pong), an lr annealed linearly, gradient clipping."""
+
+    name: str = field(default="adam", metadata=choices("adam", "rmsprop"))
     lr: float = 2.5e-4
     eps: float = 1e-5
     decay: float = 0.99  # RMSProp's moving-average decay (torch's alpha)
@@ -90,12 +96,12 @@ class DQNConfig:
 class ReinforceConfig:
     gamma: float = 0.99
     # value: a learned state-value baseline; normalize: standardised returns (pg-pong)
-    baseline: str = field(default="value", metadata=_choices("value", "normalize"))
+    baseline: str = field(default="value", metadata=choices("value", "normalize"))
     reset_on_reward: bool = False  # Pong: every point (nonzero reward) ends a return
     vf_coef: float = 0.5
     # mean: the loss averages over the batch's steps; sum: adds them up, as pg-pong's gradient
     # does (it matters to RMSProp, whose eps is then small beside the gradient's scale)
-    reduction: str = field(default="mean", metadata=_choices("mean", "sum"))
+    reduction: str = field(default="mean", metadata=choices("mean", "sum"))
 
 
 @dataclass(frozen=True)
@@ -104,8 +110,8 @@ class RLConfig:
     algo: str = "ppo"
     env: EnvConfig = field(default_factory=EnvConfig)
     model: NetConfig = field(default_factory=NetConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: RLTrainConfig = field(default_factory=RLTrainConfig)
+    optim: RLOptimConfig = field(default_factory=RLOptimConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
@@ -114,8 +120,8 @@ class RLConfig:
 _SECTIONS = {
     "env": EnvConfig,
     "model": NetConfig,
-    "train": TrainConfig,
-    "optim": OptimConfig,
+    "train": RLTrainConfig,
+    "optim": RLOptimConfig,
     "ppo": PPOConfig,
     "dqn": DQNConfig,
     "reinforce": ReinforceConfig,

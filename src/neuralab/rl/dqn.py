@@ -102,7 +102,7 @@ class DQN:
     def reset(self, seed: int) -> None:
         """Start a segment: re-seed every env (env i gets seed + i)."""
         self.next_obs, _ = self.envs.reset(seed=seed)
-        self.stats = EpisodeStats(self.num_envs)
+        self.stats = EpisodeStats()
 
     def epsilon(self, env_steps: int) -> float:
         span = self.c.exploration_fraction * self.cfg.train.total_steps
@@ -112,7 +112,7 @@ class DQN:
     def update(self, update: int, env_steps: int) -> dict[str, float]:
         """``train_freq`` steps of every env, then ``gradient_steps`` learning steps."""
         c, n = self.c, self.num_envs
-        lr = anneal(self.optimizer, self.cfg.optim, env_steps / self.cfg.train.total_steps)
+        lr = anneal(self.optimizer, self.cfg.optim, env_steps, self.cfg.train.total_steps)
         for k in range(c.train_freq):
             x = as_batch(self.next_obs)
             with torch.no_grad():
@@ -130,7 +130,7 @@ class DQN:
                 next_obs=as_batch(real_next),
                 terminated=torch.as_tensor(terminated, dtype=torch.float32),
             )
-            self.stats.step(reward, terminated | truncated)
+            self.stats.step(info)
             self.next_obs = next_obs
         steps = c.train_freq * n
         metrics = {"env_steps": steps, "lr": lr, "dqn/epsilon": self.epsilon(env_steps + steps)}

@@ -11,6 +11,10 @@ transition a learner sees is real; none needs masking.
 In-process (``SyncVectorEnv``) rather than subprocess vector envs: for
 environments as cheap as CartPole or LunarLander, pickling observations between
 processes costs more than stepping the envs.
+
+Training episodes' returns and lengths are counted by Gymnasium's own
+``RecordEpisodeStatistics`` vector wrapper (which counts SAME_STEP episodes right from
+Gymnasium 1.4 on; earlier versions drop the first step of every episode after an env's first).
 """
 
 from __future__ import annotations
@@ -112,12 +116,14 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     return env
 
 
-def make_vector_env(cfg: EnvConfig) -> gym.vector.SyncVectorEnv:
-    """``cfg.num_envs`` envs stepped in this process, reset on the step that ends an episode."""
-    return gym.vector.SyncVectorEnv(
+def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
+    """``cfg.num_envs`` envs stepped in this process, reset on the step that ends an episode;
+    that step's ``infos["episode"]`` holds the episode's return and length."""
+    envs = gym.vector.SyncVectorEnv(
         [lambda: make_env(cfg) for _ in range(cfg.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
 def spaces(cfg: EnvConfig) -> tuple[int, int]:
@@ -129,21 +135,18 @@ def spaces(cfg: EnvConfig) -> tuple[int, int]:
 
 
 class EpisodeStats:
-    """Returns and lengths of the episodes that finish in a vector env, per env."""
+    """Returns and lengths of the episodes that finish in a ``make_vector_env``, collected
+    from the ``infos`` of its steps (in the order of the envs that finish at each step)."""
 
-    def __init__(self, num_envs: int) -> None:
-        self.running = np.zeros(num_envs)
-        self.length = np.zeros(num_envs, dtype=np.int64)
+    def __init__(self) -> None:
         self.returns: list[float] = []
         self.lengths: list[int] = []
 
-    def step(self, rewards: np.ndarray, dones: np.ndarray) -> None:
-        self.running += rewards
-        self.length += 1
-        for i in np.flatnonzero(dones):
-            self.returns.append(float(self.running[i]))
-            self.lengths.append(int(self.length[i]))
-            self.running[i], self.length[i] = 0.0, 0
+    def step(self, infos: dict) -> None:
+        if "_episode" in infos:
+            done = infos["_episode"]
+            self.returns.extend(infos["episode"]["r"][done].tolist())
+            self.lengths.extend(infos["episode"]["l"][done].tolist())
 
     def pop(self) -> dict[str, float]:
         """Mean return and length of the episodes finished since the last pop (if any)."""

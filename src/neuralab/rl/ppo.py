@@ -81,7 +81,7 @@ class PPO:
     def reset(self, seed: int) -> None:
         """Start a segment: re-seed every env (env i gets seed + i)."""
         self.next_obs, _ = self.envs.reset(seed=seed)
-        self.stats = EpisodeStats(self.num_envs)
+        self.stats = EpisodeStats()
 
     def _rollout(self) -> dict[str, torch.Tensor]:
         c, n = self.c, self.num_envs
@@ -94,7 +94,7 @@ class PPO:
                 value = self.agent.value(x)
             next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
             done = terminated | truncated
-            self.stats.step(reward, done)
+            self.stats.step(info)
             reward = torch.as_tensor(reward, dtype=torch.float32)
             for i in np.flatnonzero(truncated & ~terminated):  # time limit: bootstrap
                 with torch.no_grad():
@@ -120,7 +120,7 @@ class PPO:
     def update(self, update: int, env_steps: int) -> dict[str, float]:
         """One rollout and its minibatch epochs; ``env_steps`` taken so far set the lr."""
         c = self.c
-        lr = anneal(self.optimizer, self.cfg.optim, env_steps / self.cfg.train.total_steps)
+        lr = anneal(self.optimizer, self.cfg.optim, env_steps, self.cfg.train.total_steps)
         b = self._rollout()
         size = len(b["obs"])
         clipfracs, kls = [], []

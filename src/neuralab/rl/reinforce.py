@@ -64,7 +64,7 @@ class Reinforce:
     def update(self, update: int, env_steps: int) -> dict[str, float]:
         """A batch of whole episodes, then one gradient step."""
         c = self.c
-        lr = anneal(self.optimizer, self.cfg.optim, env_steps / self.cfg.train.total_steps)
+        lr = anneal(self.optimizer, self.cfg.optim, env_steps, self.cfg.train.total_steps)
         episodes = play_episodes(self.envs, self._act, self.seeds)
         self.seeds = [None] * len(self.envs)  # later episodes continue each env's RNG
         returns = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from neuralab.rl.envs import derived_seed, spaces
 from neuralab.rl.evaluate import evaluate, record_gif
 from neuralab.rl.ppo import PPO, ActorCritic
 from neuralab.rl.reinforce import PolicyNet, Reinforce
-from neuralab.runs import make_run_dir, read_jsonl, set_threads
+from neuralab.runs import Progress, make_run_dir, read_jsonl, set_threads
 from neuralab.seed import rng_state, seed_everything, set_rng_state
 from neuralab.train import checkpoint
 from neuralab.train.metrics import MetricsLogger
@@ -39,16 +39,8 @@ from neuralab.train.metrics import MetricsLogger
 ALGORITHMS = {"reinforce": Reinforce, "ppo": PPO, "dqn": DQN}
 AGENTS = {"reinforce": PolicyNet, "ppo": ActorCritic, "dqn": QAgent}
 
-
-@dataclass
-class Progress:
-    """Where the run stands; saved in every checkpoint's meta.json."""
-
-    update: int = 0
-    env_steps: int = 0
-    wall_s: float = 0.0
-    best_return: float | None = None
-    best_env_steps: int | None = None
+# the names this record's fields had in checkpoints written before rl/ used runs.Progress
+_OLD_NAMES = {"env_steps": "step", "best_return": "best", "best_env_steps": "best_step"}
 
 
 def new_run_dir(run_dir: str | Path | None, cfg: RLConfig) -> Path:
@@ -67,43 +59,47 @@ def build(cfg: RLConfig):
 def train(
     cfg: RLConfig, run_dir: Path, *, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
-    """Train ``cfg`` in ``run_dir`` (from ``new_run_dir``, or a stopped run to resume)."""
+    """Train ``cfg`` in ``run_dir`` (from ``new_run_dir``, or a stopped run to resume).
+
+    ``runs.Progress`` keeps the run's place: ``step`` counts environment steps, ``update``
+    updates, and ``best``/``best_step`` are the best greedy mean return and where it was.
+    """
     tc = cfg.train
     threads = set_threads(tc.threads)
     algo = build(cfg)
     state = Progress()
     if resume:
         ckpt = checkpoint.read(run_dir, "last")
-        state = Progress(**ckpt.meta["progress"])
-        if state.env_steps >= tc.total_steps:
+        state = Progress(**{_OLD_NAMES.get(k, k): v for k, v in ckpt.meta["progress"].items()})
+        if state.step >= tc.total_steps:
             raise UserError(f"{run_dir} already took its {tc.total_steps} steps; nothing to resume")
         algo.agent.load_state_dict(ckpt.model)
         algo.load_state_dict(ckpt.state["algo"])
         set_rng_state(ckpt.state["rng"])
     ckpt_root = run_dir / "checkpoints"
-    logger = MetricsLogger(run_dir, start_step=state.env_steps)
-    bar = tqdm(total=tc.total_steps, initial=state.env_steps, disable=not progress, unit="step")
+    logger = MetricsLogger(run_dir, start_step=state.step)
+    bar = tqdm(total=tc.total_steps, initial=state.step, disable=not progress, unit="step")
     started = time.perf_counter() - state.wall_s
     segment_start = True  # a resumed run re-seeds its envs even off a segment boundary
     try:
-        while state.env_steps < tc.total_steps:
+        while state.step < tc.total_steps:
             if segment_start or state.update % tc.checkpoint_every == 0:
                 algo.reset(derived_seed(cfg.seed, state.update))
                 segment_start = False
-            metrics = algo.update(state.update, state.env_steps)
+            metrics = algo.update(state.update, state.step)
             steps = metrics.pop("env_steps")
             state.update += 1
-            state.env_steps += steps
-            record = {"step": state.env_steps, "update": state.update, **metrics}
-            at_end = state.env_steps >= tc.total_steps
+            state.step += steps
+            record = {"step": state.step, "update": state.update, **metrics}
+            at_end = state.step >= tc.total_steps
             if state.update % tc.checkpoint_every == 0 or at_end:
                 best = False
                 if tc.eval_episodes:
                     ev = evaluate(cfg, algo.agent, tc.eval_episodes)
                     record |= {f"eval/{k}": ev[k] for k in ("mean_return", "std_return")}
-                    best = state.best_return is None or ev["mean_return"] > state.best_return
+                    best = state.best is None or ev["mean_return"] > state.best
                 if best:
-                    state.best_return, state.best_env_steps = ev["mean_return"], state.env_steps
+                    state.best, state.best_step = ev["mean_return"], state.step
                 state.wall_s = time.perf_counter() - started
                 logger.log({**record, "wall_s": state.wall_s})
                 _save(ckpt_root, algo, state, best)
@@ -118,13 +114,13 @@ def train(
     results = {
         "algo": cfg.algo,
         "env": cfg.env.id,
-        "env/steps": state.env_steps,
+        "env/steps": state.step,
         "train/updates": state.update,
         "train/wall_s": round(state.wall_s, 2),
-        "train/steps_per_s": round(state.env_steps / max(state.wall_s, 1e-9), 1),
+        "train/steps_per_s": round(state.step / max(state.wall_s, 1e-9), 1),
         "train/threads": threads,
-        "eval/best_mean_return": state.best_return,
-        "eval/best_env_steps": state.best_env_steps,
+        "eval/best_mean_return": state.best,
+        "eval/best_env_steps": state.best_step,
     }
     if tc.final_eval_episodes:
         ev = evaluate(cfg, algo.agent, tc.final_eval_episodes)

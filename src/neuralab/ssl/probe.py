@@ -6,9 +6,12 @@ features (``forward_features``, eval mode) are computed once, and
 
 - the **linear probe** is a multinomial logistic regression on those features (standardised
   with the training features' mean and std), fitted by full-batch L-BFGS; its L2 strength is
-  chosen on the val split when every label is used, and by 5-fold cross-validation inside
-  the labelled subset when only a fraction is (the val split's labels are not part of a 1%
-  budget); the test split is touched once, by the chosen probe;
+  chosen on the val split when every label is used, and by stratified 5-fold cross-validation
+  (scikit-learn's ``StratifiedKFold``) inside the labelled subset when only a fraction is (the
+  val split's labels are not part of a 1% budget); the test split is touched once, by the
+  chosen probe. The fit minimises scikit-learn's multinomial ``LogisticRegression`` objective
+  with ``C = 1 / (2 · l2 · N)`` (a test checks that both reach the same accuracy); it stays in
+  torch, on the tensors the features already are;
 - **kNN** classifies each test image by its k most cosine-similar labelled training images,
   votes weighted by exp(cos / t) (Wu et al. 2018).
 
@@ -19,6 +22,7 @@ seed, the same subset for every method. Nothing here changes the encoder's weigh
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +104,7 @@ class LinearProbe:
 
 
 def _fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, iters: int) -> tuple:
+    """(weight, bias) minimising mean cross-entropy + l2 · |weight|² (the bias is free)."""
     w = torch.zeros(x.shape[1], num_classes, requires_grad=True)
     b = torch.zeros(num_classes, requires_grad=True)
     opt = torch.optim.LBFGS(
@@ -116,15 +121,33 @@ def _fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, iters: int)
     return w.detach(), b.detach()
 
 
+def stratified_folds(y: Tensor, folds: int = CV_FOLDS) -> list[tuple[Tensor, Tensor]]:
+    """(kept, held-out) indices of each of ``folds`` parts of ``y`` that hold every class in
+    the same proportion (a fixed shuffle, seed 0); fewer parts when a class has fewer members.
+
+    A class with a single labelled example (a 1% budget of a small dataset) lands in one part
+    only, and the probe fitted without it cannot predict it there: every L2 strength pays the
+    same for it, so the choice between them is still fair; scikit-learn's warning about it
+    is not repeated to the user.
+    """
+    from sklearn.model_selection import StratifiedKFold  # late: scikit-learn takes a second
+
+    counts = torch.bincount(y)
+    smallest = int(counts[counts > 0].min())
+    splitter = StratifiedKFold(max(2, min(folds, smallest)), shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        parts = list(splitter.split(torch.zeros(len(y), 1).numpy(), y.numpy()))
+    return [(torch.as_tensor(kept), torch.as_tensor(held)) for kept, held in parts]
+
+
 def _cross_validated_accuracy(
     z: Tensor, y: Tensor, num_classes: int, l2: float, iters: int, folds: int
 ) -> float:
-    """Accuracy of the probe with strength ``l2`` on each of ``folds`` held-out parts of
-    (z, y) when fitted on the others (a fixed random split)."""
-    parts = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).chunk(folds)
+    """Accuracy of the probe with strength ``l2`` on each held-out part of (z, y) when fitted
+    on the others, over the ``stratified_folds`` of y."""
     correct = 0
-    for i, held in enumerate(parts):
-        kept = torch.cat([p for j, p in enumerate(parts) if j != i])
+    for kept, held in stratified_folds(y, folds):
         w, b = _fit_logistic(z[kept], y[kept], num_classes, l2, iters)
         correct += int(((z[held] @ w + b).argmax(dim=1) == y[held]).sum())
     return correct / len(y)
@@ -138,8 +161,9 @@ def fit_linear_probe(
     iters: int = 300,
 ) -> tuple[LinearProbe, float]:
     """Logistic regression on (features, labels) ``train`` with the L2 strength of the grid
-    that is most accurate on ``val`` or, when ``val`` is None, in 5-fold cross-validation on
-    ``train`` itself (then refitted on all of it); returns the probe and that accuracy."""
+    that is most accurate on ``val`` or, when ``val`` is None, in stratified 5-fold
+    cross-validation on ``train`` itself (then refitted on all of it); returns the probe and
+    that accuracy."""
     f, y = train
     mean, std = f.mean(dim=0), f.std(dim=0).clamp(min=1e-6)
     z = (f - mean) / std

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from neuralab.cli.common import Parser, add_json, print_json
+from neuralab.cli.common import Parser, add_json, print_json, table
 from neuralab.errors import UserError
 
 ORDER = 0
@@ -34,7 +34,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"datasets": rows})
         return 0
-    table = [
+    lines = [
         [
             r["name"],
             "x".join(map(str, r["shape"])) if r["kind"] == "image" else "text",
@@ -43,7 +43,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         ]
         for r in rows
     ]
-    print(table(table, ["dataset", "shape", "classes", "found at"]))
+    print(table(lines, ["dataset", "shape", "classes", "found at"]))
     return 0
 
 
@@ -80,8 +80,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         inputs = {"image": "1x28x28, 10 classes", "text": "65-character vocabulary"}
         print_json({"inputs": inputs, "models": rows})
     else:
-        table = [[r["name"], r["kind"], f"{r['params']:,}"] for r in rows]
-        print(table(table, ["model", "kind", "params"]))
+        lines = [[r["name"], r["kind"], f"{r['params']:,}"] for r in rows]
+        print(table(lines, ["model", "kind", "params"]))
         print("params at the defaults: images 1x28x28 with 10 classes; text with 65 characters")
     return 0
 

@@ -115,11 +115,11 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    table = result["table"]
-    labels = [table["scratch"][f"{f:g}"]["labels"] for f in fractions]
+    cells = result["table"]
+    labels = [cells["scratch"][f"{f:g}"]["labels"] for f in fractions]
     header = ["method", *(f"{f:g} ({n} labels)" for f, n in zip(fractions, labels, strict=True))]
     rows = [
-        [name, *(f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}" for c in table[m].values())]
+        [name, *(f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}" for c in cells[m].values())]
         for m, name in METHODS.items()
     ]
     print(table(rows, header))

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint floors bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,26 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# Declared floors hold: a separate venv with every dependency at its pyproject.toml floor
+# (constraints-floors.txt; torch excepted, only the CPU wheel 2.13.0 is here), then lint and
+# the fast tests with them. Rebuilt from scratch whenever pyproject.toml or the floors change.
+FLOORS_VENV := .venv-floors
+FLOORS_STAMP := $(FLOORS_VENV)/.installed
+FLOORS_TESTS ?= tests/unit tests/integration/test_sweep.py tests/integration/test_rl_cli.py
+
+$(FLOORS_STAMP): pyproject.toml constraints-floors.txt
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints-floors.txt -e '.[dev,rl,sweep]'
+	touch $(FLOORS_STAMP)
+
+floors: $(FLOORS_STAMP)
+	$(FLOORS_VENV)/bin/ruff check src tests benchmarks
+	$(FLOORS_VENV)/bin/ruff format --check src tests benchmarks
+	$(FLOORS_VENV)/bin/python -m pytest -q -m "not slow" $(FLOORS_TESTS)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/vision.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLOORS_VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -26,8 +26,7 @@ import torch
 from neuralab import config, data
 from neuralab.models import create_model
 from neuralab.probe.label_efficiency import label_efficiency
-from neuralab.runs import set_threads
-from neuralab.ssl.probe import (
+from neuralab.probe.linear import (
     knn,
     knn_accuracy,
     linear_probe,
@@ -35,6 +34,7 @@ from neuralab.ssl.probe import (
     load_encoder,
     split_features,
 )
+from neuralab.runs import set_threads
 from neuralab.train import fit, new_run_dir
 
 

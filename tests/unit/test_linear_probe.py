@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from neuralab.ssl.probe import (
+from neuralab.probe.linear import (
     CV_FOLDS,
     L2_GRID,
     Features,

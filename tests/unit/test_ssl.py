@@ -20,19 +20,19 @@ import torch.nn.functional as F
 from neuralab import config, data
 from neuralab.errors import UserError
 from neuralab.models import create_model
+from neuralab.probe import label_efficiency as label_efficiency_module
 from neuralab.probe.label_efficiency import METHODS, label_efficiency, train_supervised
-from neuralab.ssl import extract_features, knn_predict, nt_xent
-from neuralab.ssl import label_efficiency as label_efficiency_module
-from neuralab.ssl.mae import encode_visible, patchify, random_patch_mask
-from neuralab.ssl.model import build_ssl_model
-from neuralab.ssl.nnclr import SupportSet, nnclr_loss
-from neuralab.ssl.probe import (
+from neuralab.probe.linear import (
     Features,
     balanced_subset,
     linear_probe,
     linear_probe_accuracy,
     load_encoder,
 )
+from neuralab.ssl import extract_features, knn_predict, nt_xent
+from neuralab.ssl.mae import encode_visible, patchify, random_patch_mask
+from neuralab.ssl.model import build_ssl_model
+from neuralab.ssl.nnclr import SupportSet, nnclr_loss
 from neuralab.ssl.views import simclr_view
 from neuralab.tasks import build_task
 from neuralab.train import checkpoint, fit, new_run_dir

@@ -69,7 +69,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_linear_probe(args: argparse.Namespace) -> int:
-    from neuralab.ssl.probe import linear_probe
+    from neuralab.probe.linear import linear_probe
 
     result = linear_probe(args.run, labels=args.labels, seed=args.seed, which=args.which)
     if args.json:
@@ -86,7 +86,7 @@ def cmd_linear_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
-    from neuralab.ssl.probe import knn
+    from neuralab.probe.linear import knn
 
     result = knn(args.run, k=args.k, temperature=args.temperature, which=args.which)
     if args.json:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from neuralab.data.spec import DATASETS, RawData
-from neuralab.data.store import fetch, find
+from neuralab.data.store import find, located
 from neuralab.errors import UserError
 
 if TYPE_CHECKING:
@@ -76,17 +76,6 @@ def _select(
         rest = np.arange(len(raw.train_x))
     train, val = _carve(len(rest), val_fraction, split_seed)
     return raw.train_x, raw.train_y, rest[train if split == "train" else val]
-
-
-def located(name: str, data_dir: str | Path | None, download: bool) -> tuple[str, Path]:
-    """(label of the root, directory) of ``name``, fetched first if missing and ``download``."""
-    try:
-        return find(name, data_dir)
-    except UserError:
-        if not download:
-            raise
-    fetch(name, data_dir)
-    return find(name, data_dir)
 
 
 def load(

@@ -88,3 +88,14 @@ def fetch(name: str, data_dir: str | Path | None = None, *, urls: list[str] | No
         mirrors = [f"{base.rstrip('/')}/{file.name}" for base in urls] if urls else file.urls
         download(list(mirrors), directory / file.name, file.sha256)
     return directory
+
+
+def located(name: str, data_dir: str | Path | None, download: bool) -> tuple[str, Path]:
+    """(label of the root, directory) of ``name``, fetched first if missing and ``download``."""
+    try:
+        return find(name, data_dir)
+    except UserError:
+        if not download:
+            raise
+    fetch(name, data_dir)
+    return find(name, data_dir)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from neuralab.data.spec import DATASETS
-from neuralab.data.splits import located
+from neuralab.data.store import located
 from neuralab.errors import UserError
 
 if TYPE_CHECKING:

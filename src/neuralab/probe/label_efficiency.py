@@ -20,7 +20,7 @@ seed, the test accuracy of:
 
 Mean ± std over the seeds go in ``RUN/probes/label_efficiency.json`` and one picture,
 ``RUN/plots/label_efficiency.png``. Probes choose their L2 strength as in
-``neuralab.ssl.probe`` (by cross-validation inside the labelled subset when it is a fraction);
+``neuralab.probe.linear`` (by cross-validation inside the labelled subset when it is a fraction);
 from-scratch, fine-tuned and ceiling training use no val labels at all.
 """
 
@@ -42,8 +42,7 @@ from neuralab.data.batches import ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import ImageClassifier
-from neuralab.seed import seed_everything
-from neuralab.ssl.probe import (
+from neuralab.probe.linear import (
     Features,
     balanced_subset,
     knn_accuracy,
@@ -51,6 +50,7 @@ from neuralab.ssl.probe import (
     load_encoder,
     split_features,
 )
+from neuralab.seed import seed_everything
 from neuralab.tasks import ClassifyTask
 from neuralab.train.optim import build_optimizer, lr_factor, set_lr
 

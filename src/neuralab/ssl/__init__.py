@@ -2,8 +2,9 @@
 
 Pretraining runs through the one training loop as a task (``neuralab.tasks.contrastive``,
 ``denoise``, ``masked``) on an ``SSLModel``: any registered image backbone plus a pretext head
-(projection MLP or decoder) that is thrown away afterwards. ``neuralab.ssl.probe`` then
-measures the frozen backbone: linear probe, kNN, label efficiency against baselines.
+(projection MLP or decoder) that is thrown away afterwards. ``neuralab.probe.linear`` then
+and ``neuralab.probe.label_efficiency`` measure the frozen backbone: linear probe, kNN, label
+efficiency against baselines.
 """
 
 from neuralab.ssl.knn import extract_features, knn_predict

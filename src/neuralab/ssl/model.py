@@ -3,7 +3,7 @@
 ``SSLModel.encoder`` is an ordinary ``ImageClassifier`` (its classification head is unused
 during pretraining); ``SSLModel.pretext`` is SimCLR's projection MLP, a pixel decoder (DAE,
 masked CNN) or an MAE decoder (masked ViT), and is thrown away afterwards. Checkpoints hold
-``encoder.*`` and ``pretext.*`` weights; ``neuralab.ssl.probe.load_encoder`` takes the encoder
+``encoder.*`` and ``pretext.*`` weights; ``neuralab.probe.linear.load_encoder`` takes the encoder
 back out as a plain model.
 """
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from neuralab import config as config_lib
@@ -85,14 +84,8 @@ def fit(
 
     # 3. train, validating as we go
     status, meter = "finished", Meter()
-    bar = tqdm(
-        total=total,
-        initial=state.step,
-        disable=not (progress and world.main),
-        unit="step",
-        dynamic_ncols=True,
-        desc=f"{cfg.data.name}/{cfg.model.name}",
-    )
+    desc, show = f"{cfg.data.name}/{cfg.model.name}", progress and world.main
+    bar = tqdm(total=total, initial=state.step, disable=not show, desc=desc, unit="step")
     started = time.perf_counter() - state.wall_s
     closing_log = contextlib.closing(logger) if logger else contextlib.nullcontext()
     with StopRequest() as stop, contextlib.closing(bar), closing_log:
@@ -107,11 +100,7 @@ def fit(
                 values = meter.pop(trainer.lr(state.step - 1))
                 record(values)
                 bar.set_postfix(loss=f"{values['train/loss']:.3f}", refresh=False)
-            validate = (
-                (tc.val_every and state.step % tc.val_every == 0)
-                or (not tc.val_every and state.step % per_epoch == 0)
-                or state.step == total
-            )
+            validate = trainer.validation_due(state.step)
             checkpoint_due = tc.checkpoint_every and state.step % tc.checkpoint_every == 0
             if validate or checkpoint_due:
                 state.wall_s = time.perf_counter() - started
@@ -133,23 +122,7 @@ def fit(
                     trainer.save(state, best=False)
                 status = "interrupted"
                 break
-    summary = {
-        "status": status,
-        **state.best_metrics,
-        "best_step": state.best_step,
-        "train/steps": state.step,
-        "train/total_steps": total,
-        "train/wall_s": round(state.wall_s, 3),
-        "train/threads": threads,
-        "train/device": trainer.device.type,
-        "train/precision": trainer.precision,
-        "train/processes": world.size,
-        "train/accum_steps": tc.accum_steps,
-        "train/compile": tc.compile,
-        **setup.sizes,
-        "torch": torch.__version__,
-        **task.summary(setup, state.step, state.train_s),
-    }
+    summary = trainer.summary(state, status, threads, setup)
     if world.main:
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -143,6 +143,34 @@ class Trainer:
     def precision(self) -> str:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
 
+    def validation_due(self, step: int) -> bool:
+        """Whether to validate after ``step`` steps: every ``train.val_every`` steps, else at
+        the end of each epoch, and at the end."""
+        every = self.tc.val_every or self.batches.steps_per_epoch
+        return step % every == 0 or step == self.total_steps
+
+    def summary(self, state: Progress, status: str, threads: int, setup: Setup) -> dict:
+        """What ``results.json`` holds after training: the best validation metrics, how the
+        run was made, and the kind's own figures."""
+        tc = self.tc
+        return {
+            "status": status,
+            **state.best_metrics,
+            "best_step": state.best_step,
+            "train/steps": state.step,
+            "train/total_steps": self.total_steps,
+            "train/wall_s": round(state.wall_s, 3),
+            "train/threads": threads,
+            "train/device": self.device.type,
+            "train/precision": self.precision,
+            "train/processes": self.world.size,
+            "train/accum_steps": tc.accum_steps,
+            "train/compile": tc.compile,
+            **setup.sizes,
+            "torch": torch.__version__,
+            **self.task.summary(setup, state.step, state.train_s),
+        }
+
     def lr(self, step: int) -> float:
         return self.cfg.optim.lr * lr_factor(self.cfg.sched, step, self.total_steps)
 

@@ -32,6 +32,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,7 @@ from neuralab.seed import derived_generator
 from neuralab.tasks import ClassifyTask, build_task
 from neuralab.tasks.classify import build_image_model
 from neuralab.tasks.language_model import build_language_model
+from neuralab.train.steps import train_steps
 
 INIT_TOLERANCE = 0.25  # init_loss passes if |loss - ln C| < INIT_TOLERANCE * ln C
 OVERFIT_TOLERANCE = 0.05  # overfit_batch passes once loss - (lowest possible loss) < this
@@ -142,22 +144,25 @@ def check_overfit_batch(
     """
     model = copy.deepcopy(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=LR) if params else None
     floor = smoothed_loss_floor(task.num_classes, task.label_smoothing)
-    model.train()
-    for step in range(steps + 1):  # step = number of updates so far
-        if step % 10 == 0 or step == steps:
-            loss, acc = _eval_mode_loss(model, task, x, y)
-            summary = f"loss {loss:.3f} (floor {floor:.3f}), acc {acc:.0%} on {len(y)} examples"
-            if loss - floor < OVERFIT_TOLERANCE and acc == 1.0:
-                return CheckResult("overfit_batch", True, f"{summary} after {step} steps", loss)
-            if optimizer is None or step == steps:
-                break
-        train_loss, _ = task.loss(model, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        train_loss.backward()
-        optimizer.step()
-    why = "the model has no trainable parameters" if optimizer is None else "cannot memorise it"
+    seen: dict[str, Any] = {}
+
+    def judge(step: int, *_: Any) -> bool:
+        """Every 10 steps and at the end, in eval mode: memorised yet? (True stops training)"""
+        if step % 10 and step != steps:
+            return False
+        loss, acc = _eval_mode_loss(model, task, x, y)
+        seen.update(step=step, loss=loss, acc=acc)
+        return loss - floor < OVERFIT_TOLERANCE and acc == 1.0
+
+    if not judge(0) and params:
+        optimizer = torch.optim.Adam(params, lr=LR)
+        train_steps(model, task.loss, lambda _: (x, y), optimizer, steps, after_step=judge)
+    step, loss, acc = seen["step"], seen["loss"], seen["acc"]
+    summary = f"loss {loss:.3f} (floor {floor:.3f}), acc {acc:.0%} on {len(y)} examples"
+    if loss - floor < OVERFIT_TOLERANCE and acc == 1.0:
+        return CheckResult("overfit_batch", True, f"{summary} after {step} steps", loss)
+    why = "cannot memorise it" if params else "the model has no trainable parameters"
     detail = f"{summary} after {step} steps of Adam lr {LR:g}: {why}"
     return CheckResult("overfit_batch", False, detail, loss)
 

@@ -49,6 +49,7 @@ from neuralab.probe.gradients import (
     ratio_or_none,
 )
 from neuralab.seed import derived_generator
+from neuralab.train.steps import train_steps
 
 VANISHED = 0.01  # a first layer with < 1% of the head's gradient norm: a vanishing gradient
 LEARNED = 0.95  # a net whose final loss is below 95% of ln(classes) has learned something
@@ -102,26 +103,31 @@ def _train(
     gradient-norm ratio at those steps, the final loss: the mean of the last 10% of the steps;
     None if the loss became non-finite, where training stops)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)  # linear in the gradient:
-    model.train()
     warmup = max(1, int(WARMUP * len(batches)))
     losses: list[float] = []
     curve: list[list[float]] = []
     ratios: list[list[float | None]] = []
-    for step, idx in enumerate(batches):
-        for group in opt.param_groups:
-            group["lr"] = lr * _lr_factor(step, len(batches), warmup) / LOSS_SCALE
-        loss, layers = loss_in_forward_order(model, x[idx], y[idx])
-        if not math.isfinite(loss.item()):
-            return curve, ratios, None
-        opt.zero_grad(set_to_none=True)
-        (loss * LOSS_SCALE).backward()  # ... scaled gradients and rate make the same step
-        opt.step()
+
+    def log(done: int, loss: Tensor, layers) -> None:
         losses.append(loss.item())
-        if (step + 1) % log_every == 0 or step + 1 == len(batches):
+        if done % log_every == 0 or done == len(batches):
             window = losses[-log_every:]
-            curve.append([step + 1, sum(window) / len(window)])
+            curve.append([done, sum(window) / len(window)])
             first, last = layers[0][1].grad, layers[-1][1].grad
-            ratios.append([step + 1, ratio_or_none(float64_norm(first), float64_norm(last))])
+            ratios.append([done, ratio_or_none(float64_norm(first), float64_norm(last))])
+
+    done = train_steps(
+        model,
+        loss_in_forward_order,
+        lambda step: (x[batches[step]], y[batches[step]]),
+        opt,
+        len(batches),
+        lr_at=lambda step: lr * _lr_factor(step, len(batches), warmup) / LOSS_SCALE,
+        loss_scale=LOSS_SCALE,  # ... scaled gradients and rate make the same step
+        after_step=log,
+    )
+    if done.diverged:
+        return curve, ratios, None
     tail = losses[-max(1, len(losses) // 10) :]
     return curve, ratios, sum(tail) / len(tail)
 

@@ -52,7 +52,8 @@ from neuralab.probe.linear import (
 )
 from neuralab.seed import seed_everything
 from neuralab.tasks import ClassifyTask
-from neuralab.train.optim import build_optimizer, lr_factor, set_lr
+from neuralab.train.optim import build_optimizer, lr_factor
+from neuralab.train.steps import train_steps
 
 METHODS = {
     "raw_logistic": "raw pixels + logistic regression",
@@ -99,16 +100,14 @@ def train_supervised(
         x, y, BATCH_SIZE, seed, augment=True, crop_pad=spec.crop_pad, hflip=spec.hflip
     )
     optim_cfg = type(cfg.optim)(lr=2e-3, weight_decay=5e-4)
-    optimizer = build_optimizer(model, optim_cfg)
-    task = ClassifyTask(spec.num_classes)
-    model.train()
-    for step in range(steps):
-        xb, yb, _ = batches.get(step)
-        set_lr(optimizer, optim_cfg.lr * lr_factor(cfg.sched, step, steps))
-        loss, _ = task.loss(model, xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    train_steps(
+        model,
+        ClassifyTask(spec.num_classes).loss,
+        lambda step: batches.get(step)[:2],
+        build_optimizer(model, optim_cfg),
+        steps,
+        lr_at=lambda step: optim_cfg.lr * lr_factor(cfg.sched, step, steps),
+    )
     return model.eval()
 
 

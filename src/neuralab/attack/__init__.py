@@ -5,8 +5,8 @@
 """
 
 from neuralab.attack.base import Attack
-from neuralab.attack.evaluate import robust_accuracy, robustness_curve
 from neuralab.attack.fgsm import FGSM
 from neuralab.attack.pgd import PGD
+from neuralab.attack.robustness import robust_accuracy, robustness_curve
 
 __all__ = ["FGSM", "PGD", "Attack", "robust_accuracy", "robustness_curve"]

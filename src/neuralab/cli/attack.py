@@ -12,7 +12,7 @@ ORDER = 3
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from neuralab import data
-    from neuralab.attack.report import AttackSpec, attack_run
+    from neuralab.report.attacks import AttackSpec, attack_run
 
     run_dir, cfg, model, spec = trained_run(args)
     x, y = data.load_split(cfg.data, "test")

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from neuralab.attack.base import Attack
-from neuralab.attack.evaluate import robustness_curve
 from neuralab.attack.fgsm import FGSM
 from neuralab.attack.pgd import PGD
+from neuralab.attack.robustness import robustness_curve
 from neuralab.errors import UserError
 
 

@@ -10,31 +10,60 @@ repeats the run.
 from __future__ import annotations
 
 import dataclasses
-import json
-import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neuralab import runs
+from neuralab.configfile import (
+    PRESETS_DIR,
+    bounds,
+    check_value,
+    choices,
+    coerce,
+    dict_to_toml,
+    merge,
+    parse_overrides,
+    read_toml,
+    resolve_path,
+    section_values,
+)
 from neuralab.errors import UserError
 
-PRESETS_DIR = Path(__file__).parent / "configs"
+SEED_BOUNDS = bounds(0, 2**63 - 1)  # what torch.manual_seed takes
 
-
-def choices(*values: str) -> dict[str, tuple[str, ...]]:
-    """Field metadata: the values a string option may take (checked by ``section_values``)."""
-    return {"choices": values}
+__all__ = [
+    "PRESETS_DIR",
+    "AdvConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SSLConfig",
+    "SchedConfig",
+    "TrainConfig",
+    "build",
+    "choices",
+    "coerce",
+    "dict_to_toml",
+    "load",
+    "load_run",
+    "merge",
+    "parse_overrides",
+    "read_toml",
+    "resolve_path",
+    "section_values",
+    "to_dict",
+    "to_toml",
+]
 
 
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"
     data_dir: str = ""  # "" = $NEURALAB_DATA, then the user cache, then /usr/share/datasets
-    val_fraction: float = 0.1
-    split_seed: int = 0
+    val_fraction: float = field(default=0.1, metadata=bounds(0, 1, high_open=True))
+    split_seed: int = field(default=0, metadata=bounds(0, 2**63 - 1))
     download: bool = False
     augment: bool = True
     path: str = ""  # a UTF-8 text file to model instead of the named dataset (text runs)
@@ -52,11 +81,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides epochs)
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    threads: int = 0  # 0 = all cores
+    epochs: int = field(default=10, metadata=bounds(1))
+    # > 0: stop after this many optimizer steps (overrides epochs)
+    max_steps: int = field(default=0, metadata=bounds(0))
+    batch_size: int = field(default=128, metadata=bounds(1))
+    eval_batch_size: int = field(default=1000, metadata=bounds(1))
+    threads: int = field(default=0, metadata=bounds(0))  # 0 = all cores
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPUs
     # bf16: matmuls in bfloat16 under autocast (fp32 weights); auto: bf16 on a GPU that has it
     # and on a CPU with AMX bfloat16 tiles, else fp32;
@@ -66,29 +96,33 @@ class TrainConfig:
     device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
     # split each batch into this many micro-batches, one backward each, one optimizer step:
     # the same update as the whole batch, with a fraction of the activation memory
-    accum_steps: int = 1
+    accum_steps: int = field(default=1, metadata=bounds(1))
     compile: bool = False  # torch.compile the model for training (checkpoints stay eager)
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
+    label_smoothing: float = field(default=0.0, metadata=bounds(0, 1, high_open=True))
+    grad_clip: float = field(default=0.0, metadata=bounds(0))  # max global grad norm; 0 = off
+    # EMA decay of the weights (e.g. 0.999); 0 = off
+    ema: float = field(default=0.0, metadata=bounds(0, 1, high_open=True))
     # the validation metric that picks the best checkpoint: one the run's kind measures
     # (neuralab.tasks: Task.monitors); higher is better for an accuracy, lower for the rest
     monitor: str = "val/acc"
-    early_stopping: int = 0  # stop after this many validations without improvement; 0 = off
-    val_every: int = 0  # validate every N steps; 0 = at the end of each epoch
-    log_every: int = 50
-    checkpoint_every: int = 0  # also save `last` every N steps; 0 = at each validation
+    # stop after this many validations without improvement; 0 = off
+    early_stopping: int = field(default=0, metadata=bounds(0))
+    # validate every N steps; 0 = at the end of each epoch
+    val_every: int = field(default=0, metadata=bounds(0))
+    log_every: int = field(default=50, metadata=bounds(1))
+    # also save `last` every N steps; 0 = at each validation
+    checkpoint_every: int = field(default=0, metadata=bounds(0))
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = field(default="adamw", metadata=choices("adamw", "sgd"))
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    momentum: float = 0.9  # SGD only
+    lr: float = field(default=1e-3, metadata=bounds(0, low_open=True))
+    weight_decay: float = field(default=5e-4, metadata=bounds(0))
+    momentum: float = field(default=0.9, metadata=bounds(0, 1, high_open=True))  # SGD only
     nesterov: bool = True  # SGD only
-    beta1: float = 0.9  # AdamW only
-    beta2: float = 0.999  # AdamW only
+    beta1: float = field(default=0.9, metadata=bounds(0, 1, high_open=True))  # AdamW only
+    beta2: float = field(default=0.999, metadata=bounds(0, 1, high_open=True))  # AdamW only
 
 
 @dataclass(frozen=True)
@@ -96,8 +130,10 @@ class SchedConfig:
     name: str = field(
         default="cosine", metadata=choices("cosine", "linear", "onecycle", "constant")
     )
-    warmup: float = 0.02  # fraction of all steps spent warming up (cosine, linear; onecycle: 0.3)
-    min_lr: float = 0.0  # as a fraction of optim.lr, reached at the last step (cosine, linear)
+    # fraction of all steps spent warming up (cosine, linear; onecycle: 0.3)
+    warmup: float = field(default=0.02, metadata=bounds(0, 1))
+    # as a fraction of optim.lr, reached at the last step (cosine, linear)
+    min_lr: float = field(default=0.0, metadata=bounds(0, 1))
 
 
 @dataclass(frozen=True)
@@ -105,12 +141,17 @@ class AdvConfig:
     """Adversarial training (off by default); eps and alpha are in [0, 1] pixel units."""
 
     method: str = field(default="none", metadata=choices("none", "pgd", "fgsm", "trades"))
-    eps: float = 0.1
-    alpha: float = 0.0  # step; 0 = default: pgd/trades 2.5*eps/steps, fgsm 1.25*eps
-    steps: int = 7  # attack steps per training batch (pgd, trades)
-    trades_beta: float = 6.0  # weight of the robustness (KL) term in TRADES
-    val_n: int = 1000  # validation images attacked at each validation (robust accuracy)
-    val_steps: int = 10  # PGD steps for the validation robust accuracy
+    eps: float = field(default=0.1, metadata=bounds(0))
+    # step; 0 = default: pgd/trades 2.5*eps/steps, fgsm 1.25*eps
+    alpha: float = field(default=0.0, metadata=bounds(0))
+    # attack steps per training batch (pgd, trades)
+    steps: int = field(default=7, metadata=bounds(1))
+    # weight of the robustness (KL) term in TRADES
+    trades_beta: float = field(default=6.0, metadata=bounds(0))
+    # validation images attacked at each validation (robust accuracy)
+    val_n: int = field(default=1000, metadata=bounds(1))
+    # PGD steps for the validation robust accuracy
+    val_steps: int = field(default=10, metadata=bounds(1))
 
 
 @dataclass(frozen=True)
@@ -118,19 +159,31 @@ class SSLConfig:
     """Self-supervised pretraining (off by default): the pretext task and its settings."""
 
     method: str = field(default="none", metadata=choices("none", "simclr", "nnclr", "dae", "mae"))
-    temperature: float = 0.2  # simclr, nnclr: softmax temperature of the contrastive loss
-    proj_dim: int = 128  # simclr, nnclr: output size of the projection head
-    hidden_dim: int = 512  # projection-head / decoder hidden width
-    crop_scale: float = 0.3  # simclr, nnclr: smallest area fraction of a random resized crop
-    jitter: float = 0.4  # simclr, nnclr: brightness/contrast jitter strength
-    support_size: int = 8192  # nnclr: projections of earlier batches searched for positives
+    # simclr, nnclr: softmax temperature of the contrastive loss
+    temperature: float = field(default=0.2, metadata=bounds(0, low_open=True))
+    # simclr, nnclr: output size of the projection head
+    proj_dim: int = field(default=128, metadata=bounds(1))
+    # projection-head / decoder hidden width
+    hidden_dim: int = field(default=512, metadata=bounds(1))
+    # simclr, nnclr: smallest area fraction of a random resized crop
+    crop_scale: float = field(default=0.3, metadata=bounds(0, 1, low_open=True))
+    # simclr, nnclr: brightness/contrast jitter strength
+    jitter: float = field(default=0.4, metadata=bounds(0))
+    # nnclr: projections of earlier batches searched for positives
+    support_size: int = field(default=8192, metadata=bounds(1))
     noise: str = field(default="gaussian", metadata=choices("gaussian", "masking"))  # dae
-    noise_level: float = 0.3  # dae: Gaussian std, or the fraction of pixels zeroed
-    mask_ratio: float = 0.6  # mae: fraction of patches hidden
-    patch_size: int = 4  # mae: side of a masked patch (the ViT's own patch size for a ViT)
-    knn_k: int = 20  # kNN monitor: neighbours
-    knn_temperature: float = 0.07  # kNN monitor: weight exp(cos / t) per neighbour
-    knn_bank: int = 10000  # kNN monitor: training images in the memory bank (0 = all)
+    # dae: Gaussian std, or the fraction of pixels zeroed
+    noise_level: float = field(default=0.3, metadata=bounds(0))
+    # mae: fraction of patches hidden
+    mask_ratio: float = field(default=0.6, metadata=bounds(0, 1, low_open=True, high_open=True))
+    # mae: side of a masked patch (the ViT's own patch size for a ViT)
+    patch_size: int = field(default=4, metadata=bounds(1))
+    # kNN monitor: neighbours
+    knn_k: int = field(default=20, metadata=bounds(1))
+    # kNN monitor: weight exp(cos / t) per neighbour
+    knn_temperature: float = field(default=0.07, metadata=bounds(0, low_open=True))
+    # kNN monitor: training images in the memory bank (0 = all)
+    knn_bank: int = field(default=10000, metadata=bounds(0))
 
 
 @dataclass(frozen=True)
@@ -163,45 +216,6 @@ _SECTION_CLASSES = {
 # ----------------------------------------------------------------------------- coercion
 
 
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (types.UnionType, typing.Union):
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp)
-    )
-
-
-def coerce(key: str, value: Any, tp: Any) -> Any:
-    """Convert ``value`` (from TOML or a ``key=value`` string) to type ``tp``, or a one-line
-    ``UserError`` naming ``key`` and the type it takes."""
-    try:
-        return runs.coerce(value, tp, text=True)
-    except TypeError:
-        raise UserError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}") from None
-
-
-def section_values(section: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """Coerced ``values`` for the ``[section]`` dataclass ``cls``; checks keys, types, choices."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    out = {}
-    for key, value in values.items():
-        if key not in fields:
-            valid = ", ".join(sorted(fields))
-            raise UserError(f"unknown config key '{section}.{key}'; valid keys: {valid}")
-        value = coerce(f"{section}.{key}", value, hints[key])
-        choices = fields[key].metadata.get("choices")
-        if choices and value not in choices:
-            raise UserError(
-                f"config key '{section}.{key}' must be one of {', '.join(choices)}; got {value!r}"
-            )
-        out[key] = value
-    return out
-
-
 def _model_section(values: dict[str, Any]) -> ModelConfig:
     from neuralab.models import MODELS, model_config_class
 
@@ -222,38 +236,12 @@ def _model_section(values: dict[str, Any]) -> ModelConfig:
     return ModelConfig(name=name, options=options)
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for dotted, value in flat.items():
-        parts = dotted.split(".")
-        if len(parts) > 2 or not all(parts):
-            raise UserError(f"bad config key {dotted!r}; use 'section.key', e.g. optim.lr")
-        if len(parts) == 1:
-            nested[parts[0]] = value
-        else:
-            nested.setdefault(parts[0], {})[parts[1]] = value
-    return nested
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``extra`` over ``base``, section by section (nested dicts as read from TOML)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            if key == "model" and "name" in value and value["name"] != out[key].get("name"):
-                out[key] = {}  # another model: the old model's options no longer apply
-            out[key].update(value)
-        else:
-            out[key] = value
-    return out
-
-
 def build(values: dict[str, Any]) -> RunConfig:
     """A validated ``RunConfig`` from a nested dict (as read from TOML)."""
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key == "seed":
-            kwargs["seed"] = coerce("seed", value, int)
+            kwargs["seed"] = check_value("seed", coerce("seed", value, int), SEED_BOUNDS)
         elif key == "task":
             kwargs["task"] = coerce("task", value, str)
         elif key in _SECTION_CLASSES:
@@ -268,41 +256,6 @@ def build(values: dict[str, Any]) -> RunConfig:
             valid = ", ".join(["seed", "task", *_SECTION_CLASSES])
             raise UserError(f"unknown config key {key!r}; valid top-level keys: {valid}")
     return RunConfig(**kwargs)
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["optim.lr=2e-3", "train.epochs=5"]`` -> nested dict of strings (coerced later)."""
-    flat = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"bad override {item!r}; write key=value, e.g. optim.lr=2e-3")
-        flat[key.strip()] = value
-    return _nest(flat)
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A config file path, or the name of a preset shipped with neuralab (``fashion_cnn``)."""
-    p = Path(path)
-    if p.is_dir() and (p / "config.toml").is_file():
-        return p / "config.toml"
-    if p.is_file():
-        return p
-    preset = PRESETS_DIR / f"{p.stem}.toml"
-    if p.suffix in ("", ".toml") and p.parent == Path(".") and preset.is_file():
-        return preset
-    names = ", ".join(sorted(q.stem for q in PRESETS_DIR.glob("*.toml")))
-    raise UserError(f"config file {str(path)!r} not found; give a TOML path or a preset: {names}")
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
-        raise UserError(f"{path}: not valid TOML: {err}") from None
-    except OSError as err:
-        raise UserError(f"cannot read config {path}: {err.strerror}") from None
 
 
 def load(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -331,30 +284,6 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
 def to_toml(cfg: RunConfig) -> str:
     """The resolved config as TOML text that ``load`` reads back to an equal config."""
     return dict_to_toml(to_dict(cfg))
-
-
-def dict_to_toml(values: dict[str, Any]) -> str:
-    """Plain top-level values, then one ``[section]`` per nested dict, as TOML text."""
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines).lstrip() + "\n"

@@ -7,6 +7,7 @@ keeps its results in a run directory made and read here.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -39,12 +40,48 @@ class Progress:
     update: int = 0
 
 
+LOCK_FILE = ".lock"
+_held: dict[Path, int] = {}  # run directories this process writes: path -> open lock file
+
+
+def lock_run_dir(path: str | Path) -> Path:
+    """Make this process the one writer of run directory ``path``, until it exits.
+
+    An exclusive ``flock`` on ``path/.lock``, which holds the writer's pid: the OS releases it
+    when the process ends however it ends (``kill -9`` included), so no lock is ever stale. A
+    second writer gets a one-line ``UserError`` naming the holder. Locking a directory this
+    process already holds does nothing."""
+    path = Path(path)
+    key = path.resolve()
+    if key in _held:
+        return path
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(
+            f"run directory {path} is in use by process {holder}; wait for it to finish, "
+            "or pick another --run-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[key] = fd
+    return path
+
+
+# what a start that failed before its first step leaves behind: such a directory is reused
+UNSTARTED = {LOCK_FILE, "config.toml", "vocab.json"}
+
+
 def make_run_dir(
     run_dir: str | Path | None, default_name: str, config_text: str, command: str
 ) -> Path:
-    """``run_dir``, or ``runs/<default_name>-<time>`` when it is None, created and holding
-    ``config.toml``; a non-empty existing one is a UserError that says how to continue it
-    (``<command> --resume <dir>``)."""
+    """``run_dir``, or ``runs/<default_name>-<time>`` when it is None, created, locked for
+    this process (``lock_run_dir``) and holding ``config.toml``. A directory that holds a run
+    is a UserError that says how to continue it (``<command> --resume <dir>``); one that holds
+    only what a start that failed before its first step left (``UNSTARTED``) is reused."""
     if run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path("runs") / f"{default_name}-{stamp}"
@@ -53,14 +90,31 @@ def make_run_dir(
             path, i = Path(f"{base}-{i}"), i + 1
     else:
         path = Path(run_dir)
-        if path.exists() and any(path.iterdir()):
-            raise UserError(
-                f"run directory {path} already exists; pick another --run-dir, "
-                f"or continue it with: {command} --resume {path}"
-            )
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--run-dir {path} is a file, not a directory; pick another --run-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create run directory {path}: {err.strerror}") from None
+    lock_run_dir(path)
+    if {p.name for p in path.iterdir()} - UNSTARTED:
+        raise UserError(
+            f"run directory {path} already exists; pick another --run-dir, "
+            f"or continue it with: {command} --resume {path}"
+        )
     (path / "config.toml").write_text(config_text)
     return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``path`` holds ``text`` or its previous contents, never half of it: written to a
+    temporary file beside it, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "neuralab"
 # are made of and below the one training loop; what uses trained models (probes, reports,
 # reinforcement learning, sweeps) sits above the loop, and the CLI on top.
 LAYERS: list[set[str]] = [
-    {"errors", "registry", "runs", "seed"},
+    {"errors", "registry", "runs", "seed", "configfile"},
     {"models", "plots"},
     {"config"},
     {"data", "attack", "ssl"},

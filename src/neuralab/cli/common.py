@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from neuralab.errors import UserError
+from neuralab.runs import lock_run_dir
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,8 +67,10 @@ def resolve_run(
         if not (run_dir / "config.toml").is_file():
             raise UserError(f"{run_dir} is not a neuralab run directory (it has no config.toml)")
         cfg = load(run_dir / "config.toml", items)
-        if items and write:
-            (run_dir / "config.toml").write_text(to_toml(cfg))
+        if write:
+            lock_run_dir(run_dir)  # one writer: a second --resume of this run is refused
+            if items:
+                (run_dir / "config.toml").write_text(to_toml(cfg))
         return cfg, run_dir, True
     if not items or "=" in items[0]:
         raise UserError(f"missing config: {usage}")

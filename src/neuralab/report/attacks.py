@@ -9,6 +9,7 @@ parameters, the number of test points and the seed.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,22 @@ class AttackSpec:
     n: int = 10000
     seed: int = 0
     batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        """Every value in range, or a one-line UserError naming the option."""
+        for option, value, low in (
+            ("--n", self.n, 1),
+            ("--steps", self.steps, 1),
+            ("--restarts", self.restarts, 1),
+            ("--batch-size", self.batch_size, 1),
+            ("--seed", self.seed, 0),
+        ):
+            if value < low:
+                raise UserError(f"{option} must be >= {low}, got {value}")
+        bad = [e for e in self.eps if not math.isfinite(e) or e < 0]
+        if bad or not math.isfinite(self.alpha) or self.alpha <= 0:
+            what = f"--eps {bad[0]:g}" if bad else f"--alpha {self.alpha:g}"
+            raise UserError(f"{what} is out of range: eps must be >= 0 and alpha > 0, finite")
 
     @property
     def name(self) -> str:

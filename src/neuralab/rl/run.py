@@ -31,7 +31,7 @@ from neuralab.rl.envs import derived_seed, spaces
 from neuralab.rl.evaluate import evaluate, record_gif
 from neuralab.rl.ppo import PPO, ActorCritic
 from neuralab.rl.reinforce import PolicyNet, Reinforce
-from neuralab.runs import Progress, make_run_dir, read_jsonl, set_threads
+from neuralab.runs import Progress, lock_run_dir, make_run_dir, read_jsonl, set_threads
 from neuralab.seed import rng_state, seed_everything, set_rng_state
 from neuralab.train import checkpoint
 from neuralab.train.metrics import MetricsLogger
@@ -64,6 +64,7 @@ def train(
     ``runs.Progress`` keeps the run's place: ``step`` counts environment steps, ``update``
     updates, and ``best``/``best_step`` are the best greedy mean return and where it was.
     """
+    lock_run_dir(run_dir)  # the one writer of this run directory
     tc = cfg.train
     threads = set_threads(tc.threads)
     algo = build(cfg)

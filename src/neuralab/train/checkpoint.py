@@ -71,12 +71,20 @@ def write(
 
 
 def point(root: Path, name: str, target: Path) -> None:
-    """Atomically make ``root/name`` a symlink to ``target`` (a step directory in root)."""
+    """Atomically make ``root/name`` a symlink to ``target`` (a step directory in root).
+
+    In a run copied with its links followed (``cp -rL``), ``root/name`` is a directory: it is
+    moved aside first and removed once the new link is in place."""
     tmp = root / f".{name}.link"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     tmp.symlink_to(target.name)
-    os.replace(tmp, root / name)
+    dest, aside = root / name, root / f".{name}.old"
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(dest, aside)
+    os.replace(tmp, dest)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def prune(root: Path) -> None:
@@ -85,7 +93,7 @@ def prune(root: Path) -> None:
     for d in root.glob("step-*"):
         if d.resolve() not in keep:
             shutil.rmtree(d, ignore_errors=True)
-    for d in root.glob(".step-*"):
+    for d in [*root.glob(".step-*"), *root.glob(".*.old")]:
         shutil.rmtree(d, ignore_errors=True)
 
 

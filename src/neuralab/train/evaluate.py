@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch import nn
 from neuralab import config as config_lib
 from neuralab.errors import UserError
 from neuralab.models import create_model
+from neuralab.runs import write_atomic
 from neuralab.tasks import build_task
 from neuralab.train import checkpoint
 
@@ -47,13 +49,24 @@ def test(run_dir: str | Path, which: str = "best", data_dir: str | None = None) 
     data_cfg = dataclasses.replace(cfg.data, data_dir=data_dir) if data_dir else cfg.data
     out = build_task(cfg).test(cfg, run_dir, model, data_cfg)
     out.update({"test/checkpoint": which, "test/step": meta["progress"]["step"]})
-    _merge_results(run_dir, out)
+    _merge_results(run_dir, out, which)
     return out
 
 
-def _merge_results(run_dir: Path, out: dict[str, Any]) -> None:
-    """Add ``out`` to the run's ``results.json``."""
-    results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+def _merge_results(run_dir: Path, out: dict[str, Any], which: str) -> None:
+    """Add ``out`` to the run's ``results.json``: as ``test/...`` for the best checkpoint,
+    the run's headline result, and as ``test/<which>/...`` for another, which never
+    replaces it. A run directory that cannot be written is said in one line (the result
+    itself was computed and is returned)."""
+    if which != "best":
+        out = {f"test/{which}/{k.removeprefix('test/')}": v for k, v in out.items()}
+    path = run_dir / "results.json"
+    try:
+        results = json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is corrupt ({err}); delete it, then test again") from None
     results.update(out)
-    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    try:
+        write_atomic(path, json.dumps(results, indent=2) + "\n")
+    except OSError as err:
+        print(f"neuralab: could not save the result in {path}: {err.strerror}", file=sys.stderr)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from neuralab import config as config_lib
 from neuralab.config import RunConfig
-from neuralab.runs import Progress, make_run_dir, set_threads
+from neuralab.runs import Progress, lock_run_dir, make_run_dir, set_threads, write_atomic
 from neuralab.tasks import build_task
 from neuralab.train import distributed
 from neuralab.train.metrics import MetricsLogger
@@ -62,6 +62,8 @@ def fit(
     """
     tc = cfg.train
     world = distributed.init()
+    if world.main:
+        lock_run_dir(run_dir)  # the one writer of this run directory
     threads = set_threads(tc.threads)
     task = build_task(cfg)
     check_parallel(tc, world)
@@ -124,5 +126,5 @@ def fit(
                 break
     summary = trainer.summary(state, status, threads, setup)
     if world.main:
-        (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomic(run_dir / "results.json", json.dumps(summary, indent=2) + "\n")
     return summary

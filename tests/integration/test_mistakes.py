@@ -1,0 +1,117 @@
+"""Trust under mistakes and faults (issue 25): one writer per run directory, bad values refused
+before anything is written, results never silently replaced. Each test runs the CLI as a user
+does, in separate processes, and failed before the fix it guards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_cli import TINY, assert_user_error, neuralab
+
+from neuralab.train import checkpoint
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_while_the_first_runs(tmp_path):
+    """Two real processes on one run directory: the second, new or --resume, gets one line
+    naming the first's pid and leaves the first's files alone."""
+    first = subprocess.Popen(
+        [sys.executable, "-m", "neuralab", "train", "digits_cnn", *TINY, "train.epochs=500"]
+        + ["--run-dir", "run", "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "checkpoints" / "last").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "first run never saved"
+            time.sleep(0.2)
+        config_before = (tmp_path / "run" / "config.toml").read_text()
+        second = neuralab("train", "digits_cnn", "optim.lr=0.01", "--run-dir", "run", cwd=tmp_path,
+                          check=False)  # fmt: skip
+        assert_user_error(second, f"in use by process {first.pid}")
+        resumed = neuralab("train", "--resume", "run", cwd=tmp_path, check=False)
+        assert_user_error(resumed, f"in use by process {first.pid}")
+        assert (tmp_path / "run" / "config.toml").read_text() == config_before
+    finally:
+        first.kill()
+        first.wait()
+    # killed with -9: the lock went with the process, and the run resumes
+    resumed = neuralab("train", "--resume", "run", "train.epochs=1", cwd=tmp_path, check=False)
+    assert "in use" not in resumed.stderr
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.eval_batch_size=0", "train.eval_batch_size"),
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.lr=1e400", "optim.lr"),
+        ("seed=100000000000000000000", "seed"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.max_steps=-5", "train.max_steps"),
+        ("adv.steps=0", "adv.steps"),
+    ],
+)
+def test_bad_values_are_refused_before_a_run_directory_exists(tmp_path, override, key):
+    proc = neuralab("train", "digits_cnn", override, "--run-dir", "r", cwd=tmp_path, check=False)
+    assert_user_error(proc, f"config key '{key}'")
+    assert not (tmp_path / "r").exists()
+
+
+def test_check_refuses_a_bad_value_with_exit_2_not_1(tmp_path):
+    proc = neuralab("check", "digits_cnn", "train.batch_size=0", cwd=tmp_path, check=False)
+    assert_user_error(proc, "train.batch_size")
+
+
+def test_testing_another_checkpoint_keeps_the_headline_result(tmp_path):
+    """``test --which last`` is recorded as test/last/..., beside the best checkpoint's
+    test/... that ``train`` wrote; it never replaces it."""
+    args = [*TINY, "train.max_steps=30", "train.val_every=10", "--run-dir", "r", "--json"]
+    trained = json.loads(neuralab("train", "digits_cnn", *args, cwd=tmp_path).stdout)
+    neuralab("test", "r", "--which", "last", "--json", cwd=tmp_path)
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["test/acc"] == trained["test/acc"]
+    assert results["test/step"] == trained["test/step"]
+    assert results["test/last/step"] == 30 and "test/last/acc" in results
+
+
+def test_attack_refuses_a_negative_number_of_images(tmp_path):
+    neuralab("train", "digits_cnn", *TINY, "train.max_steps=10", "--run-dir", "r", cwd=tmp_path)
+    proc = neuralab("attack", "r", "--n", "-5", cwd=tmp_path, check=False)
+    assert_user_error(proc, "--n must be >= 1")
+    assert not (tmp_path / "r" / "attacks").exists()
+
+
+def test_a_run_copied_with_its_links_followed_resumes_exactly(tmp_path):
+    """``cp -rL`` turns checkpoints/last and best into directories; resuming the copy equals
+    the straight run (a constant schedule, so 10 + 10 steps follow the same rates as 20)."""
+    args = [*TINY, "sched.name=constant", "train.val_every=10"]
+    neuralab("train", "digits_cnn", *args, "train.max_steps=20", "--run-dir", "a", cwd=tmp_path)
+    neuralab("train", "digits_cnn", *args, "train.max_steps=10", "--run-dir", "b", cwd=tmp_path)
+    shutil.copytree(tmp_path / "b", tmp_path / "c", symlinks=False)  # as cp -rL does
+    assert not (tmp_path / "c" / "checkpoints" / "last").is_symlink()
+    neuralab("train", "--resume", "c", "train.max_steps=20", "--no-progress", cwd=tmp_path)
+    straight, copied = (checkpoint.read(tmp_path / r, "last").model for r in ("a", "c"))
+    for key in straight:
+        assert torch.equal(straight[key], copied[key]), key
+    assert not list((tmp_path / "c" / "checkpoints").glob(".*"))
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    proc = subprocess.run(
+        f"{sys.executable} -m neuralab data list | head -1",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.startswith("dataset") and "Traceback" not in proc.stderr

@@ -61,9 +61,26 @@ def test_torch_save_of_a_pickled_object_is_refused(tmp_path):
     path = _write_good(root)
     marker = tmp_path / "pwned"
     torch.save({"optimizer": _Exploit(marker)}, path / "state.pt")
-    with pytest.raises(UserError, match="refusing"):
+    with pytest.raises(UserError, match="refusing") as err:
         checkpoint.read(tmp_path / "run", "last")
     assert not marker.exists()
+    # the refusal never invites the unsafe step (PyTorch's own message suggests it)
+    assert "weights_only" not in str(err.value) and "will not be loaded" in str(err.value)
+
+
+def test_foreign_weights_say_which_keys_and_shapes_differ(tmp_path):
+    """Weights of another model, or of this one with other options, are one line naming the
+    keys that are missing, unexpected or of another shape (PyTorch's message stops at
+    "Error(s) in loading state_dict")."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    foreign = {"0.weight": torch.zeros(5, 4), "0.bias": torch.zeros(5), "2.weight": torch.zeros(2)}
+    with pytest.raises(UserError) as err:
+        checkpoint.load_weights(model, foreign, tmp_path / "ckpt")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "missing: 1.weight, 1.bias" in message and "unexpected: 2.weight" in message
+    assert "0.weight (5, 4) vs (3, 4)" in message
+    checkpoint.load_weights(model, model.state_dict(), tmp_path / "ckpt")  # its own: fine
 
 
 def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):

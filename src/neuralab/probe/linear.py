@@ -60,11 +60,7 @@ def load_encoder(run_dir: str | Path, which: str = "best") -> tuple[ImageClassif
         weights = {k.removeprefix("module."): v for k, v in ckpt.ema.items() if k != "n_averaged"}
     if cfg.ssl.method != "none":
         weights = {k[8:]: v for k, v in weights.items() if k.startswith("encoder.")}
-    try:
-        encoder.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise UserError(f"{ckpt.path} does not fit model {spec['name']!r}: {first}") from None
+    checkpoint.load_weights(encoder, weights, ckpt.path)
     return encoder.eval(), cfg
 
 

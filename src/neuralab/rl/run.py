@@ -74,7 +74,7 @@ def train(
         state = Progress(**{_OLD_NAMES.get(k, k): v for k, v in ckpt.meta["progress"].items()})
         if state.step >= tc.total_steps:
             raise UserError(f"{run_dir} already took its {tc.total_steps} steps; nothing to resume")
-        algo.agent.load_state_dict(ckpt.model)
+        checkpoint.load_weights(algo.agent, ckpt.model, ckpt.path)
         algo.load_state_dict(ckpt.state["algo"])
         set_rng_state(ckpt.state["rng"])
     ckpt_root = run_dir / "checkpoints"
@@ -183,11 +183,7 @@ def load_agent(run_dir: str | Path, which: str = "best"):
         which = "last"
     ckpt = checkpoint.read(run_dir, which, with_state=False)
     agent = AGENTS[cfg.algo](*spaces(cfg.env), cfg)
-    try:
-        agent.load_state_dict(ckpt.model)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise UserError(f"{ckpt.path} does not fit this run's config ({first})") from None
+    checkpoint.load_weights(agent, ckpt.model, ckpt.path)
     return cfg, agent.eval()
 
 

@@ -111,10 +111,37 @@ def load_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError, EOFError: all mean "not ours"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
-            f"refusing {path}: not a weights-only training state ({reason[:200]})"
+            f"refusing {path}: it is not a weights-only training state ({type(err).__name__}), "
+            "so it will not be loaded"
         ) from None
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """``module.load_state_dict(weights)``, or one line saying which keys and shapes differ
+    (a checkpoint of another model, or of this model with other options)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    problems = []
+    for what, items in (
+        ("missing", missing),
+        ("unexpected", extra),
+        ("shape (saved vs model)", shapes),
+    ):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            problems.append(f"{what}: {', '.join(items[:3])}{more}")
+    if problems:
+        raise UserError(
+            f"{source} does not fit this {type(module).__name__}: {'; '.join(problems)}"
+        )
+    module.load_state_dict(weights)
 
 
 def read(run_dir: Path, which: str = "last", *, with_state: bool = True) -> Checkpoint:

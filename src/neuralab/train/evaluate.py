@@ -31,11 +31,7 @@ def load_model(run_dir: str | Path, which: str = "best") -> nn.Module:
     weights = ckpt.model
     if ckpt.ema is not None:
         weights = {k.removeprefix("module."): v for k, v in ckpt.ema.items() if k != "n_averaged"}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise UserError(f"{ckpt.path} does not fit model {spec['name']!r}: {first}") from None
+    checkpoint.load_weights(model, weights, ckpt.path)
     return model.eval()
 
 

@@ -252,12 +252,15 @@ class Trainer:
         """Weights, optimizer, scaler, EMA, the task's state and every RNG state of the
         run's last checkpoint; returns where the run stood."""
         ckpt = checkpoint.read(run_dir, "last")
-        self.model.load_state_dict(ckpt.model)
+        checkpoint.load_weights(self.model, ckpt.model, ckpt.path)
         if self.ema is not None:
             if ckpt.ema is None:
                 raise UserError(f"{ckpt.path} has no EMA weights but train.ema is set")
-            self.ema.load_state_dict(ckpt.ema)
-        self.optimizer.load_state_dict(ckpt.state["optimizer"])
+            checkpoint.load_weights(self.ema, ckpt.ema, ckpt.path)
+        try:
+            self.optimizer.load_state_dict(ckpt.state["optimizer"])
+        except (KeyError, ValueError) as err:
+            raise UserError(f"{ckpt.path}: its optimizer state does not fit ({err})") from None
         if "scaler" in ckpt.state:
             self.scaler.load_state_dict(ckpt.state["scaler"])
         self.task.load_state_dict(ckpt.state.get("task", {}))

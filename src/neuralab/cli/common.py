@@ -44,6 +44,19 @@ def add_run_options(p: argparse.ArgumentParser, presets: str) -> None:
     add_json(p, "the results")
 
 
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="look for datasets in DIR first (the same as data.data_dir=DIR)",
+    )
+
+
+def data_dir_override(args: argparse.Namespace) -> list[str]:
+    """``--data-dir DIR`` as the override it stands for (none when not given)."""
+    return [f"data.data_dir={args.data_dir}"] if getattr(args, "data_dir", None) else []
+
+
 def resolve_run(
     args: argparse.Namespace,
     *,
@@ -59,7 +72,7 @@ def resolve_run(
     makes the run directory (a run that cannot start leaves none behind). ``--resume RUN
     [key=value ...]``: the run's saved config, with the overrides written back when ``write``.
     """
-    items = list(args.items)
+    items = [*args.items, *data_dir_override(args)]
     if args.resume:
         if items and "=" not in items[0]:
             raise UserError("give either a config file or --resume RUN, not both")

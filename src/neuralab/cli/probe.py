@@ -7,7 +7,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from neuralab.cli.common import Parser, add_json, add_which, comma_list, print_json, short, table
+from neuralab.cli.common import (
+    Parser,
+    add_data_dir,
+    add_json,
+    add_which,
+    comma_list,
+    data_dir_override,
+    print_json,
+    short,
+    table,
+)
 from neuralab.cli.train import check_trains_with
 from neuralab.errors import UserError
 
@@ -20,7 +30,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from neuralab.runs import set_threads
     from neuralab.tasks import build_task
 
-    cfg = config_lib.load(args.config, args.overrides)
+    cfg = config_lib.load(args.config, [*args.overrides, *data_dir_override(args)])
     check_trains_with(cfg, "neuralab train")
     build_task(cfg).check(cfg)
     set_threads(cfg.train.threads)
@@ -171,6 +181,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="sanity checks before a long run; exit 1 if any fails")
     p.add_argument("config", help="a TOML file or preset name")
     p.add_argument("overrides", nargs="*", metavar="key=value")
+    add_data_dir(p)
     p.add_argument("--out-dir", default="checks", help="where the input picture is written")
     add_json(p)
     p.set_defaults(func=cmd_check)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from neuralab.cli.common import (
+    add_data_dir,
     add_json,
     add_run_options,
     add_which,
@@ -130,6 +131,7 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pretraining (no labels are read)")
     add_run_options(p, "fashion_simclr, fashion_nnclr, fashion_dae, fashion_mae")
+    add_data_dir(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
 

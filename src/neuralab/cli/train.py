@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from neuralab.cli.common import (
+    add_data_dir,
     add_json,
     add_run_options,
     add_which,
@@ -226,6 +227,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train, validate every epoch, test the best checkpoint")
     add_run_options(p, "fashion_cnn, digits_cnn, shakespeare_gpt, ...")
+    add_data_dir(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

@@ -49,6 +49,8 @@ def search_roots(data_dir: str | Path | None = None) -> list[tuple[str, Path]]:
 def find(name: str, data_dir: str | Path | None = None) -> tuple[str, Path]:
     """(label of the root, dataset directory) of the first complete copy of ``name``."""
     spec = DATASETS.get(name)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise UserError(f"data directory {data_dir} does not exist (--data-dir, data.data_dir)")
     if spec.bundled is not None:
         return "bundled", spec.bundled()
     searched = []

@@ -115,3 +115,34 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
         timeout=120,
     )
     assert proc.stdout.startswith("dataset") and "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_with_a_checkpoint_and_exit_143(tmp_path):
+    """SIGTERM (a scheduler's stop) is handled like Ctrl-C: a checkpoint at the step boundary
+    and the resume hint, with the shell's exit status for it, 128 + 15."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neuralab", "train", "digits_cnn", *TINY, "train.epochs=500"]
+        + ["--run-dir", "run", "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "checkpoints" / "last").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "neuralab train --resume run" in err
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["stop_signal"] == "SIGTERM"
+
+
+def test_predict_refuses_top_k_zero(tmp_path):
+    neuralab("train", "digits_cnn", *TINY, "train.max_steps=5", "--run-dir", "r", cwd=tmp_path)
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(tmp_path / "x.png")
+    proc = neuralab("predict", "r", "x.png", "--top-k", "0", cwd=tmp_path, check=False)
+    assert_user_error(proc, "--top-k must be >= 1")

@@ -4,6 +4,7 @@ craft for any kind of run that learns from labels (``neuralab.tasks``)."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,14 @@ def check_trains_with(cfg, command: str, run: Any = None) -> None:
 
 
 def report_interrupted(summary: dict, run_dir: Path, command: str) -> int:
+    """Say how to continue; exit 128 + the signal's number, as the shell does (130 for Ctrl-C,
+    143 for SIGTERM)."""
     print(
         f"interrupted at step {summary['train/steps']}; checkpoint saved. "
         f"Continue with: {command} --resume {run_dir}",
         file=sys.stderr,
     )
-    return 130
+    return 128 + signal.Signals[summary.get("stop_signal", "SIGINT")].value
 
 
 def train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json: bool) -> int:
@@ -161,6 +164,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run_dir, cfg, model, spec = trained_run(args)
     x_train, _ = data.load_split(cfg.data, "train")
     dark = border_mean(x_train[:1000]) < 0.5
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
     k = min(args.top_k, spec.num_classes)
     out = []
     for path in args.images:
@@ -188,6 +193,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from neuralab.train import sample_stream
 
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.tokens < 0 or args.temperature < 0:
+        raise UserError("--tokens and --temperature must be >= 0")
     prompt = args.prompt
     if args.escapes:
         prompt = prompt.replace("\\n", "\n").replace("\\t", "\t")

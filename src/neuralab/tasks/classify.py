@@ -137,7 +137,9 @@ class ClassifyTask(Task):
         }
 
     def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
-        best = f"{summary.get('val/acc', float('nan')):.4f} (step {summary['best_step']})"
+        best = "no val split (data.val_fraction=0): the last checkpoint is used"
+        if "val/acc" in summary:
+            best = f"{summary['val/acc']:.4f} (step {summary['best_step']})"
         return [
             *super().describe(run_dir, summary, test),
             ["best val acc", best],

@@ -125,6 +125,8 @@ def fit(
                 status = "interrupted"
                 break
     summary = trainer.summary(state, status, threads, setup)
+    if status == "interrupted":
+        summary["stop_signal"] = stop.signal.name  # SIGINT (Ctrl-C) or SIGTERM
     if world.main:
         write_atomic(run_dir / "results.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -305,6 +305,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal = signal.SIGINT  # the one that asked (its number: 128 + it is the exit status)
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
@@ -316,7 +317,7 @@ class StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+        self.requested, self.signal = True, signal.Signals(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_train import _interrupt_at, _run
 
 from neuralab import config, create_model
@@ -94,3 +95,37 @@ def test_adversarial_run_validates_robustness_and_resumes_exactly(tmp_path):
     fit(cfg, cut, resume=True, progress=False)
     a, b = checkpoint.read(straight, "last").model, checkpoint.read(cut, "last").model
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_trades_inner_attack_is_the_authors_loop():
+    """Oracle: the inner maximisation of the authors' trades.py, written out here step by step
+    (start x + 0.001·N(0, 1) with no clipping, then per step: the summed KL against the clean
+    softmax, a signed step, projection onto the eps-ball, then onto [0, 1]). Images with pixels
+    at exactly 0 and 1, where clipping the start would differ, give bit-equal examples."""
+    model = _model().eval()
+    x = torch.rand(16, 1, 8, 8)
+    x[:, :, :3] = 0.0
+    x[:, :, -3:] = 1.0
+    eps, alpha, steps = 0.1, 0.03, 5
+    torch.manual_seed(7)
+    ours = trades_example(model, x, eps, alpha, steps)
+    torch.manual_seed(7)
+    x_adv = x.detach() + 0.001 * torch.randn(x.shape)
+    for _ in range(steps):
+        x_adv.requires_grad_()
+        with torch.enable_grad():
+            kl = torch.nn.KLDivLoss(reduction="sum")(
+                F.log_softmax(model(x_adv), dim=1), F.softmax(model(x), dim=1)
+            )
+        grad = torch.autograd.grad(kl, [x_adv])[0]
+        x_adv = x_adv.detach() + alpha * torch.sign(grad.detach())
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+        x_adv = torch.clamp(x_adv, 0.0, 1.0)
+    assert torch.equal(ours, x_adv)
+
+
+def test_adversarial_task_needs_no_default_step_when_alpha_is_given():
+    """alpha given and steps=0 (a direct construction; configs refuse steps < 1): no division
+    by zero computing a default step size that is not used."""
+    task = AdversarialTask(10, config.AdvConfig(method="pgd", alpha=0.02, steps=0))
+    assert task.alpha == 0.02

@@ -224,8 +224,8 @@ def test_targeted_pgd_reaches_the_target(trained) -> None:
 
 
 def test_restarts_keep_the_worst_case(trained) -> None:
-    """With the same seed, restart 1 of a 3-restart PGD is the 1-restart PGD, and the worst case
-    is kept per example: every example broken by 1 restart stays broken, the others end with a
+    """With the same seed, restart 2 of a 3-restart PGD (its first random start; restart 1
+    starts at x) is the 1-restart PGD, and the worst case is kept per example: every example broken by 1 restart stays broken, the others end with a
     loss at least as high, and here the extra restarts break more examples. The loss of every
     step of every restart is recorded."""
     model, x, y = trained
@@ -245,7 +245,7 @@ def test_restarts_keep_the_worst_case(trained) -> None:
     assert (loss3[unbroken] >= loss1[unbroken]).all()
     assert len(one.losses) == 1 and len(three.losses) == 3
     assert all(len(curve) == 2 for curve in three.losses)  # steps + 1: the start, then each step
-    assert three.losses[0] == one.losses[0]
+    assert three.losses[1] == one.losses[0]
 
 
 def test_user_errors() -> None:
@@ -269,3 +269,30 @@ def test_user_errors() -> None:
         PGD(model, 0.1, 0.01, 0)
     with pytest.raises(UserError, match="random_start"):
         PGD(model, 0.1, 0.01, 3, random_start=False, restarts=2)
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 0.5), ("l2", 1.0), ("linf", 0.05)])
+def test_random_start_with_restarts_is_never_weaker_than_no_random_start(trained, norm, eps):
+    """On a trained model, every example robust to PGD with a random start and restarts is
+    robust to PGD without a random start: the first restart starts at x itself. (PGD-L2's
+    radius was once drawn uniform in the ball's volume, almost always ~eps in 64 dimensions,
+    which made it weaker than no random start.)"""
+    model, x, y = trained
+    alpha, steps = 2.5 * eps / 20, 20
+    plain = PGD(model, eps, alpha, steps, norm=norm, random_start=False)
+    g = torch.Generator().manual_seed(0)
+    restarts = PGD(model, eps, alpha, steps, norm=norm, restarts=3, generator=g)
+    acc_plain, robust_plain = robust_accuracy(model, x, y, plain)
+    acc_restarts, robust_restarts = robust_accuracy(model, x, y, restarts)
+    assert acc_restarts <= acc_plain
+    assert not (robust_restarts & ~robust_plain).any()
+
+
+def test_l2_random_start_radius_is_uniform_in_zero_to_eps():
+    """torchattacks' PGDL2 draw: radius eps * u, u ~ U(0, 1) (mean eps / 2), not eps * u^(1/d)
+    (mean ~eps in d = 64 dimensions)."""
+    x = torch.full((4000, 1, 8, 8), 0.5)
+    attack = PGD(nn.Identity(), 0.4, 0.1, 1, norm="l2", generator=torch.Generator().manual_seed(0))
+    radius = (attack.random_point(x) - x).flatten(1).norm(dim=1)
+    assert radius.max() <= 0.4 + 1e-6
+    assert radius.mean().item() == pytest.approx(0.2, abs=0.01)

@@ -159,8 +159,11 @@ class Attack:
         """A uniform random point of the eps-ball around ``x``, clipped to [0, 1].
 
         Linf: each pixel offset uniform in [-eps, eps]. L2: a direction uniform on the sphere
-        (a normalised Gaussian) times a radius eps * u^(1/d), u ~ U(0, 1), d = C*H*W, which is
-        uniform in the ball's volume. Drawn on the CPU from ``self.generator``, then moved.
+        (a normalised Gaussian) times a radius eps * u, u ~ U(0, 1), as torchattacks' PGDL2
+        draws it. Not uniform in the ball's volume (radius eps * u^(1/d)): in d = C*H*W >= 64
+        dimensions that puts nearly every start on the sphere, far from x, and such starts
+        made PGD-L2 weaker than no random start at all. Drawn on the CPU from
+        ``self.generator``, then moved.
         """
         shape, g = x.shape, self.generator
         if self.norm == "linf":
@@ -169,5 +172,5 @@ class Attack:
             direction = torch.randn(shape, generator=g, dtype=x.dtype)
             direction = direction / per_example_norm(direction).clamp_min(1e-12)
             u = torch.rand(shape[0], generator=g, dtype=x.dtype).view(-1, *[1] * (x.ndim - 1))
-            delta = direction * self.eps * u ** (1 / x[0].numel())
+            delta = direction * self.eps * u
         return self.project(x + delta.to(x.device), x)

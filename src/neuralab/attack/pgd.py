@@ -22,7 +22,9 @@ class PGD(Attack):
 
     With ``restarts > 1`` (which needs ``random_start``) each example keeps the worst case over
     the restarts: one that fools the model (untargeted: misclassified; targeted: classified as
-    the target), else the one with the highest loss (targeted: lowest target loss).
+    the target), else the one with the highest loss (targeted: lowest target loss). The first
+    restart starts at x itself and the others at random points, so several restarts are never
+    weaker than the attack without a random start.
 
     After a call, ``self.losses[r][k]`` is the mean cross-entropy over the batch at step k of
     restart r (k = 0 is the starting point, so each list has steps + 1 values): of the true
@@ -62,8 +64,9 @@ class PGD(Attack):
         best = x.clone()
         best_fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         best_score = torch.full((len(x),), -torch.inf, dtype=torch.float32, device=x.device)
-        for _ in range(self.restarts):
-            x_adv = self.random_point(x) if self.random_start else x
+        for restart in range(self.restarts):
+            from_x = not self.random_start or (restart == 0 and self.restarts > 1)
+            x_adv = x if from_x else self.random_point(x)
             curve = []
             for _ in range(self.steps):
                 loss, grad = self.loss_and_grad(x_adv, y)

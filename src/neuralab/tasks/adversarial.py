@@ -31,13 +31,14 @@ from neuralab.tasks.classify import ClassifyTask
 
 def trades_example(model: nn.Module, x: Tensor, eps: float, alpha: float, steps: int) -> Tensor:
     """The inner maximisation of TRADES: Linf PGD on KL(f(x) || f(x')), started at
-    x + 0.001·N(0, 1) as in the authors' code. Leaves no gradient on the parameters."""
+    x + 0.001·N(0, 1), not clipped to [0, 1] until after the first step, as in the authors'
+    ``trades.py``. Leaves no gradient on the parameters."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)
-        x_adv = (x + 0.001 * torch.randn_like(x)).clamp(0, 1)
+        x_adv = x + 0.001 * torch.randn_like(x)
         for _ in range(steps):
             x_adv.requires_grad_(True)
             kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_clean, reduction="sum")
@@ -46,7 +47,7 @@ def trades_example(model: nn.Module, x: Tensor, eps: float, alpha: float, steps:
             x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
     finally:
         model.train(was_training)
-    return x_adv.detach()
+    return x_adv.detach().clamp(0, 1)  # a no-op after any step; steps=0 returns the start
 
 
 def catastrophic_overfitting(

@@ -107,7 +107,10 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
         parts = dotted.split(".")
         if len(parts) > 2 or not all(parts):
             raise UserError(f"bad config key {dotted!r}; use 'section.key', e.g. optim.lr")
-        if len(parts) == 1:
+        single, section = len(parts) == 1, isinstance(nested.get(parts[0]), dict)
+        if (single and section) or (not single and parts[0] in nested and not section):
+            raise UserError(f"config key {parts[0]!r} is given both as a value and as a section")
+        if single:
             nested[parts[0]] = value
         else:
             nested.setdefault(parts[0], {})[parts[1]] = value

@@ -16,7 +16,7 @@ import os
 import pkgutil
 import sys
 
-from neuralab.cli.common import Parser
+from neuralab.cli.common import Parser, one_line
 from neuralab.errors import UserError
 
 DESCRIPTION = (
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as err:
-        print(f"neuralab: error: {err}", file=sys.stderr)
+        print(f"neuralab: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("neuralab: interrupted", file=sys.stderr)

@@ -13,9 +13,15 @@ from neuralab.errors import UserError
 from neuralab.runs import lock_run_dir
 
 
+def one_line(message: str) -> str:
+    """``message`` with every unprintable character (a newline in a user's argument, say)
+    written as its escape, so that an error is always one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every user error
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def add_json(p: argparse.ArgumentParser, what: str = "the result") -> None:

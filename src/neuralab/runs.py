@@ -117,6 +117,44 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A run's JSON file (``results.json``, an attack report); {} when absent, and a one-line
+    UserError when it is not JSON."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is corrupt ({err}); delete it, or test the run again") from None
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The config a run directory holds, as written (any kind of run, RL included)."""
+    import tomllib
+
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a neuralab run directory (it has no config.toml)")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid TOML: {err}") from None
+
+
+def writable_file(out: Path, *, force: bool = True) -> Path:
+    """``out`` if a file may be written there: not a directory, and (unless ``force``) not an
+    existing file; a one-line UserError otherwise. Its directory is created."""
+    if out.is_dir():
+        raise UserError(f"{out} is a directory; give a file name, e.g. {out / 'report.html'}")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to replace it, or another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot write {out}: {err.strerror}") from None
+    return out
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` (an absent file has none)."""
     if not path.exists():

@@ -49,8 +49,11 @@ def test_compare_lists_exactly_the_differing_config_keys(two_runs):
     assert set(out["differences"]) == {"optim.lr", "train.batch_size"}
     assert out["differences"]["train.batch_size"] == [32, 64]
     assert len(out["metrics"]["test/acc"]) == 2
-    assert (cwd / "compare.html").exists() and (cwd / "compare.png").exists()
-    table = neuralab("compare", "runs/a", "runs/b", cwd=cwd).stdout
+    assert (cwd / "runs/a/compare.html").exists() and (cwd / "runs/a/compare.png").exists()
+    assert not (cwd / "compare.html").exists()  # nothing written into the current directory
+    again = neuralab("compare", "runs/a", "runs/b", cwd=cwd, check=False)
+    assert again.returncode == 2 and "--force" in again.stderr  # never replaced silently
+    table = neuralab("compare", "runs/a", "runs/b", "--force", cwd=cwd).stdout
     assert "optim.lr" in table.splitlines()[0] and "train.batch_size" in table.splitlines()[0]
 
 
@@ -62,6 +65,32 @@ def test_report_and_compare_user_errors(two_runs, tmp_path):
     assert_user_error(
         neuralab("compare", "runs/a", cwd=two_runs, check=False), "at least two run directories"
     )
+    out_dir = neuralab("report", "runs/a", "--out", str(tmp_path), cwd=two_runs, check=False)
+    assert_user_error(out_dir, "is a directory")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.toml").write_text((two_runs / "runs/a/config.toml").read_text())
+    (broken / "results.json").write_text('{"test/acc": 0.9')  # cut short
+    assert_user_error(neuralab("report", str(broken), cwd=tmp_path, check=False), "is corrupt")
+    assert_user_error(
+        neuralab("compare", "runs/a", str(broken), cwd=two_runs, check=False), "is corrupt"
+    )
+
+
+def test_report_and_compare_take_reinforcement_learning_runs(tmp_path):
+    """A reinforcement-learning run's config has algo and env, not data and model: its report
+    and a comparison still work (they once said "unknown config key 'algo'")."""
+    for name, lr in (("p1", 2.5e-4), ("p2", 1e-3)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.toml").write_text(
+            f'seed = 0\nalgo = "ppo"\n\n[env]\nid = "CartPole-v1"\n\n[optim]\nlr = {lr}\n'
+        )
+        (run / "results.json").write_text('{"eval/mean_return": 500.0, "env/steps": 99840}')
+    page = neuralab("report", "p1", cwd=tmp_path).stdout
+    assert "report" in page and "ppo on CartPole-v1" in (tmp_path / "p1/report.html").read_text()
+    out = json.loads(neuralab("compare", "p1", "p2", "--json", cwd=tmp_path).stdout)
+    assert set(out["differences"]) == {"optim.lr"}
 
 
 CHECK_SCRIPT = """<script>

@@ -225,9 +225,10 @@ def test_targeted_pgd_reaches_the_target(trained) -> None:
 
 def test_restarts_keep_the_worst_case(trained) -> None:
     """With the same seed, restart 2 of a 3-restart PGD (its first random start; restart 1
-    starts at x) is the 1-restart PGD, and the worst case is kept per example: every example broken by 1 restart stays broken, the others end with a
-    loss at least as high, and here the extra restarts break more examples. The loss of every
-    step of every restart is recorded."""
+    starts at x) is the 1-restart PGD, and the worst case is kept per example: every example
+    broken by 1 restart stays broken, the others end with a loss at least as high, and here
+    the extra restarts break more examples. The loss of every step of every restart is
+    recorded."""
     model, x, y = trained
     runs = {}
     for restarts in (1, 3):

@@ -24,7 +24,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from neuralab.report.compare import compare
 
-    result = compare(args.runs, args.out)
+    result = compare(args.runs, args.out, force=args.force)
     if args.json:
         print_json(result)
         return 0
@@ -51,6 +51,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="runs side by side: config differences, metrics, curves")
     p.add_argument("runs", nargs="+")
-    p.add_argument("--out", default="compare.html", help="the HTML page (and a .png beside it)")
+    p.add_argument(
+        "--out", help="the HTML page, and a .png beside it (default: FIRST_RUN/compare.html)"
+    )
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_json(p)
     p.set_defaults(func=cmd_compare)

@@ -7,15 +7,13 @@ their validation curves overlaid; as a compact terminal table and a self-contain
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
-from neuralab import config as config_lib
 from neuralab.errors import UserError
 from neuralab.plots import save_figure, subplots
 from neuralab.report.html import STYLE, flatten, image, table
-from neuralab.runs import read_jsonl
+from neuralab.runs import read_config, read_json, read_jsonl, writable_file
 
 METRICS = (
     "val/acc",
@@ -33,7 +31,7 @@ METRICS = (
 def config_differences(run_dirs: list[Path]) -> dict[str, list[Any]]:
     """Every config key whose value is not the same in all runs: key -> one value per run
     ("-" where a run lacks the key, e.g. a model option another model does not have)."""
-    flats = [flatten(config_lib.to_dict(config_lib.load_run(d))) for d in run_dirs]
+    flats = [flatten(read_config(d)) for d in run_dirs]
     keys = sorted(set().union(*flats))
     out = {}
     for key in keys:
@@ -41,11 +39,6 @@ def config_differences(run_dirs: list[Path]) -> dict[str, list[Any]]:
         if any(v != values[0] for v in values[1:]):
             out[key] = values
     return out
-
-
-def _results(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "results.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def plot_overlay(run_dirs: list[Path], out: Path) -> Path:
@@ -66,15 +59,20 @@ def plot_overlay(run_dirs: list[Path], out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def compare(run_dirs: list[str | Path], out: str | Path = "compare.html") -> dict[str, Any]:
-    """Compare runs; write the HTML page to ``out``; return differences and metrics."""
+def compare(
+    run_dirs: list[str | Path], out: str | Path | None = None, *, force: bool = False
+) -> dict[str, Any]:
+    """Compare runs; write the HTML page (and a PNG beside it) to ``out``, by default
+    ``compare.html`` in the first run's directory, never over an existing file unless
+    ``force``; return differences and metrics."""
     dirs = [Path(d) for d in run_dirs]
     if len(dirs) < 2:
         raise UserError("compare needs at least two run directories")
     differences = config_differences(dirs)
-    results = [_results(d) for d in dirs]
+    results = [read_json(d / "results.json") for d in dirs]
     metrics = [m for m in METRICS if any(m in r for r in results)]
-    out = Path(out)
+    out = writable_file(Path(out) if out else dirs[0] / "compare.html", force=force)
+    writable_file(out.with_suffix(".png"), force=force)
     png = plot_overlay(dirs, out.with_suffix(".png"))
     rows = [
         [d.name, *(differences[k][i] for k in differences), *(r.get(m, "-") for m in metrics)]

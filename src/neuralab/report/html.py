@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from neuralab import config as config_lib
 from neuralab.errors import UserError
 from neuralab.plots import plot_curves
+from neuralab.runs import read_config, read_json, writable_file
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
@@ -73,7 +73,7 @@ def _scalars(results: dict[str, Any]) -> list[list[Any]]:
 def _attacks(run_dir: Path) -> str:
     parts = []
     for path in sorted((run_dir / "attacks").glob("*.json")):
-        report = json.loads(path.read_text())
+        report = read_json(path)
         rows = [["0 (clean)", report.get("clean_acc")]]
         rows += [[r["eps"], r["robust_acc"]] for r in report.get("results", [])]
         parts.append(f"<h3>{html.escape(path.stem)}</h3>")
@@ -84,7 +84,7 @@ def _attacks(run_dir: Path) -> str:
 def _probes(run_dir: Path) -> str:
     parts = []
     for path in sorted((run_dir / "probes").glob("*.json")):
-        summary = json.loads(path.read_text())
+        summary = read_json(path)
         summary.pop("maps", None)  # the attention maps themselves are in the PNGs
         shown = json.dumps(summary, indent=1)
         parts.append(f"<h3>{html.escape(path.stem)}</h3><pre>{html.escape(shown[:4000])}</pre>")
@@ -116,16 +116,16 @@ def _sample(run_dir: Path) -> str:
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's report (default ``run_dir/report.html``) and return its path."""
     run_dir = Path(run_dir)
-    cfg = config_lib.load_run(run_dir)
-    results_path = run_dir / "results.json"
-    if not results_path.exists():
+    cfg = read_config(run_dir)  # as written: any kind of run (RL too) has a report
+    results = read_json(run_dir / "results.json")
+    if not results:
         raise UserError(f"{run_dir} has no results.json yet; train (or test) the run first")
-    results = json.loads(results_path.read_text())
+    out = writable_file(Path(out) if out else run_dir / "report.html")
     if (run_dir / "metrics.jsonl").exists():
         plot_curves(run_dir)
     sections = [
         f"<h1>{html.escape(run_dir.name)}</h1>",
-        f"<p>{html.escape(cfg.model.name)} on {html.escape(cfg.data.path or cfg.data.name)}, "
+        f"<p>{html.escape(_what(cfg))}, "
         f"status {html.escape(str(results.get('status', '?')))}, "
         f"{results.get('train/steps', '?')} steps in {results.get('train/wall_s', '?')} s</p>",
         "<h2>Results</h2>",
@@ -144,14 +144,23 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     others = sorted(p for p in plots.glob("*.png") if p.name not in ("curves.png", "confusion.png"))
     if others:
         sections += ["<h2>Attack and probe plots</h2>", *(image(p) for p in others)]
-    flat = flatten(config_lib.to_dict(cfg))
+    flat = flatten(cfg)
     sections += ["<h2>Config</h2>", table([[k, v] for k, v in flat.items()], ["key", "value"])]
     page = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>neuralab report: {html.escape(run_dir.name)}</title>"
         f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
     )
-    out = Path(out) if out else run_dir / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot write {out}: {err.strerror}") from None
     return out
+
+
+def _what(cfg: dict[str, Any]) -> str:
+    """'cnn on digits', or 'ppo on CartPole-v1' for a reinforcement-learning run."""
+    if "algo" in cfg:
+        return f"{cfg['algo']} on {cfg.get('env', {}).get('id', '?')}"
+    data = cfg.get("data", {})
+    return f"{cfg.get('model', {}).get('name', '?')} on {data.get('path') or data.get('name')}"

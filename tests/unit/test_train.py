@@ -73,7 +73,38 @@ def test_resume_is_bit_identical(tmp_path, stop_at):
     log = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     log2 = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [r["step"] for r in log2]
+    # the same records, values included: the first training loss logged after the resume is
+    # the mean over the same steps as in the straight run (it once averaged only the steps
+    # after the resume)
+    timing = ("train_s", "wall_s")
+    for r, r2 in zip(log, log2, strict=True):
+        assert {k: v for k, v in r.items() if k not in timing} == {
+            k: v for k, v in r2.items() if k not in timing
+        }
     assert a.meta["progress"]["best_step"] == b.meta["progress"]["best_step"]
+
+
+def test_a_resume_between_log_records_logs_the_same_means(tmp_path):
+    """Stopped at a validation (step 20) between two log records (every 7 steps), the resumed
+    run's next train/loss and train/acc are means over the same steps 15-21 as the straight
+    run's: the running sums are in the checkpoint."""
+
+    def stop_at_validation(record):
+        if record["step"] == 20 and "val/acc" in record:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    steps = ["train.max_steps=28", "train.log_every=7", "train.val_every=10"]
+    _, straight, _ = _run(tmp_path, "straight", steps)
+    cfg, stopped, part = _run(tmp_path, "stopped", steps, callbacks=[stop_at_validation])
+    assert part["train/steps"] == 20
+    fit(cfg, stopped, resume=True, progress=False)
+    logs = [
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (straight, stopped)
+    ]
+    trained = [[(r["step"], r["train/loss"], r["train/acc"]) for r in log if "train/loss" in r]
+               for log in logs]  # fmt: skip
+    assert trained[0] == trained[1] and [t[0] for t in trained[0]] == [7, 14, 21, 28]
 
 
 def test_divergence_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path):

@@ -28,7 +28,7 @@ from neuralab.runs import Progress, lock_run_dir, make_run_dir, set_threads, wri
 from neuralab.tasks import build_task
 from neuralab.train import distributed
 from neuralab.train.metrics import MetricsLogger
-from neuralab.train.trainer import Meter, StopRequest, Trainer, check_parallel
+from neuralab.train.trainer import StopRequest, Trainer, check_parallel
 
 # Called with each metrics record. Callbacks observe; one may stop the run by raising (a
 # sweep prunes a trial that way), and the loop then closes its progress bar and log.
@@ -85,7 +85,7 @@ def fit(
             cb(rec)
 
     # 3. train, validating as we go
-    status, meter = "finished", Meter()
+    status, meter = "finished", trainer.meter
     desc, show = f"{cfg.data.name}/{cfg.model.name}", progress and world.main
     bar = tqdm(total=total, initial=state.step, disable=not show, desc=desc, unit="step")
     started = time.perf_counter() - state.wall_s

@@ -98,6 +98,12 @@ class Meter:
         self.count += r.count
         self.has_acc = r.has_acc
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss, "correct": self.correct, "count": self.count}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.loss, self.correct, self.count = saved["loss"], saved["correct"], saved["count"]
+
     def pop(self, lr: float) -> dict[str, float]:
         """``train/loss`` (and ``train/acc``) since the last call, and the learning rate."""
         out = {"train/loss": self.loss / self.count, "lr": lr}
@@ -138,6 +144,9 @@ class Trainer:
         self.eval_model = self.ema.module if self.ema is not None else model
         self.total_steps = tc.max_steps or tc.epochs * self.batches.steps_per_epoch
         self.ckpt_root = run_dir / "checkpoints"
+        # the running training loss since the last log record: checkpointed, so that a resumed
+        # run logs the same means as an uninterrupted one
+        self.meter = Meter()
 
     @property
     def precision(self) -> str:
@@ -264,6 +273,8 @@ class Trainer:
         if "scaler" in ckpt.state:
             self.scaler.load_state_dict(ckpt.state["scaler"])
         self.task.load_state_dict(ckpt.state.get("task", {}))
+        if "meter" in ckpt.state:
+            self.meter.load_state_dict(ckpt.state["meter"])
         set_rng_state(ckpt.state["rng"])
         state = Progress(**ckpt.meta["progress"])
         if state.step >= self.total_steps:
@@ -282,6 +293,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(),
             "task": self.task.state_dict(),
+            "meter": self.meter.state_dict(),
         }
         if self.scaler.is_enabled():
             train_state["scaler"] = self.scaler.state_dict()

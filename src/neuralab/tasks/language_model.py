@@ -55,12 +55,12 @@ class LanguageModelTask(Task):
     def check(self, cfg: RunConfig, world_size: int = 1) -> None:
         """Stream batches carry each stream's hidden state from batch to batch: that needs a
         recurrent model, and batches that are not split into micro-batches or processes."""
-        super().check(cfg, world_size)
         if self.carry and (cfg.train.accum_steps > 1 or world_size > 1):
             raise UserError(
                 "data.batching=streams carries each stream's hidden state from batch to batch, "
                 "which train.accum_steps > 1 and torchrun would split; use data.batching=windows"
             )
+        super().check(cfg, world_size)
 
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
         """The text's train and val tokens and the model. The vocabulary is saved in the run

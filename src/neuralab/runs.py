@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from neuralab.errors import UserError
 
 
@@ -167,6 +165,8 @@ def set_threads(threads: int) -> int:
     the processes torchrun started on this machine: its LOCAL_WORLD_SIZE)."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     n = threads or max(1, len(os.sched_getaffinity(0)) // local)
+    import torch  # here, not at the top: the CLI's start-up needs this module, not torch
+
     torch.set_num_threads(n)
     return n
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from neuralab.runs import read_jsonl
+from neuralab.runs import read_json, read_jsonl
 
 
 def subplots(
@@ -43,9 +43,16 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def plot_curves(run_dir: Path) -> Path:
+    """``plots/curves.png`` of ``curves_figure``."""
+    return save_figure(curves_figure(run_dir), run_dir / "plots" / "curves.png")
+
+
+def curves_figure(run_dir: Path) -> Figure:
     """Loss and accuracy against the optimizer step, train and val, from metrics.jsonl; the
-    kNN accuracy of a pretraining run and the robust accuracy of adversarial training too."""
+    kNN accuracy of a pretraining run and the robust accuracy of adversarial training too;
+    a dotted line at the best checkpoint's step (``best_step`` in results.json)."""
     records = read_jsonl(run_dir / "metrics.jsonl")
+    best_step = read_json(run_dir / "results.json").get("best_step")
     fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4))
     for split, style in (("train", "-"), ("val", "o-")):
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
@@ -59,10 +66,12 @@ def plot_curves(run_dir: Path) -> Path:
     ax_loss.set(xlabel="step", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        if best_step is not None:
+            ax.axvline(best_step, color="gray", linestyle=":", label=f"best (step {best_step})")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(run_dir.name)
-    return save_figure(fig, run_dir / "plots" / "curves.png")
+    return fig
 
 
 def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path) -> Path:

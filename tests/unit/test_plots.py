@@ -33,3 +33,15 @@ def test_curves_include_knn_and_robust_accuracy(tmp_path, monkeypatch):
         "val kNN (pretraining)": [0.5, 0.7],
         "val PGD": [0.2, 0.3],
     }
+
+
+def test_curves_mark_the_best_checkpoint(tmp_path):
+    """A dotted vertical line at results.json's best_step, on both panels, says which
+    checkpoint `test` uses."""
+    records = [{"step": s, "val/loss": 1 / s, "val/acc": 0.5} for s in (10, 20, 30)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "results.json").write_text(json.dumps({"best_step": 20}))
+    fig = plots.curves_figure(tmp_path)
+    for ax in fig.axes:
+        marks = [line for line in ax.lines if line.get_label() == "best (step 20)"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [20, 20]

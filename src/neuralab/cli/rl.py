@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from neuralab.cli.common import Parser, add_json, add_run_options, add_which, resolve_run
@@ -27,7 +28,15 @@ def cmd_rl_train(args: argparse.Namespace) -> int:
         create=lambda cfg, name: new_run_dir(args.run_dir, cfg),
         usage="neuralab rl train CONFIG [key=value ...], e.g. cartpole_ppo",
     )
-    results = train(cfg, run_dir, resume=resume, progress=not args.json)
+    try:
+        results = train(cfg, run_dir, resume=resume, progress=not args.json)
+    except KeyboardInterrupt:
+        print(
+            "neuralab: interrupted; continue from the last checkpoint with: "
+            f"neuralab rl train --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return 130
     if args.json:
         print(json.dumps({**results, "run_dir": str(run_dir)}, indent=2))
     else:

@@ -79,7 +79,10 @@ def train(
         set_rng_state(ckpt.state["rng"])
     ckpt_root = run_dir / "checkpoints"
     logger = MetricsLogger(run_dir, start_step=state.step)
-    bar = tqdm(total=tc.total_steps, initial=state.step, disable=not progress, unit="step")
+    desc = f"{cfg.env.id}/{cfg.algo}"
+    bar = tqdm(
+        total=tc.total_steps, initial=state.step, disable=not progress, desc=desc, unit="step"
+    )
     started = time.perf_counter() - state.wall_s
     segment_start = True  # a resumed run re-seeds its envs even off a segment boundary
     try:

@@ -84,16 +84,17 @@ def test_foreign_weights_say_which_keys_and_shapes_differ(tmp_path):
 
 
 def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    """If writing a new checkpoint fails half-way, `last` still points at the old, complete one
-    and no partial directory is left behind."""
+    """If writing a new checkpoint fails half-way (a full disk: torch.save raises a
+    RuntimeError there), `last` still points at the old, complete one, no partial directory is
+    left behind, and the user reads one line that says so."""
     root = tmp_path / "run" / "checkpoints"
     _write_good(root, step=1)
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed")
 
     monkeypatch.setattr(checkpoint.torch, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="disk full.*previous checkpoint is intact"):
         checkpoint.write(root, 2, model={"w": torch.zeros(2)}, state={}, meta={})
     assert checkpoint.read(tmp_path / "run", "last").meta["progress"]["step"] == 1
     assert sorted(p.name for p in root.iterdir()) == ["last", "step-000001"]

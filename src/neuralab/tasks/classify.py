@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,10 @@ class ClassifyTask(Task):
         spec = data.DATASETS.get(cfg.data.name)
         x, y = data.load_split(data_cfg, "test")
         result = ClassifyTask(spec.num_classes).evaluate(model, x, y, cfg.train.eval_batch_size)
-        plot_confusion(result["confusion"], spec.classes, run_dir / "plots" / "confusion.png")
+        try:
+            plot_confusion(result["confusion"], spec.classes, run_dir / "plots" / "confusion.png")
+        except OSError as err:  # a read-only run directory: the numbers still count
+            print(f"neuralab: could not write the confusion plot: {err.strerror}", file=sys.stderr)
         return {
             "test/acc": result["acc"],
             "test/loss": result["loss"],

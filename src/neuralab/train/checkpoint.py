@@ -64,6 +64,12 @@ def write(
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except (OSError, RuntimeError) as err:  # disk full: torch.save raises RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(
+            f"could not write a checkpoint in {root} ({err}); is the disk full? "
+            "The previous checkpoint is intact: free space, then --resume"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -4,6 +4,7 @@ trained model (saliency, gradient flow, attention maps, LSTM cells)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     check_trains_with(cfg, "neuralab train")
     build_task(cfg).check(cfg)
     set_threads(cfg.train.threads)
-    out_dir = Path(args.out_dir)
+    out_dir = (
+        Path(args.out_dir) if args.out_dir else Path("runs") / "checks" / Path(args.config).stem
+    )
+    if not args.json:
+        print(
+            "neuralab check: init loss, overfitting one batch, a zero-input baseline, batch "
+            f"independence and a picture of the inputs (under a minute on 2 cores) -> {out_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
     results = run_checks(cfg, out_dir)
     if args.json:
         print_json({"passed": all(r.passed for r in results), "checks": [vars(r) for r in results]})
@@ -182,7 +192,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="a TOML file or preset name")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     add_data_dir(p)
-    p.add_argument("--out-dir", default="checks", help="where the input picture is written")
+    p.add_argument(
+        "--out-dir", help="where the input picture is written (default: runs/checks/CONFIG)"
+    )
     add_json(p)
     p.set_defaults(func=cmd_check)
 

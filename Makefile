@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint floors bench clean
 
+# pip prints a line per package as it goes (its progress), once: later runs reuse .venv
 $(STAMP): pyproject.toml constraints.txt
+	@echo "neuralab: installing into $(VENV): PyTorch (CPU), the project and its tools (a few minutes the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,rl,sweep]'
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[dev,rl,sweep]'
 	touch $(STAMP)
+	@echo "neuralab: installed"
 
 install: $(STAMP)
 

@@ -17,21 +17,29 @@ from test_cli import TINY, assert_user_error, neuralab
 from neuralab.train import checkpoint
 
 
+def _long_training(cwd) -> subprocess.Popen:
+    """``neuralab train`` of 500 epochs in ``cwd/run``, returned once its first checkpoint
+    exists (stderr piped)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neuralab", "train", "digits_cnn", *TINY, "train.epochs=500"]
+        + ["--run-dir", "run", "--no-progress"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (cwd / "run" / "checkpoints" / "last").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never saved"
+        time.sleep(0.2)
+    return proc
+
+
 def test_a_second_writer_of_a_run_directory_is_refused_while_the_first_runs(tmp_path):
     """Two real processes on one run directory: the second, new or --resume, gets one line
     naming the first's pid and leaves the first's files alone."""
-    first = subprocess.Popen(
-        [sys.executable, "-m", "neuralab", "train", "digits_cnn", *TINY, "train.epochs=500"]
-        + ["--run-dir", "run", "--no-progress"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = _long_training(tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "run" / "checkpoints" / "last").exists():
-            assert first.poll() is None and time.monotonic() < deadline, "first run never saved"
-            time.sleep(0.2)
         config_before = (tmp_path / "run" / "config.toml").read_text()
         second = neuralab("train", "digits_cnn", "optim.lr=0.01", "--run-dir", "run", cwd=tmp_path,
                           check=False)  # fmt: skip
@@ -41,7 +49,7 @@ def test_a_second_writer_of_a_run_directory_is_refused_while_the_first_runs(tmp_
         assert (tmp_path / "run" / "config.toml").read_text() == config_before
     finally:
         first.kill()
-        first.wait()
+        first.communicate()
     # killed with -9: the lock went with the process, and the run resumes
     resumed = neuralab("train", "--resume", "run", "train.epochs=1", cwd=tmp_path, check=False)
     assert "in use" not in resumed.stderr
@@ -120,18 +128,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
 def test_sigterm_stops_with_a_checkpoint_and_exit_143(tmp_path):
     """SIGTERM (a scheduler's stop) is handled like Ctrl-C: a checkpoint at the step boundary
     and the resume hint, with the shell's exit status for it, 128 + 15."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "neuralab", "train", "digits_cnn", *TINY, "train.epochs=500"]
-        + ["--run-dir", "run", "--no-progress"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "run" / "checkpoints" / "last").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    proc = _long_training(tmp_path)
     proc.terminate()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err

@@ -69,8 +69,9 @@ def lock_run_dir(path: str | Path) -> Path:
     return path
 
 
-# what a start that failed before its first step leaves behind: such a directory is reused
-UNSTARTED = {LOCK_FILE, "config.toml", "vocab.json"}
+# what a run that stopped before its first checkpoint leaves behind (a failed or interrupted
+# set-up, a kill before the first validation): nothing to resume, so such a directory is reused
+UNSTARTED = {LOCK_FILE, "config.toml", "vocab.json", "metrics.jsonl", "tensorboard"}
 
 
 def make_run_dir(
@@ -79,7 +80,7 @@ def make_run_dir(
     """``run_dir``, or ``runs/<default_name>-<time>`` when it is None, created, locked for
     this process (``lock_run_dir``) and holding ``config.toml``. A directory that holds a run
     is a UserError that says how to continue it (``<command> --resume <dir>``); one that holds
-    only what a start that failed before its first step left (``UNSTARTED``) is reused."""
+    only what a run that stopped before its first checkpoint left (``UNSTARTED``) is reused."""
     if run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path("runs") / f"{default_name}-{stamp}"

@@ -143,3 +143,17 @@ def test_predict_refuses_top_k_zero(tmp_path):
     Image.new("L", (8, 8)).save(tmp_path / "x.png")
     proc = neuralab("predict", "r", "x.png", "--top-k", "0", cwd=tmp_path, check=False)
     assert_user_error(proc, "--top-k must be >= 1")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_started_again_in_place(tmp_path):
+    """A set-up that failed after the run directory was made (here: the data vanished) leaves
+    a directory with nothing to resume; --resume says so, and the same command reuses it."""
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.toml").write_text("seed = 0\n")
+    (run / "metrics.jsonl").write_text("")
+    resumed = neuralab("train", "--resume", "r", cwd=tmp_path, check=False)
+    assert_user_error(resumed, "stopped before its first checkpoint")
+    again = neuralab("train", "digits_cnn", *TINY, "train.max_steps=5", "--run-dir", "r",
+                     cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0 and (run / "checkpoints" / "last").exists()

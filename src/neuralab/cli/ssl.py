@@ -54,7 +54,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         create=create,
         usage="neuralab pretrain CONFIG [key=value ...]",
     )
-    if not args.json:
+    if not args.json and not resume:  # a resumed run: its user named it
         print(f"run directory: {run_dir}", file=sys.stderr)
     summary = fit(cfg, run_dir, resume=resume, progress=not args.no_progress)
     plot_curves(run_dir)

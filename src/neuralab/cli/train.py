@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         usage="neuralab train CONFIG [key=value ...], e.g. fashion_cnn",
         write=world.main,
     )
-    if not args.json and world.main:
+    if not args.json and world.main and not resume:  # a resumed run: its user named it
         print(f"run directory: {run_dir}", file=sys.stderr)
     code = train_and_test(
         cfg, run_dir, resume=resume, progress=not args.no_progress, as_json=args.json

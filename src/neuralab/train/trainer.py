@@ -260,6 +260,11 @@ class Trainer:
     def restore(self, run_dir: Path) -> Progress:
         """Weights, optimizer, scaler, EMA, the task's state and every RNG state of the
         run's last checkpoint; returns where the run stood."""
+        if not (run_dir / "checkpoints" / "last").exists():
+            raise UserError(
+                f"{run_dir} stopped before its first checkpoint, so there is nothing to resume; "
+                "run the same command again with this --run-dir (the directory is reused)"
+            )
         ckpt = checkpoint.read(run_dir, "last")
         checkpoint.load_weights(self.model, ckpt.model, ckpt.path)
         if self.ema is not None:

@@ -4,7 +4,9 @@ does, in separate processes, and failed before the fix it guards."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -157,3 +159,20 @@ def test_a_run_stopped_before_its_first_checkpoint_is_started_again_in_place(tmp
     again = neuralab("train", "digits_cnn", *TINY, "train.max_steps=5", "--run-dir", "r",
                      cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0 and (run / "checkpoints" / "last").exists()
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
+def test_a_file_system_that_refuses_a_write_is_one_line(tmp_path, monkeypatch, capsys, code):
+    """A read-only run directory, a full disk or a missing permission while writing a report
+    (or an attack's files, or a probe's) is one line and exit 2, not a traceback. (Simulated:
+    these tests run as root, whom a read-only mode does not stop.)"""
+    from neuralab.cli import main
+    from neuralab.report import html
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / "run" / "report.html"))
+
+    monkeypatch.setattr(html, "build_report", refuse)
+    assert main(["report", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and os.strerror(code) in err and "report.html" in err

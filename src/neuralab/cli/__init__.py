@@ -11,6 +11,7 @@ else there.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -18,6 +19,13 @@ import sys
 
 from neuralab.cli.common import Parser, one_line
 from neuralab.errors import UserError
+
+# a file system that refuses a write (read-only, full, no permission, a bad name): the user's
+# to fix, so one line and exit 2 like every user error
+ENVIRONMENT_ERRORS = {
+    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG,
+    errno.EISDIR, errno.ENOTDIR,
+}  # fmt: skip
 
 DESCRIPTION = (
     "neuralab: the reference experiments of deep learning on a laptop CPU. Prepare data, "
@@ -54,3 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `neuralab ... | head` closed our stdout: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRORS:
+            raise  # our bug: a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"neuralab: error: {where}{err.strerror} (the file system refused)", file=sys.stderr)
+        return 2

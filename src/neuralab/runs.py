@@ -69,6 +69,14 @@ def lock_run_dir(path: str | Path) -> Path:
     return path
 
 
+def release_run_dir(path: str | Path) -> None:
+    """Stop being the writer of ``path`` (a process that trains many runs, a sweep worker or a
+    notebook, releases each when its training ends)."""
+    fd = _held.pop(Path(path).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the file releases the flock
+
+
 # what a run that stopped before its first checkpoint leaves behind (a failed or interrupted
 # set-up, a kill before the first validation): nothing to resume, so such a directory is reused
 UNSTARTED = {LOCK_FILE, "config.toml", "vocab.json", "metrics.jsonl", "tensorboard"}

@@ -109,6 +109,8 @@ def objective(trial: optuna.Trial, sweep: Sweep, threads: int, worker: int) -> f
     seen: list[float] = []
 
     def report(record: dict[str, Any]) -> None:
+        """Each validation's value to Optuna; this callback steers the run: when the pruner
+        says so it stops the trial, by raising TrialPruned out of ``fit``."""
         if sweep.metric not in record:
             return
         seen.append(float(record[sweep.metric]))

@@ -24,7 +24,14 @@ from tqdm.auto import tqdm
 
 from neuralab import config as config_lib
 from neuralab.config import RunConfig
-from neuralab.runs import Progress, lock_run_dir, make_run_dir, set_threads, write_atomic
+from neuralab.runs import (
+    Progress,
+    lock_run_dir,
+    make_run_dir,
+    release_run_dir,
+    set_threads,
+    write_atomic,
+)
 from neuralab.tasks import build_task
 from neuralab.train import distributed
 from neuralab.train.metrics import MetricsLogger
@@ -63,7 +70,7 @@ def fit(
     tc = cfg.train
     world = distributed.init()
     if world.main:
-        lock_run_dir(run_dir)  # the one writer of this run directory
+        lock_run_dir(run_dir)  # the one writer of this run directory while it trains
     threads = set_threads(tc.threads)
     task = build_task(cfg)
     check_parallel(tc, world)
@@ -129,4 +136,5 @@ def fit(
         summary["stop_signal"] = stop.signal.name  # SIGINT (Ctrl-C) or SIGTERM
     if world.main:
         write_atomic(run_dir / "results.json", json.dumps(summary, indent=2) + "\n")
+        release_run_dir(run_dir)
     return summary

@@ -116,8 +116,16 @@ def test_missing_dataset_error_names_every_place(roots, monkeypatch):
 
 def test_missing_fashion_mnist_mentions_apt(roots):
     """Where a Debian package exists, the error names it."""
+    roots["data_dir"].mkdir(parents=True, exist_ok=True)
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
         locate("fashion-mnist", roots["data_dir"])
+
+
+def test_a_data_directory_that_does_not_exist_is_an_error(roots):
+    """An explicit data directory (--data-dir, data.data_dir) that is not there is said so,
+    never silently replaced by $NEURALAB_DATA, the cache or /usr/share/datasets."""
+    with pytest.raises(UserError, match="data directory .* does not exist"):
+        locate("digits", roots["data_dir"] / "typo")
 
 
 def test_splits_deterministic_disjoint_complete(roots):

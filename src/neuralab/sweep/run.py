@@ -105,6 +105,7 @@ def objective(trial: optuna.Trial, sweep: Sweep, threads: int, worker: int) -> f
             "move the old runs away or give the sweep another sweep.name"
         ) from None
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}#{worker}")
+    print(f"trial {trial.number}: training in {run_dir} ...", file=sys.stderr, flush=True)
     sign = 1 if sweep.direction == "maximize" else -1
     seen: list[float] = []
 

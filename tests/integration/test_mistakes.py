@@ -176,3 +176,14 @@ def test_a_file_system_that_refuses_a_write_is_one_line(tmp_path, monkeypatch, c
     assert main(["report", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and os.strerror(code) in err and "report.html" in err
+
+
+def test_run_dir_paths_that_cannot_be_run_directories(tmp_path):
+    """--run-dir naming a file, or a name longer than the file system allows: one line."""
+    (tmp_path / "afile").write_text("x")
+    proc = neuralab("train", "digits_cnn", "--run-dir", "afile", cwd=tmp_path, check=False)
+    assert_user_error(proc, "is a file, not a directory")
+    long_name = "r" * 300
+    proc = neuralab("train", "digits_cnn", "--run-dir", long_name, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "File name too long" in proc.stderr

@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint floors bench clean
+.PHONY: install demo test lint floors notebooks bench clean
 
 # pip prints a line per package as it goes (its progress), once: later runs reuse .venv
 $(STAMP): pyproject.toml constraints.txt
 	@echo "neuralab: installing into $(VENV): PyTorch (CPU), the project and its tools (a few minutes the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[dev,rl,sweep]'
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[dev,rl,sweep,notebooks]'
 	touch $(STAMP)
 	@echo "neuralab: installed"
 
@@ -24,8 +24,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks notebooks
+	$(BIN)/ruff format --check src tests benchmarks notebooks
+
+# every tutorial in notebooks/, executed as a notebook (make test runs them too)
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q tests/notebooks
 
 # Declared floors hold: a separate venv with every dependency at its pyproject.toml floor
 # (constraints-floors.txt; torch excepted, only the CPU wheel 2.13.0 is here), then lint and

@@ -26,6 +26,7 @@ from neuralab.configfile import (
     parse_overrides,
     read_toml,
     resolve_path,
+    run_config_path,
     section_values,
 )
 from neuralab.errors import UserError
@@ -266,10 +267,7 @@ def load(path: str | Path | None, overrides: list[str] | None = None) -> RunConf
 
 def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """The resolved config saved in a run directory (plus optional overrides)."""
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a neuralab run directory (it has no config.toml)")
-    return load(path, overrides)
+    return load(run_config_path(run_dir), overrides)
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -155,6 +155,14 @@ def resolve_path(path: str | Path) -> Path:
     raise UserError(f"config file {str(path)!r} not found; give a TOML path or a preset: {names}")
 
 
+def run_config_path(run_dir: str | Path) -> Path:
+    """``run_dir/config.toml``, or a one-line UserError when ``run_dir`` is not a run."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a neuralab run directory (it has no config.toml)")
+    return path
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:

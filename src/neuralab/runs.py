@@ -105,6 +105,7 @@ def make_run_dir(
         raise UserError(f"cannot create run directory {path}: {err.strerror}") from None
     lock_run_dir(path)
     if {p.name for p in path.iterdir()} - UNSTARTED:
+        release_run_dir(path)  # not ours to write
         raise UserError(
             f"run directory {path} already exists; pick another --run-dir, "
             f"or continue it with: {command} --resume {path}"
@@ -133,19 +134,6 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is corrupt ({err}); delete it, or test the run again") from None
-
-
-def read_config(run_dir: Path) -> dict[str, Any]:
-    """The config a run directory holds, as written (any kind of run, RL included)."""
-    import tomllib
-
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a neuralab run directory (it has no config.toml)")
-    try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid TOML: {err}") from None
 
 
 def writable_file(out: Path, *, force: bool = True) -> Path:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from neuralab.configfile import run_config_path
 from neuralab.errors import UserError
 from neuralab.runs import lock_run_dir
 
@@ -83,9 +84,7 @@ def resolve_run(
         if items and "=" not in items[0]:
             raise UserError("give either a config file or --resume RUN, not both")
         run_dir = Path(args.resume)
-        if not (run_dir / "config.toml").is_file():
-            raise UserError(f"{run_dir} is not a neuralab run directory (it has no config.toml)")
-        cfg = load(run_dir / "config.toml", items)
+        cfg = load(run_config_path(run_dir), items)
         if write:
             lock_run_dir(run_dir)  # one writer: a second --resume of this run is refused
             if items:

@@ -10,10 +10,11 @@ import html
 from pathlib import Path
 from typing import Any
 
+from neuralab.configfile import read_toml, run_config_path
 from neuralab.errors import UserError
 from neuralab.plots import save_figure, subplots
 from neuralab.report.html import STYLE, flatten, image, table
-from neuralab.runs import read_config, read_json, read_jsonl, writable_file
+from neuralab.runs import read_json, read_jsonl, writable_file
 
 METRICS = (
     "val/acc",
@@ -31,7 +32,7 @@ METRICS = (
 def config_differences(run_dirs: list[Path]) -> dict[str, list[Any]]:
     """Every config key whose value is not the same in all runs: key -> one value per run
     ("-" where a run lacks the key, e.g. a model option another model does not have)."""
-    flats = [flatten(read_config(d)) for d in run_dirs]
+    flats = [flatten(read_toml(run_config_path(d))) for d in run_dirs]
     keys = sorted(set().union(*flats))
     out = {}
     for key in keys:

@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from neuralab.configfile import read_toml, run_config_path
 from neuralab.errors import UserError
 from neuralab.plots import plot_curves
-from neuralab.runs import read_config, read_json, writable_file
+from neuralab.runs import read_json, writable_file
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
@@ -116,7 +117,7 @@ def _sample(run_dir: Path) -> str:
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's report (default ``run_dir/report.html``) and return its path."""
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir)  # as written: any kind of run (RL too) has a report
+    cfg = read_toml(run_config_path(run_dir))  # as written: any kind of run (RL too) has a report
     results = read_json(run_dir / "results.json")
     if not results:
         raise UserError(f"{run_dir} has no results.json yet; train (or test) the run first")

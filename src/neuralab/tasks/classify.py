@@ -127,7 +127,7 @@ class ClassifyTask(Task):
         """Accuracy, loss, per-class accuracy and the confusion matrix (also as a PNG)."""
         spec = data.DATASETS.get(cfg.data.name)
         x, y = data.load_split(data_cfg, "test")
-        result = ClassifyTask(spec.num_classes).evaluate(model, x, y, cfg.train.eval_batch_size)
+        result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
         try:
             plot_confusion(result["confusion"], spec.classes, run_dir / "plots" / "confusion.png")
         except OSError as err:  # a read-only run directory: the numbers still count

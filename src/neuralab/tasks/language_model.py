@@ -163,8 +163,7 @@ class LanguageModelTask(Task):
             x, y = data.eval_streams(splits["test"])
         else:
             x, y = data.eval_windows(splits["test"], model.config.block_size)
-        task = LanguageModelTask(model.config.vocab_size)
-        result = task.evaluate(model, x, y, cfg.train.eval_batch_size)
+        result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
         return {f"test/{k}": v for k, v in result.items()}
 
     def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:

@@ -11,9 +11,8 @@ from typing import Any
 from torch import nn
 
 from neuralab import config as config_lib
-from neuralab.errors import UserError
 from neuralab.models import create_model
-from neuralab.runs import write_atomic
+from neuralab.runs import read_json, write_atomic
 from neuralab.tasks import build_task
 from neuralab.train import checkpoint
 
@@ -57,10 +56,7 @@ def _merge_results(run_dir: Path, out: dict[str, Any], which: str) -> None:
     if which != "best":
         out = {f"test/{which}/{k.removeprefix('test/')}": v for k, v in out.items()}
     path = run_dir / "results.json"
-    try:
-        results = json.loads(path.read_text()) if path.exists() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is corrupt ({err}); delete it, then test again") from None
+    results = read_json(path)
     results.update(out)
     try:
         write_atomic(path, json.dumps(results, indent=2) + "\n")

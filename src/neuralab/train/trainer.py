@@ -47,8 +47,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def check_parallel(tc: TrainConfig, world: distributed.World) -> None:
     """Gradient accumulation and several processes split each batch by rows; a one-line error
     where that cannot give the same update as the whole batch."""
-    if tc.accum_steps < 1:
-        raise UserError(f"train.accum_steps must be >= 1, got {tc.accum_steps}")
     per_rank = tc.batch_size // world.size
     if tc.batch_size % world.size or per_rank % tc.accum_steps:
         raise UserError(

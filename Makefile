@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint floors notebooks bench clean
+.PHONY: install demo test lint floors notebooks docs bench clean
 
 # pip prints a line per package as it goes (its progress), once: later runs reuse .venv
 $(STAMP): pyproject.toml constraints.txt
 	@echo "neuralab: installing into $(VENV): PyTorch (CPU), the project and its tools (a few minutes the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[dev,rl,sweep,notebooks]'
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[dev,rl,sweep,notebooks,docs]'
 	touch $(STAMP)
 	@echo "neuralab: installed"
 
@@ -24,8 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks notebooks
-	$(BIN)/ruff format --check src tests benchmarks notebooks
+	$(BIN)/ruff check src tests benchmarks notebooks docs/hooks
+	$(BIN)/ruff format --check src tests benchmarks notebooks docs/hooks
 
 # every tutorial in notebooks/, executed as a notebook (make test runs them too)
 notebooks: $(STAMP)
@@ -49,8 +49,16 @@ floors: $(FLOORS_STAMP)
 	$(FLOORS_VENV)/bin/ruff format --check src tests benchmarks
 	$(FLOORS_VENV)/bin/python -m pytest -q -m "not slow" $(FLOORS_TESTS)
 
+# the documentation site into site/, with --strict (a broken link or reference fails); it runs
+# every notebook to render its pictures, from build/docs-runs/ so their runs land there;
+# NEURALAB_DOCS_EXECUTE=false renders them without running (seconds, no pictures)
+docs: $(STAMP)
+	mkdir -p build/docs-runs
+	cd build/docs-runs && NO_MKDOCS_2_WARNING=1 ../../$(BIN)/mkdocs build --strict \
+		--config-file ../../mkdocs.yml
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/vision.py
 
 clean:
-	rm -rf $(VENV) $(FLOORS_VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLOORS_VENV) build site *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -4,12 +4,10 @@ opens the report with every image decoded and no console error (marked ``browser
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 
 import pytest
+from conftest import chromium, open_in_chromium, page_health, with_check_script
 from test_cli import TINY, neuralab
 
 
@@ -93,57 +91,18 @@ def test_report_and_compare_take_reinforcement_learning_runs(tmp_path):
     assert set(out["differences"]) == {"optim.lr"}
 
 
-CHECK_SCRIPT = """<script>
-window.addEventListener('error', e => document.body.setAttribute('data-errors', 'x'));
-window.addEventListener('load', () => {
-  const images = [...document.images];
-  const bad = images.filter(i => !(i.complete && i.naturalWidth > 0)).length;
-  document.body.setAttribute('data-images', images.length);
-  document.body.setAttribute('data-bad-images', bad);
-});
-</script>"""
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("NEURALAB_REQUIRE_BROWSER") == "1":
-            pytest.fail("NEURALAB_REQUIRE_BROWSER=1 but chromium is not installed")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return found
-
-
 @pytest.mark.browser
 def test_report_opens_in_headless_chromium(two_runs):
     """Debian's chromium, headless, opens a copy of the report (with a probe script added)
     and decodes every embedded image; the page logs no console error."""
-    browser = _chromium()
+    browser = chromium()
     cwd = two_runs
     neuralab("report", "runs/a", cwd=cwd)
     page = (cwd / "runs/a/report.html").read_text()
     n_images = page.count("<img ")
     probe = cwd / "probe.html"
-    probe.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
-    proc = subprocess.run(
-        [
-            browser,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            probe.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    body = re.search(r"<body[^>]*>", proc.stdout).group(0)  # where the probe script wrote
-    assert f'data-images="{n_images}"' in body and n_images >= 3
-    assert 'data-bad-images="0"' in body
-    assert "data-errors" not in body
-    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
-    assert not console, console
+    probe.write_text(with_check_script(page))
+    proc = open_in_chromium(browser, probe.as_uri())
+    images, bad, errors = page_health(proc)
+    assert images == n_images and n_images >= 3
+    assert bad == 0 and not errors, errors

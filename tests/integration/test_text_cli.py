@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 
 import pytest
@@ -80,7 +81,9 @@ def test_sample_is_deterministic_with_a_seed_and_streams(text_run):
     api = sample(cwd / "runs/g", "ROMEO", 60, top_k=5, seed=1)
     assert a == "ROMEO" + api + "\n"
     as_json = json.loads(neuralab(*args, "--seed", "1", "--json", cwd=cwd).stdout)
-    assert as_json["text"] == api
+    assert as_json["text"] == api and as_json["characters_per_second"] > 0
+    speed = neuralab(*args, cwd=cwd).stderr.strip()
+    assert re.fullmatch(r"neuralab: 60 characters in [0-9.]+ s \([0-9,]+/s\)", speed), speed
 
 
 def test_text_user_errors(text_run):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -209,16 +210,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         seed=args.seed,
         which=args.which,
     )
+    start = time.perf_counter()  # the model is loaded: the rate is the sampling's own
     if args.json:
         text = "".join(stream)
+        rate = len(text) / max(time.perf_counter() - start, 1e-9)
         settings = {"temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
-        print_json({"run": args.run, "prompt": prompt, **settings, "text": text})
+        speed = {"characters_per_second": round(rate, 1)}
+        print_json({"run": args.run, "prompt": prompt, **settings, "text": text, **speed})
         return 0
     sys.stdout.write(prompt)
+    written = 0
     for ch in stream:
         sys.stdout.write(ch)
         sys.stdout.flush()
+        written += 1
     sys.stdout.write("\n")
+    seconds = time.perf_counter() - start
+    rate = written / max(seconds, 1e-9)
+    print(f"neuralab: {written} characters in {seconds:.2f} s ({rate:,.0f}/s)", file=sys.stderr)
     return 0
 
 

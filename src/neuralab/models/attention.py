@@ -53,6 +53,18 @@ def rotate(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * cis).flatten(-2)  # (B, T, ..., hs)
 
 
+class KVCache:
+    """The keys and values an attention layer has computed for the tokens it has read, so that
+    generation reads each new token once instead of re-reading the whole context."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None  # (B, nh, L, hs)
+        self.v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Self-attention of ``n_heads`` heads over (B, T, d_model) tokens, causal or bidirectional.
 
@@ -93,18 +105,31 @@ class MultiHeadSelfAttention(nn.Module):
             self.register_buffer("rope_cis", cis, persistent=False)
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False
+        self, x: torch.Tensor, need_weights: bool = False, cache: KVCache | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, d_model) -> (B, T, d_model), and the (B, nh, T, T) weights if asked."""
+        """(B, T, d_model) -> (B, T, d_model), and the (B, nh, T, T) weights if asked.
+
+        With a ``cache``, ``x`` holds the tokens that follow those already in it (a causal
+        layer: a whole prompt into an empty cache, then one token at a time); their keys and
+        values are appended, and each token attends to everything before it."""
         B, T, C = x.shape
+        start = 0 if cache is None else len(cache)
+        check(start == 0 or T == 1, "a KV cache reads a prompt first, then one token at a time")
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head)  # (B, T, 3, nh, hs)
         if self.rope_len:
-            check(T <= self.rope_len, f"{T} tokens exceed the rotary table of {self.rope_len}")
-            q, k = rotate(qkv[:, :, :2], self.rope_cis[:T]).unbind(2)  # 2 x (B, T, nh, hs)
+            end = start + T
+            check(end <= self.rope_len, f"{end} tokens exceed the rotary table of {self.rope_len}")
+            q, k = rotate(qkv[:, :, :2], self.rope_cis[start:end]).unbind(2)  # 2 x (B,T,nh,hs)
             v = qkv[:, :, 2]
         else:
             q, k, v = qkv.unbind(2)  # 3 x (B, T, nh, hs)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:
+            if start:
+                k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+            cache.k, cache.v = k, v  # (B, nh, start + T, hs)
+        # one new token attends to every key there is; a block of tokens needs the mask
+        causal = self.causal and T > 1
         if self.attn_impl == "sdpa" and not need_weights:
             p = self.dropout if self.training else 0.0
             # under bf16 autocast on a CPU, attend in fp32: the CPU flash-attention backward
@@ -112,27 +137,28 @@ class MultiHeadSelfAttention(nn.Module):
             if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
                 with torch.autocast("cpu", enabled=False):
                     q, k, v = q.float(), k.float(), v.float()
-                    y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
+                    y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
             else:
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
             weights = None
         else:
-            y, weights = self._manual(q, k, v)
+            y, weights = self._manual(q, k, v, causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, nh * hs): heads side by side
         y = self.resid_dropout(self.proj(y))  # (B, T, C)
         return (y, weights) if need_weights else y
 
     def _manual(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """softmax(Q Kᵀ / √d_head) V with the causal mask: ((B, nh, T, hs), (B, nh, T, T))."""
+        """softmax(Q Kᵀ / √d_head) V, with the causal mask if asked: ((B, nh, T, hs),
+        (B, nh, T, S)) for T queries over S keys."""
         T = q.shape[2]
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, nh, T, T)
-        if self.causal:
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, nh, T, S)
+        if causal:
             future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(diagonal=1)
             scores = scores.masked_fill(future, float("-inf"))  # row t sees columns <= t
-        weights = torch.softmax(scores, dim=-1)  # (B, nh, T, T), rows sum to 1
-        y = self.attn_dropout(weights) @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+        weights = torch.softmax(scores, dim=-1)  # (B, nh, T, S), rows sum to 1
+        y = self.attn_dropout(weights) @ v  # (B, nh, T, S) @ (B, nh, S, hs) -> (B, nh, T, hs)
         return y, weights
 
 
@@ -196,27 +222,33 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, mlp_ratio, dropout, bias, activation)
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False
+        self, x: torch.Tensor, need_weights: bool = False, cache: KVCache | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, C) -> (B, T, C), and the (B, nh, T, T) attention weights if asked."""
+        """(B, T, C) -> (B, T, C), and the (B, nh, T, T) attention weights if asked; ``cache``
+        is the attention's (see ``MultiHeadSelfAttention.forward``)."""
         if need_weights:
-            a, weights = self.attn(self.ln1(x), need_weights=True)
+            a, weights = self.attn(self.ln1(x), need_weights=True, cache=cache)
         else:
-            a, weights = self.attn(self.ln1(x)), None
+            a, weights = self.attn(self.ln1(x), cache=cache), None
         x = x + a  # (B, T, C)
         x = x + self.mlp(self.ln2(x))  # (B, T, C)
         return (x, weights) if need_weights else x
 
 
 def run_blocks(
-    blocks: nn.ModuleList, x: torch.Tensor, need_weights: bool = False
+    blocks: nn.ModuleList,
+    x: torch.Tensor,
+    need_weights: bool = False,
+    caches: list[KVCache] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``x`` through ``blocks`` in order: (output, [one (B, nh, T, T) map per block] if asked)."""
+    """``x`` through ``blocks`` in order: (output, [one (B, nh, T, T) map per block] if asked).
+    ``caches``: one ``KVCache`` per block, for generation."""
     maps: list[torch.Tensor] = []
-    for block in blocks:
+    for i, block in enumerate(blocks):
+        cache = None if caches is None else caches[i]
         if need_weights:
-            x, weights = block(x, need_weights=True)
+            x, weights = block(x, need_weights=True, cache=cache)
             maps.append(weights)
         else:
-            x = block(x)
+            x = block(x, cache=cache)
     return x, maps

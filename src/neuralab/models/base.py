@@ -177,13 +177,23 @@ class LanguageModel(nn.Module):
         prompt ``idx``. temperature 0 is greedy decoding; ``top_k`` keeps the k likeliest.
 
         A recurrent model reads the prompt once and then one token per step with its carried
-        state; a Transformer re-reads the last ``block_size`` tokens at every step. Bad
-        arguments fail at the call, not at the first token.
+        state; a Transformer does the same with a cache of its keys and values (GPT's
+        ``_next_logits`` says how its context window shifts). Bad arguments fail at the call,
+        not at the first token.
         """
         check(idx.ndim == 2 and idx.shape[1] >= 1, "generate needs a (B, T) prompt with T >= 1")
         check(temperature >= 0, f"temperature must be >= 0, got {temperature}")
         check(top_k is None or top_k >= 1, f"top_k must be >= 1, got {top_k}")
         return self._sample(idx, max_new_tokens, temperature, top_k, generator)
+
+    def _next_logits(
+        self, idx: torch.Tensor, new: torch.Tensor, state: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """The (B, V) logits of the token after ``idx``, and the state for the next call;
+        ``new`` holds the tokens of ``idx`` not read yet (the whole prompt at first). A
+        recurrent model reads them into its carried state; a Transformer overrides this."""
+        logits, state = self(new, state)
+        return logits[:, -1, :], state
 
     @torch.no_grad()
     def _sample(
@@ -197,12 +207,10 @@ class LanguageModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            state, context = None, idx
+            state, new = None, idx
             for _ in range(max_new_tokens):
-                if not self.recurrent:
-                    context = idx[:, -self.config.block_size :]
-                logits, state = self(context, state)
-                logits = logits[:, -1, :].float()  # (B, V)
+                logits, state = self._next_logits(idx, new, state)
+                logits = logits.float()  # (B, V)
                 if temperature == 0:
                     token = logits.argmax(dim=-1)
                 else:
@@ -214,7 +222,7 @@ class LanguageModel(nn.Module):
                     token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
                 yield token
                 idx = torch.cat([idx, token[:, None]], dim=1)
-                context = token[:, None]
+                new = token[:, None]
         finally:
             self.train(was_training)
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from neuralab.models.attention import ATTN_IMPLS, MLP_ACTIVATIONS, Block, run_blocks
+from neuralab.models.attention import ATTN_IMPLS, MLP_ACTIVATIONS, Block, KVCache, run_blocks
 from neuralab.models.base import (
     LanguageModel,
     TextModelConfig,
@@ -114,18 +114,36 @@ class GPT(LanguageModel):
             nn.init.normal_(block.attn.proj.weight, mean=0.0, std=std)
             nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=std)
 
-    def _body(self, idx: torch.Tensor, need_weights: bool) -> tuple[torch.Tensor, list]:
+    def _body(
+        self, idx: torch.Tensor, need_weights: bool, caches: list[KVCache] | None = None
+    ) -> tuple[torch.Tensor, list]:
         B, T = idx.shape
+        start = 0 if caches is None else len(caches[0])  # positions already in the caches
         check(
-            T <= self.config.block_size,
-            f"sequence of {T} tokens is longer than block_size={self.config.block_size}",
+            start + T <= self.config.block_size,
+            f"sequence of {start + T} tokens is longer than block_size={self.config.block_size}",
         )
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))  # + (T, C)
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))  # + (T, C)
         x = self.drop(x)
-        x, maps = run_blocks(self.blocks, x, need_weights)  # (B, T, C)
+        x, maps = run_blocks(self.blocks, x, need_weights, caches)  # (B, T, C)
         return self.ln_f(x), maps
+
+    def _next_logits(
+        self, idx: torch.Tensor, new: torch.Tensor, caches: list[KVCache] | None
+    ) -> tuple[torch.Tensor, list[KVCache]]:
+        """Generation with a KV cache: each block keeps the keys and values of the context, so
+        a new token is read once. The context is the last ``block_size`` tokens of the prompt;
+        when it is full, it shifts: the caches restart from the last ``block_size // 2``
+        tokens, read again in one pass (so every token sees at least half a block before it,
+        and the positions stay within the table the model was trained on)."""
+        size = self.config.block_size
+        if caches is None or len(caches[0]) + new.shape[1] > size:
+            keep = size if caches is None else max(size // 2, 1)
+            new, caches = idx[:, -keep:], [KVCache() for _ in self.blocks]
+        features, _ = self._body(new, need_weights=False, caches=caches)
+        return self.head(features[:, -1, :]), caches
 
     def forward_features(self, idx: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, None]:
         """(B, T) token ids, T <= block_size -> ((B, T, d_model) after the final LayerNorm,

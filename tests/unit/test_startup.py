@@ -1,7 +1,8 @@
 """The CLI answers ``--help`` and argument errors without loading the heavy libraries: in a
 fresh interpreter, building the whole parser (every domain's subcommands), printing help and
 rejecting a bad argument import neither torch nor matplotlib, optuna, scikit-learn or
-gymnasium. A behaviour, not a timing: the time it saves is measured in issue 27's note."""
+gymnasium; ``neuralab data list`` needs none of them either (numpy only). A behaviour, not a
+timing: the time it saves is measured in issue 27's note."""
 
 from __future__ import annotations
 
@@ -25,9 +26,25 @@ print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
 """
 
 
-def test_cli_help_and_argument_errors_load_no_heavy_library():
+DATA_LIST = f"""
+import json, sys
+from neuralab import cli
+assert cli.main(["data", "list", "--json"]) == 0
+print(json.dumps([m for m in {HEAVY[:-1]!r} if m in sys.modules]))
+"""
+
+
+def loaded(script: str) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_cli_help_and_argument_errors_load_no_heavy_library():
+    assert loaded(CHECK) == []
+
+
+def test_data_list_loads_no_heavy_library():
+    assert loaded(DATA_LIST) == []

@@ -13,6 +13,7 @@ published by the dataset authors and torchvision agree with them):
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from neuralab.data.cifar import SOURCES, read_cifar10
 from neuralab.data.idx import read_mnist_like
 from neuralab.data.spec import DATASETS, DatasetSpec, RawData, RemoteFile
-from neuralab.data.text import read_tinyshakespeare
+from neuralab.errors import UserError
 
 
 def _idx_files(
@@ -89,9 +90,11 @@ CIFAR10_FILE = RemoteFile(
 
 
 def _sklearn_data_dir() -> Path:
-    from sklearn import datasets  # imported late: scikit-learn takes a second to import
-
-    return Path(datasets.__file__).parent / "data"
+    """Where scikit-learn keeps its bundled data, found without importing it (a second)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("scikit-learn is not installed (pip install scikit-learn)")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
 
 
 def _read_digits(directory: Path) -> RawData:
@@ -101,6 +104,12 @@ def _read_digits(directory: Path) -> RawData:
     digits = load_digits()
     images = digits.images.astype(np.uint8)[:, None]  # (N, 1, 8, 8)
     return RawData(images, digits.target.astype(np.int64), None, None)
+
+
+def _read_tinyshakespeare(directory: Path) -> str:
+    from neuralab.data.text import read_tinyshakespeare  # PyTorch: only when it is read
+
+    return read_tinyshakespeare(directory)
 
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
@@ -195,7 +204,7 @@ DATASETS.add(
         channels=0,
         height=0,
         width=0,
-        read=read_tinyshakespeare,
+        read=_read_tinyshakespeare,
         how_to_get="`neuralab data fetch tinyshakespeare` (1.1 MB, github.com/karpathy/char-rnn)",
         files=(
             RemoteFile(

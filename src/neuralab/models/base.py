@@ -195,7 +195,7 @@ class LanguageModel(nn.Module):
         logits, state = self(new, state)
         return logits[:, -1, :], state
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _sample(
         self,
         idx: torch.Tensor,

@@ -23,6 +23,21 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.p
 EXPECTED = re.compile(r"Expected: (.+?) ([0-9.]+) ± ([0-9.]+)")
 
 
+def datasets_used(source: str) -> set[str]:
+    """The datasets a notebook reads: those it loads by name, and those of the training
+    presets it loads (``config.load("shakespeare_lstm", ...)`` reads tiny shakespeare)."""
+    from neuralab import config
+    from neuralab.errors import UserError
+
+    names = set(re.findall(r'data\.load\("([a-z0-9-]+)"', source))
+    for preset in set(re.findall(r'config\.load\(\s*"([a-z0-9_]+)"', source)):
+        try:
+            names.add(config.load(preset).data.name)
+        except UserError:  # not a training preset (a reinforcement-learning one)
+            continue
+    return names
+
+
 def execute(notebook, cwd: Path):
     client = nbclient.NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
@@ -47,7 +62,7 @@ def test_notebook_runs_and_reproduces_its_number(path, tmp_path):
     """The notebook executes without an error, shows at least one picture, and its last
     printed metric lies within the tolerance its text states ("Expected: ... X ± Y"). A
     notebook on a dataset that is not here is skipped (failed under NEURALAB_REQUIRE_DATA)."""
-    for name in set(re.findall(r'data\.load\("([a-z0-9-]+)"', path.read_text())):
+    for name in datasets_used(path.read_text()):
         require_dataset(name)
     notebook = execute(jupytext.read(path), tmp_path)
     assert outputs(notebook, "image/png"), "a tutorial shows at least one picture"

@@ -151,3 +151,40 @@ def plot_adversarial_grid(
     axes[1][0].set_ylabel("adversarial")
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, out)
+
+
+def plot_scene_grid(
+    images: Any,
+    boxes: list[Any],
+    labels: list[Any],
+    semantic: Any,
+    classes: Sequence[str],
+    out: Path,
+) -> Path:
+    """Scenes with their labelled boxes (top of each pair) above their semantic masks (one
+    colour per class, black background): ``images`` (N, 3, S, S) uint8, ``boxes[i]`` the
+    (M_i, 4) xyxy boxes of image i, ``labels[i]`` their classes, ``semantic`` (N, S, S)."""
+    import matplotlib
+
+    n = len(images)
+    cols = min(n, 8)
+    rows = -(-n // cols)
+    fig, axes = subplots(2 * rows, cols, figsize=(1.9 * cols, 3.9 * rows), squeeze=False)
+    colours = matplotlib.colormaps["tab10"]
+    palette = [(0.0, 0.0, 0.0), *(colours(c % 10)[:3] for c in range(len(classes)))]
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i in range(n):
+        top, bottom = axes[2 * (i // cols)][i % cols], axes[2 * (i // cols) + 1][i % cols]
+        top.imshow(images[i].transpose(1, 2, 0))
+        for (x0, y0, x1, y1), c in zip(boxes[i], labels[i], strict=True):
+            edge = colours(int(c) % 10)
+            top.add_patch(
+                matplotlib.patches.Rectangle(
+                    (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=edge, lw=1.2
+                )
+            )
+            top.text(x0, y0 - 1, classes[int(c)], color="white", fontsize=5.5,
+                     bbox={"facecolor": edge, "pad": 0.5, "lw": 0})  # fmt: skip
+        bottom.imshow([[palette[v] for v in row] for row in semantic[i]])
+    return save_figure(fig, out)

@@ -37,7 +37,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     lines = [
         [
             r["name"],
-            "x".join(map(str, r["shape"])) if r["kind"] == "image" else "text",
+            "x".join(map(str, r["shape"])) if r["kind"] != "text" else "text",
             r["classes"] or "-",
             r["where"] or f"missing: {r['how_to_get']}",
         ]
@@ -47,10 +47,46 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scene_spec(args: argparse.Namespace):
+    """The scenes module and the spec the options ask for, after checking them."""
+    from neuralab.data import DATASETS, scenes
+
+    if DATASETS.get(args.name).kind != "scenes":
+        names = ", ".join(scenes.SOURCES)
+        raise UserError(f"{args.name!r} is not a scene set; scene sets: {names}")
+    if args.train < 1 or args.test < 1:
+        raise UserError(f"--train and --test must be >= 1, got {args.train} and {args.test}")
+    # items up to 56 px on the default 96 px canvas, in proportion on others
+    max_side = max(8, round(args.size * 56 / 96))
+    spec = scenes.SceneSpec(
+        size=args.size, min_side=min(16, max_side), max_side=max_side, max_iou=args.max_iou
+    )
+    return scenes, spec.check()
+
+
+def _sizes(args: argparse.Namespace) -> dict[str, int]:
+    return {"train": args.train, "test": args.test}
+
+
+def _scene_info(args: argparse.Namespace) -> dict:
+    from neuralab.data import DATASETS, scenes
+
+    spec = scenes.SceneSpec()
+    info = {"name": args.name, "kind": "scenes", "spec": spec.__dict__, "splits": {}}
+    classes = DATASETS.get(args.name).classes
+    for split in scenes.SPLITS:
+        found, path = scenes.scene_set(args.name, split, data_dir=args.data_dir)
+        info["splits"][split] = {"path": str(path), **scenes.summary(found, classes)}
+    return info
+
+
 def cmd_data_info(args: argparse.Namespace) -> int:
     from neuralab import data
 
-    info = data.info(args.name, args.data_dir)
+    if data.DATASETS.get(args.name).kind == "scenes":
+        info = _scene_info(args)
+    else:
+        info = data.info(args.name, args.data_dir)
     if args.json:
         print_json(info)
     else:
@@ -62,9 +98,83 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from neuralab import data
 
+    if data.DATASETS.get(args.name).kind == "scenes":
+        raise UserError(f"{args.name} is generated, not downloaded: neuralab data make {args.name}")
     path = data.fetch(args.name, args.data_dir)
     print(f"{args.name} is in {path}")
     return 0
+
+
+def cmd_data_make(args: argparse.Namespace) -> int:
+    import time
+
+    scenes, spec = _scene_spec(args)
+    for split, n in _sizes(args).items():
+        start = time.perf_counter()
+        found, path = scenes.scene_set(args.name, split, n, spec, args.seed, args.data_dir)
+        seconds = time.perf_counter() - start
+        objects = len(found.labels)
+        print(f"{split}: {len(found)} scenes, {objects} objects, in {path} ({seconds:.1f} s)")
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neuralab.data import DATASETS
+    from neuralab.plots import plot_scene_grid
+
+    scenes, spec = _scene_spec(args)
+    if not 1 <= args.n <= 64:
+        raise UserError(f"--n must be in [1, 64], got {args.n}")
+    n = _sizes(args)[args.split]
+    found, _ = scenes.scene_set(args.name, args.split, n, spec, args.seed, args.data_dir)
+    picked = range(min(args.n, len(found)))
+    out = plot_scene_grid(
+        found.images[: len(picked)],
+        [found.boxes[found.objects(i)] for i in picked],
+        [found.labels[found.objects(i)] for i in picked],
+        found.semantic[: len(picked)],
+        DATASETS.get(args.name).classes,
+        Path(args.out),
+    )
+    print(f"wrote {out}: {len(picked)} {args.split} scenes, boxes above, semantic masks below")
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from matplotlib.image import imsave
+
+    from neuralab.data import DATASETS
+
+    scenes, spec = _scene_spec(args)
+    out = Path(args.coco).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty directory; pick a new one")
+    classes = DATASETS.get(args.name).classes
+    for split, n in _sizes(args).items():
+        found, _ = scenes.scene_set(args.name, split, n, spec, args.seed, args.data_dir)
+        (out / split).mkdir(parents=True)
+        names = [f"{split}/{i:06d}.png" for i in range(len(found))]
+        for name, image in zip(names, found.images, strict=True):
+            imsave(out / name, image.transpose(1, 2, 0))
+        coco = scenes.coco_dict(found, classes, names)
+        (out / f"{split}.json").write_text(json.dumps(coco))
+        print(f"{split}: {len(names)} images and {len(coco['annotations'])} objects in {out}")
+    return 0
+
+
+def _add_scene_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="a scene set: fashion-scenes, mnist-scenes")
+    p.add_argument("--size", type=int, default=96, help="canvas side in pixels (default: 96)")
+    p.add_argument("--max-iou", type=float, default=0.3, help="most overlap of two boxes")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same scenes (default: 0)")
+    p.add_argument("--train", type=int, default=20000, help="train scenes (default: 20000)")
+    p.add_argument("--test", type=int, default=2000, help="test scenes (default: 2000)")
+    p.add_argument("--data-dir", help="cache the scenes here (default: the user cache)")
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -87,7 +197,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    data_p = sub.add_parser("data", help="datasets: list, info, fetch")
+    data_p = sub.add_parser(
+        "data", help="datasets: list, info, fetch; scene sets: make, show, export"
+    )
     data_sub = data_p.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     p = data_sub.add_parser("list", help="registered datasets and where they are")
     add_json(p)
@@ -102,6 +214,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--data-dir", help="download here instead of the user cache")
     p.set_defaults(func=cmd_data_fetch)
+    p = data_sub.add_parser("make", help="generate a scene set's train and test splits")
+    _add_scene_options(p)
+    p.set_defaults(func=cmd_data_make)
+    p = data_sub.add_parser("show", help="a PNG grid of scenes with boxes and masks drawn")
+    _add_scene_options(p)
+    p.add_argument("--n", type=int, default=16, help="scenes to draw (default: 16)")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--out", default="scenes.png", help="the PNG (default: scenes.png)")
+    p.set_defaults(func=cmd_data_show)
+    p = data_sub.add_parser("export", help="a scene set as PNG files and COCO JSON")
+    _add_scene_options(p)
+    p.add_argument("--coco", required=True, metavar="DIR", help="a new or empty directory")
+    p.set_defaults(func=cmd_data_export)
 
     models_p = sub.add_parser("models", help="registered models")
     models_sub = models_p.add_subparsers(dest="models_command", required=True, parser_class=Parser)

@@ -220,3 +220,25 @@ DATASETS.add(
         kind="text",
     ),
 )
+
+
+def _read_scenes(directory: Path) -> RawData:
+    raise UserError(
+        f"scene sets are generated, not read from {directory}: neuralab.data.scenes.scene_set"
+    )
+
+
+for _scenes, _source in (("fashion-scenes", "fashion-mnist"), ("mnist-scenes", "mnist")):
+    DATASETS.add(
+        _scenes,
+        DatasetSpec(
+            name=_scenes,
+            classes=DATASETS.get(_source).classes,
+            channels=3,
+            height=96,
+            width=96,
+            read=_read_scenes,
+            how_to_get=f"generated from {_source} on first use, or `neuralab data make {_scenes}`",
+            kind="scenes",
+        ),
+    )

@@ -1,0 +1,328 @@
+"""Scenes: canvases of several real Fashion-MNIST items, for detection and segmentation.
+
+No detection or segmentation dataset installs on these machines, so ``fashion-scenes`` is
+generated from real images: each scene is a square canvas with 1–6 Fashion-MNIST items,
+taken from the matching split (test scenes use only test images), each scaled to 16–56 px
+and tinted, placed so that no two boxes overlap by more than an IoU of 0.3, over a cluttered
+background (a colour gradient, pixel noise, and faded fragments of other items that are not
+objects). Items are painted largest first, so a smaller one may hide part of a larger one,
+never the reverse.
+
+Annotations, per object: its box (xyxy pixels, x1 and y1 exclusive, tight around the item's
+pixels of alpha > ``ALPHA_ON``, hidden ones included), class, tint, the index of its source
+image in the split, its area; per image: an instance map (0 background, k the image's k-th
+object, visible pixels only) and a semantic map (0 background, class + 1). The same
+``SceneSpec``, seed and source images give bit-identical scenes; a generated split is cached
+under a hash of all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neuralab.errors import UserError
+
+GENERATOR_VERSION = 1  # bump when the same spec and seed would draw different scenes
+ALPHA_ON = 0.1  # an item's pixel belongs to it where its (scaled) intensity exceeds this
+SOURCE_SIDE = 28
+FIELDS = ("images", "instances", "semantic", "counts", "boxes", "labels", "tints", "sources")
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """How scenes are drawn; ``check`` names the first value out of range."""
+
+    size: int = 96
+    min_objects: int = 1
+    max_objects: int = 6
+    min_side: int = 16
+    max_side: int = 56
+    max_iou: float = 0.3
+    clutter: int = 3  # faded fragments of other items in the background, per scene
+
+    def check(self) -> SceneSpec:
+        rules = [
+            (32 <= self.size <= 256, f"size must be in [32, 256], got {self.size}"),
+            (
+                1 <= self.min_objects <= self.max_objects <= 12,
+                f"objects per scene must satisfy 1 <= min <= max <= 12, got "
+                f"{self.min_objects}..{self.max_objects}",
+            ),
+            (
+                8 <= self.min_side <= self.max_side <= self.size,
+                f"item sides must satisfy 8 <= min <= max <= size ({self.size}), got "
+                f"{self.min_side}..{self.max_side}",
+            ),
+            (0 <= self.max_iou <= 1, f"max_iou must be in [0, 1], got {self.max_iou}"),
+            (0 <= self.clutter <= 20, f"clutter must be in [0, 20], got {self.clutter}"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise UserError(message)
+        return self
+
+
+class Scenes(NamedTuple):
+    """N scenes and their M objects; object arrays are in image order (``counts`` each)."""
+
+    images: np.ndarray  # (N, 3, S, S) uint8
+    instances: np.ndarray  # (N, S, S) uint8: 0 background, k = the image's k-th object
+    semantic: np.ndarray  # (N, S, S) uint8: 0 background, class + 1
+    counts: np.ndarray  # (N,) int64: objects per image
+    boxes: np.ndarray  # (M, 4) int64: x0, y0, x1, y1 pixels, x1 and y1 exclusive
+    labels: np.ndarray  # (M,) int64: class ids
+    tints: np.ndarray  # (M, 3) uint8: the item's colour
+    sources: np.ndarray  # (M,) int64: index of the item's image in its source split
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def objects(self, i: int) -> slice:
+        """Where image ``i``'s objects lie in the object arrays."""
+        start = int(self.counts[:i].sum())
+        return slice(start, start + int(self.counts[i]))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of xyxy boxes (x1, y1 exclusive)."""
+    a, b = a[:, None, :].astype(np.float64), b[None, :, :].astype(np.float64)
+    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = w * h
+    area = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area + area_b - inter, 1e-12)
+
+
+def _scaled(item: np.ndarray, side: int) -> np.ndarray:
+    """A (28, 28) uint8 item as (side, side) alpha in [0, 1] (bilinear, antialiased)."""
+    x = torch.from_numpy(item).float().div(255)[None, None]
+    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)[0, 0].numpy()
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(3, S, S) float in [0, 1]: a linear gradient between two colours, plus pixel noise."""
+    c0, c1 = rng.uniform(0.0, 0.6, 3), rng.uniform(0.0, 0.6, 3)
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:size, 0:size] / (size - 1)
+    t = xs * np.cos(angle) + ys * np.sin(angle)
+    t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
+    canvas = c0[:, None, None] * (1 - t) + c1[:, None, None] * t
+    return canvas + rng.normal(0, 0.03, (3, size, size))
+
+
+def _paint(canvas: np.ndarray, alpha: np.ndarray, tint: np.ndarray, y: int, x: int) -> None:
+    h, w = alpha.shape
+    region = canvas[:, y : y + h, x : x + w]
+    region *= 1 - alpha
+    region += alpha * tint[:, None, None]
+
+
+def _clutter(rng, canvas, source: np.ndarray, spec: SceneSpec) -> None:
+    """Faded fragments (a corner of another item) that are part of the background."""
+    for _ in range(spec.clutter):
+        item = source[rng.integers(len(source))]
+        side = int(rng.integers(10, 19))
+        top, left = rng.integers(0, SOURCE_SIDE - side + 1, 2)
+        fragment = _scaled(np.ascontiguousarray(item[top : top + side, left : left + side]), side)
+        y, x = rng.integers(0, spec.size - side + 1, 2)
+        _paint(canvas, 0.4 * fragment, rng.uniform(0.2, 1.0, 3), int(y), int(x))
+
+
+def _scene(rng, source_x, source_y, spec: SceneSpec):
+    size = spec.size
+    canvas = _background(rng, size)
+    _clutter(rng, canvas, source_x, spec)
+    instances = np.zeros((size, size), np.uint8)
+    n = int(rng.integers(spec.min_objects, spec.max_objects + 1))
+    sides = np.sort(rng.integers(spec.min_side, spec.max_side + 1, n))[::-1]
+    boxes, labels, tints, sources = [], [], [], []
+    for side in sides:
+        index = int(rng.integers(len(source_x)))
+        alpha = _scaled(source_x[index], int(side))
+        rows, cols = np.nonzero(alpha > ALPHA_ON)
+        if len(rows) == 0:
+            continue
+        tight = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+        for _ in range(20):  # placements tried before the item is left out
+            y, x = (int(v) for v in rng.integers(0, size - side + 1, 2))
+            box = tight + np.array([x, y, x, y])
+            if not boxes or box_iou(box[None], np.array(boxes)).max() <= spec.max_iou:
+                break
+        else:
+            continue
+        tint = rng.uniform(0.35, 1.0, 3)
+        _paint(canvas, alpha, tint, y, x)
+        mask = alpha > ALPHA_ON
+        instances[y : y + side, x : x + side][mask] = len(boxes) + 1
+        boxes.append(box)
+        labels.append(int(source_y[index]))
+        tints.append(np.round(tint * 255).astype(np.uint8))
+        sources.append(index)
+    image = np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)
+    class_of = np.array([0, *(c + 1 for c in labels)], np.uint8)
+    return image, instances, class_of[instances], boxes, labels, tints, sources
+
+
+def generate(
+    source_x: np.ndarray, source_y: np.ndarray, n: int, spec: SceneSpec, seed: int | list[int]
+) -> Scenes:
+    """``n`` scenes of the (K, 28, 28) uint8 items ``source_x`` with classes ``source_y``,
+    drawn by numpy's PCG64 from ``seed``."""
+    spec.check()
+    if n < 1:
+        raise UserError(f"a scene set needs at least one scene, got {n}")
+    if source_x.ndim != 3 or source_x.shape[1:] != (SOURCE_SIDE, SOURCE_SIDE):
+        raise UserError(f"scene items must be (K, 28, 28) images, got {source_x.shape}")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    parts = [_scene(rng, source_x, source_y, spec) for _ in range(n)]
+
+    def cat(i: int, shape: tuple[int, ...], dtype) -> np.ndarray:
+        rows = [np.asarray(r, dtype) for p in parts for r in p[i]]
+        return np.stack(rows) if rows else np.zeros((0, *shape), dtype)
+
+    return Scenes(
+        images=np.stack([p[0] for p in parts]),
+        instances=np.stack([p[1] for p in parts]),
+        semantic=np.stack([p[2] for p in parts]),
+        counts=np.array([len(p[4]) for p in parts], np.int64),
+        boxes=cat(3, (4,), np.int64),
+        labels=cat(4, (), np.int64),
+        tints=cat(5, (3,), np.uint8),
+        sources=cat(6, (), np.int64),
+    )
+
+
+def save(scenes: Scenes, path: Path) -> None:
+    """Written to a temporary name and renamed: a cache file is whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **scenes._asdict())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_file(path: Path) -> Scenes:
+    """A saved scene set; arrays only, never a pickle."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return Scenes(**{k: f[k] for k in FIELDS})
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{path} is not a scene set ({type(err).__name__}: {err})") from None
+
+
+def cache_key(spec: SceneSpec, seed: int, n: int, source_x: np.ndarray, source_y: np.ndarray):
+    """A hash of everything a scene set depends on: generator, spec, seed, size, sources."""
+    h = hashlib.sha256()
+    settings = {"version": GENERATOR_VERSION, "spec": asdict(spec), "seed": seed, "n": n}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(source_x).tobytes())
+    h.update(np.ascontiguousarray(source_y).astype(np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- the registry
+
+SOURCES = {"fashion-scenes": "fashion-mnist", "mnist-scenes": "mnist"}
+SPLITS = ("train", "test")  # a task carves its validation scenes from train
+DEFAULT_SIZES = {"train": 20000, "test": 2000}
+
+
+def source_items(name: str, split: str, data_dir: str | Path | None = None):
+    """The (K, 28, 28) uint8 items and (K,) classes that ``split`` of scene set ``name`` is
+    drawn from: the whole official split of its source dataset, in file order."""
+    from neuralab.data.splits import load
+
+    if name not in SOURCES:
+        raise UserError(f"{name!r} is not a scene set; scene sets: {', '.join(SOURCES)}")
+    if split not in SPLITS:
+        raise UserError(f"scene sets have the splits {', '.join(SPLITS)}, not {split!r}")
+    x, y = load(SOURCES[name], split, data_dir=data_dir, val_fraction=0.0)
+    return (x[:, 0] * 255).round().to(torch.uint8).numpy(), y.numpy()
+
+
+def scene_set(
+    name: str,
+    split: str,
+    n: int | None = None,
+    spec: SceneSpec = SceneSpec(),
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+) -> tuple[Scenes, Path]:
+    """(scenes, cache file) of ``split``: read from the cache, else generated and cached
+    (in ``data_dir``/NAME, else the user cache) under a hash of what it depends on."""
+    from neuralab.data.store import cache_root
+
+    n = DEFAULT_SIZES[split] if n is None else n
+    source_x, source_y = source_items(name, split, data_dir)
+    seeds = [seed, SPLITS.index(split)]  # train and test draw different layouts
+    key = cache_key(spec.check(), seeds, n, source_x, source_y)
+    root = Path(data_dir).expanduser() if data_dir is not None else cache_root()
+    path = root / name / f"{split}-{n}-{key}.npz"
+    if path.exists():
+        return load_file(path), path
+    scenes = generate(source_x, source_y, n, spec, seeds)
+    save(scenes, path)
+    return scenes, path
+
+
+def summary(scenes: Scenes, classes: tuple[str, ...]) -> dict:
+    """Objects per class and per image, and a histogram of box sides (the longer one)."""
+    sides = np.maximum(
+        scenes.boxes[:, 2] - scenes.boxes[:, 0], scenes.boxes[:, 3] - scenes.boxes[:, 1]
+    )
+    edges = [0, 16, 24, 32, 40, 48, 56, 1_000]
+    counts, _ = np.histogram(sides, bins=edges)
+    return {
+        "scenes": len(scenes),
+        "objects": int(len(scenes.labels)),
+        "objects_per_class": {c: int((scenes.labels == i).sum()) for i, c in enumerate(classes)},
+        "objects_per_image": {
+            int(k): int((scenes.counts == k).sum()) for k in np.unique(scenes.counts)
+        },
+        "box_side_px": {
+            f"{lo}-{hi - 1}" if hi < 1_000 else f">={lo}": int(c)
+            for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)
+        },
+    }
+
+
+def coco_dict(scenes: Scenes, classes: tuple[str, ...], file_names: list[str]) -> dict:
+    """The scene set in COCO's detection format (boxes as x, y, w, h; segmentations as
+    uncompressed RLE of each visible instance mask), readable by pycocotools."""
+    images, annotations = [], []
+    size = scenes.images.shape[-1]
+    for i in range(len(scenes)):
+        images.append({"id": i + 1, "file_name": file_names[i], "width": size, "height": size})
+        for k, j in enumerate(range(*scenes.objects(i).indices(len(scenes.labels))), start=1):
+            x0, y0, x1, y1 = (int(v) for v in scenes.boxes[j])
+            mask = (scenes.instances[i] == k).flatten(order="F")  # COCO's RLE is column-major
+            starts = np.flatnonzero(mask[1:] != mask[:-1]) + 1  # where each run after the first
+            runs = np.diff([0, *starts, mask.size]).tolist()
+            if mask[0]:
+                runs = [0, *runs]  # RLE counts start with a run of zeros
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(scenes.labels[j]) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": int(mask.sum()),
+                    "iscrowd": 0,
+                    "segmentation": {"counts": runs, "size": [size, size]},
+                }
+            )
+    categories = [{"id": i + 1, "name": c} for i, c in enumerate(classes)]
+    return {"images": images, "annotations": annotations, "categories": categories}

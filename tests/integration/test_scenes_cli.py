@@ -1,0 +1,43 @@
+"""`neuralab data make|show|export|info` on a scene set, end to end through the CLI, on tiny
+scene sets (the real Fashion-MNIST as source)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import require_dataset
+from test_cli import assert_user_error, neuralab
+
+pytestmark = pytest.mark.data
+TINY = ["--train", "40", "--test", "12", "--size", "48"]
+
+
+def test_make_show_export_and_their_user_errors(tmp_path):
+    require_dataset("fashion-mnist")
+    out = neuralab("data", "make", "fashion-scenes", *TINY, cwd=tmp_path).stdout
+    assert "train: 40 scenes" in out and "test: 12 scenes" in out
+    cached = list((tmp_path / "cache/fashion-scenes").glob("*.npz"))
+    assert len(cached) == 2  # in the user cache, named by a hash of what they depend on
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    neuralab("data", "make", "fashion-scenes", *TINY, cwd=tmp_path)  # read from the cache
+    assert {p: p.stat().st_mtime_ns for p in cached[0].parent.iterdir()} == stamps
+
+    neuralab("data", "show", "fashion-scenes", *TINY, "--n", "6", "--out", "g.png", cwd=tmp_path)
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    neuralab("data", "export", "fashion-scenes", *TINY, "--coco", "coco", cwd=tmp_path)
+    test = json.loads((tmp_path / "coco/test.json").read_text())
+    assert len(test["images"]) == 12 and len(list((tmp_path / "coco/test").glob("*.png"))) == 12
+    assert {c["name"] for c in test["categories"]} >= {"Sneaker", "Bag"}
+
+    cases = [
+        (["data", "export", "fashion-scenes", *TINY, "--coco", "coco"], "not an empty directory"),
+        (["data", "make", "fashion-mnist", *TINY], "not a scene set"),
+        (["data", "make", "fashion-scenes", "--size", "8"], "size must be in"),
+        (["data", "make", "fashion-scenes", "--train", "0"], "--train and --test must be >= 1"),
+        (["data", "fetch", "fashion-scenes"], "generated, not downloaded"),
+        (["data", "show", "fashion-scenes", *TINY, "--n", "0"], "--n must be in"),
+    ]
+    for args, words in cases:
+        assert_user_error(neuralab(*args, cwd=tmp_path, check=False), words)

@@ -70,6 +70,10 @@ class DataConfig:
     path: str = ""  # a UTF-8 text file to model instead of the named dataset (text runs)
     # text runs: random windows (nanoGPT) or contiguous streams with carried state (char-rnn)
     batching: str = field(default="windows", metadata=choices("windows", "streams"))
+    # scene sets (fashion-scenes): the canvas side, and how many train and test scenes
+    scene_size: int = field(default=96, metadata=bounds(32, 256))
+    scenes_train: int = field(default=20000, metadata=bounds(1))
+    scenes_test: int = field(default=2000, metadata=bounds(1))
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,22 @@ def test_make_show_export_and_their_user_errors(tmp_path):
     ]
     for args, words in cases:
         assert_user_error(neuralab(*args, cwd=tmp_path, check=False), words)
+
+
+def test_segmentation_preset_trains_tests_and_refuses_classifier_commands(tmp_path):
+    """`neuralab train fashion_scenes_seg` (shortened) prints test/miou and test/pixel_acc,
+    which results.json and `neuralab test --json` hold too; predict and attack, which take
+    image classifiers, refuse the run in one line."""
+    require_dataset("fashion-mnist")
+    small = ["data.scenes_train=48", "data.scenes_test=12", "data.scene_size=32"]
+    args = ["fashion_scenes_seg", *small, "model.widths=8,16", "train.max_steps=6"]
+    out = neuralab("train", *args, "train.val_every=3", "--run-dir", "s", "--json", cwd=tmp_path)
+    result = json.loads(out.stdout)
+    assert 0 <= result["test/miou"] <= 1 and 0 <= result["test/pixel_acc"] <= 1
+    assert result["test/examples"] == 12 and "train/wall_s" in result
+    saved = json.loads((tmp_path / "s/results.json").read_text())
+    again = json.loads(neuralab("test", "s", "--json", cwd=tmp_path).stdout)
+    assert saved["test/miou"] == result["test/miou"] == again["test/miou"]
+    for command in (["predict", "s", "x.png"], ["attack", "s"]):
+        proc = neuralab(*command, cwd=tmp_path, check=False)
+        assert_user_error(proc, "takes runs of image classifiers")

@@ -40,9 +40,19 @@ def roots(tmp_path, monkeypatch):
 
 
 def test_registry_and_specs():
-    """The four image datasets and tiny shakespeare are registered with the documented classes,
-    shapes, augmentation defaults and a sha256 (64 hex digits) for every canonical file."""
-    assert DATASETS.names() == ["cifar10", "digits", "fashion-mnist", "mnist", "tinyshakespeare"]
+    """The four image datasets, tiny shakespeare and the two scene sets are registered with the
+    documented classes, shapes, augmentation defaults and a sha256 (64 hex digits) for every
+    canonical file."""
+    assert DATASETS.names() == [
+        "cifar10",
+        "digits",
+        "fashion-mnist",
+        "fashion-scenes",
+        "mnist",
+        "mnist-scenes",
+        "tinyshakespeare",
+    ]
+    assert DATASETS.get("fashion-scenes").classes == DATASETS.get("fashion-mnist").classes
     fashion = DATASETS.get("fashion-mnist")
     assert fashion.classes[0] == "T-shirt/top" and fashion.classes[-1] == "Ankle boot"
     assert fashion.num_classes == 10 and (fashion.channels, fashion.height) == (1, 28)

@@ -56,11 +56,7 @@ def _scene_spec(args: argparse.Namespace):
         raise UserError(f"{args.name!r} is not a scene set; scene sets: {names}")
     if args.train < 1 or args.test < 1:
         raise UserError(f"--train and --test must be >= 1, got {args.train} and {args.test}")
-    # items up to 56 px on the default 96 px canvas, in proportion on others
-    max_side = max(8, round(args.size * 56 / 96))
-    spec = scenes.SceneSpec(
-        size=args.size, min_side=min(16, max_side), max_side=max_side, max_iou=args.max_iou
-    )
+    spec = scenes.spec_for_size(args.size, args.max_iou)
     return scenes, spec.check()
 
 

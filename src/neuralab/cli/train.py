@@ -145,14 +145,22 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def trained_run(args: argparse.Namespace):
-    """(run_dir, config, best-or-last model in eval mode, dataset spec) of ``args.run``."""
+    """(run_dir, config, best-or-last model in eval mode, dataset spec) of ``args.run``, a
+    run of an image classifier (what ``predict`` and ``attack`` take)."""
     from neuralab import config as config_lib
     from neuralab import data
+    from neuralab.models import model_kind
     from neuralab.train import load_model
 
     run_dir = Path(args.run)
     cfg = config_lib.load_run(run_dir)
     check_trains_with(cfg, "neuralab train", run_dir)
+    kind = model_kind(cfg.model.name)
+    if kind != "image":
+        raise UserError(
+            f"{run_dir} holds a {kind} model ({cfg.model.name}); `neuralab {args.command}` "
+            "takes runs of image classifiers"
+        )
     return run_dir, cfg, load_model(run_dir, args.which), data.DATASETS.get(cfg.data.name)
 
 

@@ -23,13 +23,16 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from neuralab.errors import UserError
+
+if TYPE_CHECKING:
+    from neuralab.config import DataConfig
 
 GENERATOR_VERSION = 1  # bump when the same spec and seed would draw different scenes
 ALPHA_ON = 0.1  # an item's pixel belongs to it where its (scaled) intensity exceeds this
@@ -276,6 +279,33 @@ def scene_set(
     scenes = generate(source_x, source_y, n, spec, seeds)
     save(scenes, path)
     return scenes, path
+
+
+def spec_for_size(size: int, max_iou: float = 0.3) -> SceneSpec:
+    """The default spec on a canvas of ``size``: items up to 56 px on 96 px, in proportion."""
+    max_side = max(8, round(size * 56 / 96))
+    return SceneSpec(size=size, min_side=min(16, max_side), max_side=max_side, max_iou=max_iou)
+
+
+def load_scene_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) float32 in [0, 1] and semantic masks (N, S, S) int64 of a split
+    of the scene set ``cfg.name``: val is ``cfg.val_fraction`` of the train scenes, carved by
+    ``cfg.split_seed``; test scenes are drawn from the source's test images only."""
+    from neuralab.data.splits import carve
+
+    if split not in ("train", "val", "test"):
+        raise UserError(f"split must be train, val or test, got {split!r}")
+    drawn = "test" if split == "test" else "train"
+    n = cfg.scenes_test if drawn == "test" else cfg.scenes_train
+    data_dir = cfg.data_dir or None
+    found, _ = scene_set(cfg.name, drawn, n, spec_for_size(cfg.scene_size), 0, data_dir)
+    index = np.arange(len(found))
+    if drawn == "train":
+        rest, carved = carve(len(found), cfg.val_fraction, cfg.split_seed)
+        index = carved if split == "val" else rest
+    x = torch.from_numpy(found.images[index]).float().div_(255)
+    y = torch.from_numpy(found.semantic[index].astype(np.int64))
+    return x, y
 
 
 def summary(scenes: Scenes, classes: tuple[str, ...]) -> dict:

@@ -51,7 +51,7 @@ def _raw(name: str, directory: Path) -> RawData:
     return raw
 
 
-def _carve(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def carve(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split range(n) into (rest, carved) by a seeded permutation; both sorted."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     k = round(fraction * n)
@@ -67,14 +67,14 @@ def _select(
     if not 0 <= val_fraction < 1:
         raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if raw.test_x is None:
-        rest, test = _carve(len(raw.train_x), FIXED_TEST_FRACTION, FIXED_TEST_SEED)
+        rest, test = carve(len(raw.train_x), FIXED_TEST_FRACTION, FIXED_TEST_SEED)
         if split == "test":
             return raw.train_x, raw.train_y, test
     elif split == "test":
         return raw.test_x, raw.test_y, np.arange(len(raw.test_x))
     else:
         rest = np.arange(len(raw.train_x))
-    train, val = _carve(len(rest), val_fraction, split_seed)
+    train, val = carve(len(rest), val_fraction, split_seed)
     return raw.train_x, raw.train_y, rest[train if split == "train" else val]
 
 

@@ -4,7 +4,7 @@
 Importing this package imports every model module, which registers its models in ``MODELS``.
 """
 
-from neuralab.models import attention, cnn, gpt, mlp, resnet, rnn, vit
+from neuralab.models import attention, cnn, gpt, mlp, resnet, rnn, unet, vit
 from neuralab.models.base import (
     MODELS,
     ImageClassifier,
@@ -41,5 +41,6 @@ __all__ = [
     "register_model",
     "resnet",
     "rnn",
+    "unet",
     "vit",
 ]

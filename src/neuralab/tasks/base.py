@@ -67,7 +67,9 @@ class Task:
         """Refuse, with a one-line ``UserError``, a config this kind cannot run, before a run
         directory exists: a model of the wrong kind, data that is not there."""
         if model_kind(cfg.model.name) != self.model_kind:
-            what = "text" if self.model_kind == "text" else f"images ({cfg.data.name})"
+            what = {"text": "text", "segment": f"pixel classes ({cfg.data.name})"}.get(
+                self.model_kind, f"images ({cfg.data.name})"
+            )
             raise UserError(
                 f"model {cfg.model.name!r} cannot learn from {what}; "
                 f"{self.model_kind} models: {', '.join(list_models(kind=self.model_kind))}"
@@ -79,6 +81,10 @@ class Task:
                 f"(set train.monitor to one of {', '.join(self.monitors)}); it is measured by: "
                 f"{', '.join(others) or 'no kind of run'}"
             )
+        self.check_data(cfg)
+
+    def check_data(self, cfg: RunConfig) -> None:
+        """Refuse a run whose data is not here (unless it may download it)."""
         if cfg.data.path:
             data.read_text_file(cfg.data.path)
         elif not cfg.data.download:

@@ -1,0 +1,151 @@
+"""Semantic segmentation: a class for every pixel of a scene (0 = background).
+
+The loss is the cross-entropy of each pixel, averaged over the batch's pixels (Long,
+Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic Segmentation").
+Validation and test measure the mean intersection-over-union: for each class,
+IoU = TP / (TP + FP + FN) over all pixels of the split, averaged over the classes that occur
+in the ground truth or the prediction (background included), and pixel accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuralab import data
+from neuralab.data import scenes
+from neuralab.data.batches import ImageBatches
+from neuralab.errors import UserError
+from neuralab.models import create_model
+from neuralab.seed import seed_everything
+from neuralab.tasks.base import TASKS, Setup, Task
+
+if TYPE_CHECKING:
+    from neuralab.config import DataConfig, RunConfig
+
+
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """(C, C) int64 counts of pixels of true class i predicted as class j."""
+    flat = target.reshape(-1) * num_classes + pred.reshape(-1)
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def iou_scores(confusion: Tensor) -> dict[str, Any]:
+    """Per-class IoU (None for a class in neither truth nor prediction), their mean over the
+    classes that occur, and pixel accuracy, from a confusion matrix."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    present = union > 0
+    iou = torch.where(present, tp / union.clamp(min=1), torch.nan)
+    return {
+        "miou": iou[present].mean().item() if present.any() else 0.0,
+        "pixel_acc": (tp.sum() / confusion.sum().clamp(min=1)).item(),
+        "iou": [None if v != v else v for v in iou.tolist()],  # NaN: the class never occurs
+    }
+
+
+@TASKS.register("segment")
+class SegmentTask(Task):
+    """Per-pixel classification of a scene set: ``model(x)`` gives (B, classes, H, W) logits."""
+
+    model_kind = "segment"
+    monitors = ("val/miou", "val/pixel_acc", "val/loss")
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        self.classes = ("background", *classes)
+        self.num_classes = len(self.classes)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> SegmentTask:
+        spec = data.DATASETS.get(cfg.data.name)
+        if spec.kind != "scenes":
+            raise UserError(
+                f"segmentation needs a scene set (data.name: {', '.join(scenes.SOURCES)}), "
+                f"not {cfg.data.name!r}"
+            )
+        return cls(spec.classes)
+
+    def check_data(self, cfg: RunConfig) -> None:
+        """The scenes are generated on first use; their source images must be here."""
+        data.locate(scenes.SOURCES[cfg.data.name], cfg.data.data_dir or None)
+
+    def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
+        x_train, y_train = scenes.load_scene_split(cfg.data, "train")
+        x_val, y_val = scenes.load_scene_split(cfg.data, "val")
+        seed_everything(cfg.seed)
+        mean, std = data.channel_stats(x_train)
+        model = create_model(
+            cfg.model.name,
+            num_classes=self.num_classes,
+            in_channels=3,
+            image_size=cfg.data.scene_size,
+            mean=mean,
+            std=std,
+            **cfg.model.options,
+        )
+        batches = ImageBatches(x_train, y_train, cfg.train.batch_size, cfg.seed)
+        sizes = {"train/examples": len(x_train), "val/examples": len(x_val)}
+        return Setup(model, batches, (x_val, y_val), sizes)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Mean per-pixel cross-entropy; ``correct`` counts right pixels (train/acc)."""
+        logits = model(x)  # (B, C, H, W)
+        loss = F.cross_entropy(logits, y)
+        correct = (logits.detach().argmax(dim=1) == y).sum()
+        return loss, {"correct": correct, "count": torch.tensor(y.numel())}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
+        """Mean per-pixel cross-entropy, mIoU, pixel accuracy, per-class IoU and the pixel
+        confusion matrix over (x, y), in eval mode (the previous mode restored after)."""
+        was_training = model.training
+        model.eval()
+        total_loss = 0.0
+        confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        try:
+            for start in range(0, len(x), batch_size):
+                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                logits = model(xb).float()
+                total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
+                confusion += confusion_matrix(logits.argmax(dim=1), yb, self.num_classes)
+        finally:
+            model.train(was_training)
+        return {"loss": total_loss / max(y.numel(), 1), **iou_scores(confusion)}
+
+    def validate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
+        result = self.evaluate(model, x, y, batch_size)
+        return {
+            "val/loss": result["loss"],
+            "val/miou": result["miou"],
+            "val/pixel_acc": result["pixel_acc"],
+        }
+
+    def test(
+        self, cfg: RunConfig, run_dir: Path, model: nn.Module, data_cfg: DataConfig
+    ) -> dict[str, Any]:
+        """mIoU, pixel accuracy, loss and per-class IoU on the test scenes."""
+        x, y = scenes.load_scene_split(data_cfg, "test")
+        result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
+        return {
+            "test/miou": result["miou"],
+            "test/pixel_acc": result["pixel_acc"],
+            "test/loss": result["loss"],
+            "test/examples": len(x),
+            "test/iou": dict(zip(self.classes, result["iou"], strict=True)),
+        }
+
+    def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
+        best = "no val split (data.val_fraction=0): the last checkpoint is used"
+        if "val/miou" in summary:
+            best = f"{summary['val/miou']:.4f} (step {summary['best_step']})"
+        return [
+            *super().describe(run_dir, summary, test),
+            ["best val mIoU", best],
+            ["test mIoU", f"{test['test/miou']:.4f} on {test['test/examples']} scenes"],
+            ["test pixel acc", f"{test['test/pixel_acc']:.4f}"],
+        ]

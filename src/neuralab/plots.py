@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -187,4 +188,30 @@ def plot_scene_grid(
             top.text(x0, y0 - 1, classes[int(c)], color="white", fontsize=5.5,
                      bbox={"facecolor": edge, "pad": 0.5, "lw": 0})  # fmt: skip
         bottom.imshow([[palette[v] for v in row] for row in semantic[i]])
+    return save_figure(fig, out)
+
+
+def plot_segmentation(image: torch.Tensor, pred: torch.Tensor, classes: Sequence[str], out: Path):
+    """An image (3, S, S) in [0, 1] beside its predicted classes (S, S) drawn over it, with a
+    legend of the classes found (class 0, the background, left undrawn)."""
+    import matplotlib
+    from matplotlib.patches import Patch
+
+    colours = matplotlib.colormaps["tab10"]
+    rgb = image.permute(1, 2, 0).numpy()
+    overlay = rgb.copy()
+    found = sorted(int(c) for c in pred.unique() if int(c) > 0)
+    labels = pred.numpy()
+    for c in found:
+        colour = np.array(colours((c - 1) % 10)[:3])
+        overlay[labels == c] = 0.35 * rgb[labels == c] + 0.65 * colour
+    fig, (left, right) = subplots(1, 2, figsize=(6.4, 3.4))
+    left.imshow(rgb)
+    right.imshow(overlay)
+    for ax, title in ((left, "image"), (right, "predicted classes")):
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9)
+    handles = [Patch(color=colours((c - 1) % 10), label=classes[c]) for c in found]
+    if handles:
+        right.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     return save_figure(fig, out)

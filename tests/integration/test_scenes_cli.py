@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import require_dataset
+from PIL import Image
 from test_cli import assert_user_error, neuralab
 
 pytestmark = pytest.mark.data
@@ -43,10 +45,11 @@ def test_make_show_export_and_their_user_errors(tmp_path):
         assert_user_error(neuralab(*args, cwd=tmp_path, check=False), words)
 
 
-def test_segmentation_preset_trains_tests_and_refuses_classifier_commands(tmp_path):
+def test_segmentation_preset_trains_tests_predicts_and_refuses_attack(tmp_path):
     """`neuralab train fashion_scenes_seg` (shortened) prints test/miou and test/pixel_acc,
-    which results.json and `neuralab test --json` hold too; predict and attack, which take
-    image classifiers, refuse the run in one line."""
+    which results.json and `neuralab test --json` hold too; predict draws the masks of an image
+    file of any size and gives each class's share of its pixels; attack, which takes image
+    classifiers, refuses the run in one line."""
     require_dataset("fashion-mnist")
     small = ["data.scenes_train=48", "data.scenes_test=12", "data.scene_size=32"]
     args = ["fashion_scenes_seg", *small, "model.widths=8,16", "train.max_steps=6"]
@@ -57,6 +60,9 @@ def test_segmentation_preset_trains_tests_and_refuses_classifier_commands(tmp_pa
     saved = json.loads((tmp_path / "s/results.json").read_text())
     again = json.loads(neuralab("test", "s", "--json", cwd=tmp_path).stdout)
     assert saved["test/miou"] == result["test/miou"] == again["test/miou"]
-    for command in (["predict", "s", "x.png"], ["attack", "s"]):
-        proc = neuralab(*command, cwd=tmp_path, check=False)
-        assert_user_error(proc, "takes runs of image classifiers")
+    Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(tmp_path / "x.png")
+    proc = neuralab("predict", "s", "x.png", "--out", "m.png", "--json", cwd=tmp_path)
+    shares = json.loads(proc.stdout)["predictions"][0]["pixels"]
+    assert sum(shares.values()) == pytest.approx(1, abs=1e-3)
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    assert_user_error(neuralab("attack", "s", cwd=tmp_path, check=False), "image classifiers")

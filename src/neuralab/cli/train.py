@@ -144,9 +144,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def trained_run(args: argparse.Namespace):
+def trained_run(args: argparse.Namespace, kinds: tuple[str, ...] = ("image",)):
     """(run_dir, config, best-or-last model in eval mode, dataset spec) of ``args.run``, a
-    run of an image classifier (what ``predict`` and ``attack`` take)."""
+    run of a model of one of ``kinds`` (image classifiers: what ``attack`` takes)."""
     from neuralab import config as config_lib
     from neuralab import data
     from neuralab.models import model_kind
@@ -156,12 +156,50 @@ def trained_run(args: argparse.Namespace):
     cfg = config_lib.load_run(run_dir)
     check_trains_with(cfg, "neuralab train", run_dir)
     kind = model_kind(cfg.model.name)
-    if kind != "image":
+    if kind not in kinds:
+        what = " and ".join(
+            {"image": "image classifiers", "segment": "segmenters"}[k] for k in kinds
+        )
         raise UserError(
             f"{run_dir} holds a {kind} model ({cfg.model.name}); `neuralab {args.command}` "
-            "takes runs of image classifiers"
+            f"takes runs of {what}"
         )
     return run_dir, cfg, load_model(run_dir, args.which), data.DATASETS.get(cfg.data.name)
+
+
+def predict_masks(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any) -> int:
+    """A segmenter's class for every pixel of each image, drawn beside the image as a PNG
+    (``--out``: the file for one image, a folder for several), and each class's share."""
+    import torch
+
+    from neuralab.data.image_files import read_image
+    from neuralab.plots import plot_segmentation
+    from neuralab.tasks.segment import SegmentTask
+
+    classes = SegmentTask.from_config(cfg).classes
+    size = (cfg.data.scene_size, cfg.data.scene_size)
+    several = len(args.images) > 1
+    out = []
+    for path in args.images:
+        image, _ = read_image(path, channels=3, size=size, dark_background=False)
+        with torch.no_grad():
+            pred = model(image.unsqueeze(0))[0].argmax(dim=0)  # (S, S) class ids
+        target = (
+            Path(args.out or ".") / f"{Path(path).stem}_mask.png"
+            if several or not args.out
+            else Path(args.out)
+        )
+        plot_segmentation(image, pred, classes, target)
+        share = torch.bincount(pred.flatten(), minlength=len(classes)).double() / pred.numel()
+        found = {c: round(float(f), 4) for c, f in zip(classes, share, strict=True) if f > 0}
+        out.append({"image": str(path), "out": str(target), "pixels": found})
+    if args.json:
+        print_json({"run": str(run_dir), "predictions": out})
+        return 0
+    for item in out:
+        shares = ", ".join(f"{c} {f:.1%}" for c, f in item["pixels"].items())
+        print(f"{item['image']}: {shares}; drawn in {item['out']}")
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -170,7 +208,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from neuralab import data
     from neuralab.data.image_files import border_mean, read_image
 
-    run_dir, cfg, model, spec = trained_run(args)
+    run_dir, cfg, model, spec = trained_run(args, ("image", "segment"))
+    if spec.kind == "scenes":
+        return predict_masks(args, run_dir, cfg, model)
     x_train, _ = data.load_split(cfg.data, "train")
     dark = border_mean(x_train[:1000]) < 0.5
     if args.top_k < 1:
@@ -276,10 +316,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("predict", help="top-k classes for image files")
+    p = sub.add_parser("predict", help="top-k classes (or a segmenter's masks) for image files")
     p.add_argument("run", help="a trained run directory")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
+    p.add_argument(
+        "--out",
+        help="segmenters: the PNG to draw (a folder for several images; default: IMAGE_mask.png)",
+    )
     add_which(p)
     add_json(p)
     p.set_defaults(func=cmd_predict)

@@ -23,7 +23,8 @@ import torch
 
 from neuralab import config
 from neuralab.data import scenes
-from neuralab.tasks.segment import SegmentTask, confusion_matrix, iou_scores
+from neuralab.tasks.base import confusion_matrix
+from neuralab.tasks.segment import SegmentTask, iou_scores
 from neuralab.train import fit, load_model, new_run_dir
 
 

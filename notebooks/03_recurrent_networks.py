@@ -35,8 +35,8 @@ from torch import nn
 import neuralab
 from neuralab import config, data
 from neuralab.models.rnn import GRUCell, LSTMCell, RNNCell
+from neuralab.plots import curves_figure
 from neuralab.probe.lstm_cells import correlations, plot_saturation, saturation, text_features
-from neuralab.runs import read_jsonl
 from neuralab.train import fit, load_model, new_run_dir, sample
 
 torch.manual_seed(0)
@@ -190,14 +190,7 @@ run_dir = new_run_dir(None, cfg, name="notebook_shakespeare_lstm")
 summary = fit(cfg, run_dir, progress=False)
 print(f"best val loss {summary['val/loss']:.3f} nats/char at step {summary['best_step']}")
 
-records = read_jsonl(run_dir / "metrics.jsonl")
-for key in ("train/loss", "val/loss"):
-    plt.plot([r["step"] for r in records if key in r], [r[key] for r in records if key in r],
-             "o-" if key == "val/loss" else "-", label=key)  # fmt: skip
-plt.xlabel("step")
-plt.ylabel("loss (nats/char)")
-plt.legend()
-plt.show()
+display(curves_figure(run_dir))  # the learning curves, as `neuralab report` draws them
 
 # %% [markdown]
 # ## What it writes

@@ -35,13 +35,14 @@ import math
 import matplotlib.pyplot as plt  # in a notebook pyplot is yours; neuralab never touches it
 import torch
 import torch.nn.functional as F
+from IPython.display import display
 from torch import nn
 
 import neuralab
 from neuralab import config, data
 from neuralab.models.attention import MultiHeadSelfAttention
+from neuralab.plots import curves_figure
 from neuralab.probe.attention import head_summary
-from neuralab.runs import read_jsonl
 from neuralab.train import fit, load_model, new_run_dir, sample
 
 torch.manual_seed(0)
@@ -314,14 +315,7 @@ run_dir = new_run_dir(None, cfg, name="notebook_shakespeare_gpt")
 summary = fit(cfg, run_dir, progress=False)
 print(f"best val loss {summary['val/loss']:.3f} nats/char at step {summary['best_step']}")
 
-records = read_jsonl(run_dir / "metrics.jsonl")
-for key in ("train/loss", "val/loss"):
-    plt.plot([r["step"] for r in records if key in r], [r[key] for r in records if key in r],
-             "o-" if key == "val/loss" else "-", label=key)  # fmt: skip
-plt.xlabel("step")
-plt.ylabel("loss (nats/char)")
-plt.legend()
-plt.show()
+display(curves_figure(run_dir))  # the learning curves, as `neuralab report` draws them
 print("ROMEO:\n" + sample(run_dir, "ROMEO:\n", 300, temperature=0.8, seed=1))
 
 # %% [markdown]

@@ -51,22 +51,31 @@ def plot_curves(run_dir: Path) -> Path:
 def curves_figure(run_dir: Path) -> Figure:
     """Loss and accuracy against the optimizer step, train and val, from metrics.jsonl; the
     kNN accuracy of a pretraining run and the robust accuracy of adversarial training too;
-    a dotted line at the best checkpoint's step (``best_step`` in results.json)."""
+    a dotted line at the best checkpoint's step (``best_step`` in results.json). A run that
+    measures no accuracy (a language model) gets the loss panel alone."""
     records = read_jsonl(run_dir / "metrics.jsonl")
     best_step = read_json(run_dir / "results.json").get("best_step")
-    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(11, 4))
+    extra = (("val/knn_acc", "val kNN (pretraining)"), ("val/robust_acc", "val PGD"))
+    has_acc = any(
+        _series(records, key)[0] for key in ("train/acc", "val/acc", *(k for k, _ in extra))
+    )
+    fig, axes = subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
+    ax_loss, ax_acc = axes[0][0], axes[0][-1] if has_acc else None
     for split, style in (("train", "-"), ("val", "o-")):
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
             steps, values = _series(records, f"{split}/{metric}")
-            if steps:
+            if steps and ax is not None:
                 ax.plot(steps, values, style, label=split, markersize=3)
-    for key, label in (("val/knn_acc", "val kNN (pretraining)"), ("val/robust_acc", "val PGD")):
-        steps, values = _series(records, key)
-        if steps:
-            ax_acc.plot(steps, values, "s--", label=label, markersize=3)
     ax_loss.set(xlabel="step", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    panels = [ax_loss]
+    if ax_acc is not None:
+        for key, label in extra:
+            steps, values = _series(records, key)
+            if steps:
+                ax_acc.plot(steps, values, "s--", label=label, markersize=3)
+        ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy")
+        panels.append(ax_acc)
+    for ax in panels:
         if best_step is not None:
             ax.axvline(best_step, color="gray", linestyle=":", label=f"best (step {best_step})")
         ax.grid(alpha=0.3)

@@ -12,7 +12,8 @@ from sklearn.metrics import jaccard_score
 from neuralab import config
 from neuralab.errors import UserError
 from neuralab.models import create_model, list_models
-from neuralab.tasks.segment import confusion_matrix, iou_scores
+from neuralab.tasks.base import confusion_matrix
+from neuralab.tasks.segment import iou_scores
 from neuralab.train import checkpoint, fit, new_run_dir
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuralab import data
@@ -132,6 +134,13 @@ class Task:
         """``test/...`` metrics of a trained ``model`` on the test split (touched only here)."""
         raise UserError(f"{run_dir} is a {cfg.task} run, which has no test step")
 
+    @staticmethod
+    def best_val(summary: dict, key: str) -> str:
+        """The best validation ``key`` and its step, for ``describe``'s table."""
+        if key not in summary:
+            return "no val split (data.val_fraction=0): the last checkpoint is used"
+        return f"{summary[key]:.4f} (step {summary['best_step']})"
+
     def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
         """Rows (result, value) of the table printed after training and testing."""
         return [
@@ -142,6 +151,34 @@ class Task:
                 f"{summary['train/wall_s']:.1f} s on {summary['train/threads']} threads",
             ],
         ]
+
+
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """(C, C) int64 counts of the examples (images, pixels) of true class i predicted as j."""
+    flat = target.reshape(-1) * num_classes + pred.reshape(-1)
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+@torch.no_grad()
+def loss_and_confusion(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int, num_classes: int
+) -> tuple[float, Tensor]:
+    """The summed cross-entropy of ``model``'s logits over (x, y) and the confusion matrix of
+    its argmax (logits (B, C) or (B, C, H, W) alike), batch by batch, in eval mode; the
+    model's previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    total_loss = 0.0
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    try:
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            logits = model(xb)
+            total_loss += F.cross_entropy(logits.float(), yb, reduction="sum").item()
+            confusion += confusion_matrix(logits.argmax(dim=1), yb, num_classes)
+    finally:
+        model.train(was_training)
+    return total_loss, confusion
 
 
 TASKS: Registry[type[Task]] = Registry("task")

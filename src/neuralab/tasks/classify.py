@@ -16,7 +16,7 @@ from neuralab.data.batches import ImageBatches
 from neuralab.models import create_model
 from neuralab.plots import plot_confusion
 from neuralab.seed import seed_everything
-from neuralab.tasks.base import TASKS, Setup, Task
+from neuralab.tasks.base import TASKS, Setup, Task, loss_and_confusion
 
 if TYPE_CHECKING:
     from neuralab.config import DataConfig, RunConfig
@@ -90,28 +90,10 @@ class ClassifyTask(Task):
         result = self.evaluate(model, x, y, batch_size)
         return {"val/loss": result["loss"], "val/acc": result["acc"]}
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
-        """Plain (unsmoothed) mean cross-entropy, accuracy and confusion matrix over (x, y).
-
-        The model is put in eval mode and its previous mode restored afterwards.
-        ``confusion[i, j]`` counts images of true class i predicted as class j.
-        """
-        was_training = model.training
-        model.eval()
-        total_loss = 0.0
-        confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        try:
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-                logits = model(xb)
-                total_loss += F.cross_entropy(logits.float(), yb, reduction="sum").item()
-                pred = logits.argmax(dim=1)
-                confusion += torch.bincount(
-                    yb * self.num_classes + pred, minlength=self.num_classes**2
-                ).view(self.num_classes, self.num_classes)
-        finally:
-            model.train(was_training)
+        """Plain (unsmoothed) mean cross-entropy, accuracy and confusion matrix over (x, y),
+        in eval mode. ``confusion[i, j]`` counts images of true class i predicted as j."""
+        total_loss, confusion = loss_and_confusion(model, x, y, batch_size, self.num_classes)
         n = max(len(x), 1)
         per_class = confusion.diag().double() / confusion.sum(dim=1).clamp(min=1).double()
         return {
@@ -141,12 +123,9 @@ class ClassifyTask(Task):
         }
 
     def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
-        best = "no val split (data.val_fraction=0): the last checkpoint is used"
-        if "val/acc" in summary:
-            best = f"{summary['val/acc']:.4f} (step {summary['best_step']})"
         return [
             *super().describe(run_dir, summary, test),
-            ["best val acc", best],
+            ["best val acc", self.best_val(summary, "val/acc")],
             ["test acc", f"{test['test/acc']:.4f} on {test['test/examples']} images"],
             ["test loss", f"{test['test/loss']:.4f}"],
         ]

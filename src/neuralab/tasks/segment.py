@@ -22,16 +22,10 @@ from neuralab.data.batches import ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.seed import seed_everything
-from neuralab.tasks.base import TASKS, Setup, Task
+from neuralab.tasks.base import TASKS, Setup, Task, loss_and_confusion
 
 if TYPE_CHECKING:
     from neuralab.config import DataConfig, RunConfig
-
-
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """(C, C) int64 counts of pixels of true class i predicted as class j."""
-    flat = target.reshape(-1) * num_classes + pred.reshape(-1)
-    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
 
 
 def iou_scores(confusion: Tensor) -> dict[str, Any]:
@@ -99,22 +93,10 @@ class SegmentTask(Task):
         correct = (logits.detach().argmax(dim=1) == y).sum()
         return loss, {"correct": correct, "count": torch.tensor(y.numel())}
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
-        """Mean per-pixel cross-entropy, mIoU, pixel accuracy, per-class IoU and the pixel
-        confusion matrix over (x, y), in eval mode (the previous mode restored after)."""
-        was_training = model.training
-        model.eval()
-        total_loss = 0.0
-        confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        try:
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-                logits = model(xb).float()
-                total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
-                confusion += confusion_matrix(logits.argmax(dim=1), yb, self.num_classes)
-        finally:
-            model.train(was_training)
+        """Mean per-pixel cross-entropy, mIoU, pixel accuracy and per-class IoU over (x, y),
+        in eval mode."""
+        total_loss, confusion = loss_and_confusion(model, x, y, batch_size, self.num_classes)
         return {"loss": total_loss / max(y.numel(), 1), **iou_scores(confusion)}
 
     def validate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
@@ -140,12 +122,9 @@ class SegmentTask(Task):
         }
 
     def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
-        best = "no val split (data.val_fraction=0): the last checkpoint is used"
-        if "val/miou" in summary:
-            best = f"{summary['val/miou']:.4f} (step {summary['best_step']})"
         return [
             *super().describe(run_dir, summary, test),
-            ["best val mIoU", best],
+            ["best val mIoU", self.best_val(summary, "val/miou")],
             ["test mIoU", f"{test['test/miou']:.4f} on {test['test/examples']} scenes"],
             ["test pixel acc", f"{test['test/pixel_acc']:.4f}"],
         ]

@@ -19,7 +19,8 @@
 # gradient norm of every layer at initialisation, and the training loss over 60 steps.
 #
 # The full study (`neuralab probe gradients`, 20 variants on Fashion-MNIST, about 10
-# minutes) and its table are in the README.
+# minutes) and its table are on the docs' vanishing-gradient page
+# (`docs/ideas/vanishing-gradients.md`).
 
 # %%
 import math
@@ -66,7 +67,7 @@ display(Image(study["png"][0]))
 # ## Training loss
 #
 # ln(10) ≈ 2.30 is the loss of a guess. Sigmoid networks without BatchNorm learn little in
-# 40 steps whatever their gradients; with ReLU and BatchNorm (the README's full study) the
+# 40 steps whatever their gradients; with ReLU and BatchNorm (the full study) the
 # residual nets pull ahead of the plain ones, deeper ones most.
 
 # %%

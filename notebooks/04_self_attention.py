@@ -26,8 +26,8 @@
 # The full presets: `neuralab train shakespeare_gpt_cpu` is nanoGPT's classic CPU GPT
 # (4 layers of 128, 2,000 steps), which with rotary positions, ReLU² and an untied head
 # reaches a validation loss of about 1.64 against nanoGPT's 1.89; `neuralab train
-# shakespeare_gpt` (6 layers of 256, 10 minutes on two cores) reaches about 1.5. The README
-# has both.
+# shakespeare_gpt` (6 layers of 256, 10 minutes on two cores) reaches about 1.5 (the CLI and
+# models guides, `docs/guide/cli.md` and `docs/guide/models.md`, have both).
 
 # %%
 import math

@@ -20,7 +20,8 @@
 #
 # On Fashion-MNIST, `neuralab train fashion_cnn` then
 # `neuralab attack runs/... --eps 0.03,0.05,0.1` gives the same picture at full scale, and
-# `neuralab train fashion_cnn_trades` trains a model that resists it (the README has both).
+# `neuralab train fashion_cnn_trades` trains a model that resists it (the CLI guide,
+# `docs/guide/cli.md`, has both).
 
 # %%
 import matplotlib.pyplot as plt  # in a notebook pyplot is yours; neuralab never touches it

@@ -18,8 +18,8 @@
 # 100,000 environment steps, half a minute on two CPU cores; a random policy lasts about 22
 # steps.
 #
-# `neuralab rl train cartpole_ppo` runs the same preset; the README has LunarLander and
-# Pong from pixels.
+# `neuralab rl train cartpole_ppo` runs the same preset; the docs' reinforcement-learning
+# page (`docs/ideas/reinforcement-learning.md`) has LunarLander and Pong from pixels.
 
 # %%
 from pathlib import Path

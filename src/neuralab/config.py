@@ -108,7 +108,8 @@ class TrainConfig:
     # EMA decay of the weights (e.g. 0.999); 0 = off
     ema: float = field(default=0.0, metadata=bounds(0, 1, high_open=True))
     # the validation metric that picks the best checkpoint: one the run's kind measures
-    # (neuralab.tasks: Task.monitors); higher is better for an accuracy, lower for the rest
+    # (neuralab.tasks: Task.monitors); higher is better for an accuracy or an IoU, lower for
+    # a loss (Task.higher_is_better)
     monitor: str = "val/acc"
     # stop after this many validations without improvement; 0 = off
     early_stopping: int = field(default=0, metadata=bounds(0))

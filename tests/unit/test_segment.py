@@ -12,6 +12,7 @@ from sklearn.metrics import jaccard_score
 from neuralab import config
 from neuralab.errors import UserError
 from neuralab.models import create_model, list_models
+from neuralab.runs import read_jsonl
 from neuralab.tasks.base import confusion_matrix
 from neuralab.tasks.segment import iou_scores
 from neuralab.train import checkpoint, fit, new_run_dir
@@ -86,3 +87,7 @@ def test_segmentation_resumes_bit_identically(tmp_path, monkeypatch):
     assert resumed["val/miou"] == done["val/miou"] and 0 < done["val/miou"] <= 1
     assert {"train/examples", "val/examples"} <= set(done) and done["val/examples"] == 16
     assert np.isfinite(done["val/loss"])
+    # the best checkpoint is the one of the highest val mIoU (once, the lowest was kept)
+    vals = [r for r in read_jsonl(straight / "metrics.jsonl") if "val/miou" in r]
+    best = max(vals, key=lambda r: r["val/miou"])
+    assert len({r["val/miou"] for r in vals}) > 1 and done["best_step"] == best["step"]

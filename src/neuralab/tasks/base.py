@@ -126,6 +126,11 @@ class Task:
         """Figures of this kind added to ``results.json`` (e.g. tokens per second)."""
         return {}
 
+    def higher_is_better(self, monitor: str) -> bool:
+        """Whether a larger value of ``monitor`` is a better model (accuracies; losses are
+        better lower): how the loop picks the best checkpoint."""
+        return monitor.endswith("acc")
+
     # ------------------------------------------------------------------ 5. test
 
     def test(

@@ -99,6 +99,9 @@ class SegmentTask(Task):
         total_loss, confusion = loss_and_confusion(model, x, y, batch_size, self.num_classes)
         return {"loss": total_loss / max(y.numel(), 1), **iou_scores(confusion)}
 
+    def higher_is_better(self, monitor: str) -> bool:
+        return monitor in ("val/miou", "val/pixel_acc")
+
     def validate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
         result = self.evaluate(model, x, y, batch_size)
         return {

@@ -244,7 +244,7 @@ class Trainer:
                 f"train.monitor={tc.monitor} is not measured here; it has: {list(metrics)}"
             )
         value = metrics[tc.monitor]
-        higher_is_better = tc.monitor.endswith("acc")
+        higher_is_better = self.task.higher_is_better(tc.monitor)
         improved = state.best is None or (
             value > state.best if higher_is_better else value < state.best
         )

@@ -111,3 +111,7 @@ def test_a_class_with_one_label_still_cross_validates_quietly() -> None:
     assert sorted(torch.cat([held for _, held in folds]).tolist()) == list(range(7))
     y = torch.arange(10).repeat(3)
     assert len(stratified_folds(y)) == 3  # three of each class: three parts, not five
+    # one example of every class (1% of digits' training split): two plain halves, no crash
+    folds = stratified_folds(torch.arange(10))
+    assert len(folds) == 2
+    assert sorted(torch.cat([held for _, held in folds]).tolist()) == list(range(10))

@@ -124,13 +124,18 @@ def stratified_folds(y: Tensor, folds: int = CV_FOLDS) -> list[tuple[Tensor, Ten
     A class with a single labelled example (a 1% budget of a small dataset) lands in one part
     only, and the probe fitted without it cannot predict it there: every L2 strength pays the
     same for it, so the choice between them is still fair; scikit-learn's warning about it
-    is not repeated to the user.
+    is not repeated to the user. When every class has a single example (1% of digits), no
+    stratified split exists: two plain shuffled halves stand in, where every strength scores
+    the same and the grid's first wins.
     """
-    from sklearn.model_selection import StratifiedKFold  # late: scikit-learn takes a second
+    from sklearn.model_selection import KFold, StratifiedKFold  # late: scikit-learn is slow
 
     counts = torch.bincount(y)
     smallest = int(counts[counts > 0].min())
-    splitter = StratifiedKFold(max(2, min(folds, smallest)), shuffle=True, random_state=0)
+    if int(counts.max()) < 2:
+        splitter = KFold(2, shuffle=True, random_state=0)
+    else:
+        splitter = StratifiedKFold(max(2, min(folds, smallest)), shuffle=True, random_state=0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         parts = list(splitter.split(torch.zeros(len(y), 1).numpy(), y.numpy()))

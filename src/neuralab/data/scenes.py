@@ -239,6 +239,7 @@ def cache_key(spec: SceneSpec, seed: int, n: int, source_x: np.ndarray, source_y
 # ----------------------------------------------------------------------------- the registry
 
 SOURCES = {"fashion-scenes": "fashion-mnist", "mnist-scenes": "mnist"}
+DEFAULT_SPEC = SceneSpec()
 SPLITS = ("train", "test")  # a task carves its validation scenes from train
 DEFAULT_SIZES = {"train": 20000, "test": 2000}
 
@@ -260,7 +261,7 @@ def scene_set(
     name: str,
     split: str,
     n: int | None = None,
-    spec: SceneSpec = SceneSpec(),
+    spec: SceneSpec = DEFAULT_SPEC,
     seed: int = 0,
     data_dir: str | Path | None = None,
 ) -> tuple[Scenes, Path]:

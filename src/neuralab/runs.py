@@ -7,12 +7,14 @@ keeps its results in a run directory made and read here.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import time
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,15 +116,22 @@ def make_run_dir(
     return path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """``path`` holds ``text`` or its previous contents, never half of it: written to a
-    temporary file beside it, then renamed over it."""
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; renamed over ``path`` when the block ends
+    without an error, removed otherwise, so ``path`` is never half written."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``path`` holds ``text`` or its previous contents, never half of it."""
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 
 from neuralab.cli.common import Parser, add_json, print_json, table
 from neuralab.errors import UserError
@@ -67,8 +68,8 @@ def _sizes(args: argparse.Namespace) -> dict[str, int]:
 def _scene_info(args: argparse.Namespace) -> dict:
     from neuralab.data import DATASETS, scenes
 
-    spec = scenes.SceneSpec()
-    info = {"name": args.name, "kind": "scenes", "spec": spec.__dict__, "splits": {}}
+    spec = asdict(scenes.DEFAULT_SPEC)  # the spec scene_set draws with by default
+    info = {"name": args.name, "kind": "scenes", "spec": spec, "splits": {}}
     classes = DATASETS.get(args.name).classes
     for split in scenes.SPLITS:
         found, path = scenes.scene_set(args.name, split, data_dir=args.data_dir)

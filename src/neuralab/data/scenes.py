@@ -10,7 +10,7 @@ never the reverse.
 
 Annotations, per object: its box (xyxy pixels, x1 and y1 exclusive, tight around the item's
 pixels of alpha > ``ALPHA_ON``, hidden ones included), class, tint, the index of its source
-image in the split, its area; per image: an instance map (0 background, k the image's k-th
+image in the split; per image: an instance map (0 background, k the image's k-th
 object, visible pixels only) and a semantic map (0 background, class + 1). The same
 ``SceneSpec``, seed and source images give bit-identical scenes; a generated split is cached
 under a hash of all of them.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from neuralab.errors import UserError
+from neuralab.runs import replaced_atomically
 
 if TYPE_CHECKING:
     from neuralab.config import DataConfig
@@ -208,13 +208,8 @@ def generate(
 def save(scenes: Scenes, path: Path) -> None:
     """Written to a temporary name and renamed: a cache file is whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **scenes._asdict())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **scenes._asdict())
 
 
 def load_file(path: Path) -> Scenes:

@@ -224,3 +224,71 @@ def plot_segmentation(image: torch.Tensor, pred: torch.Tensor, classes: Sequence
     if handles:
         right.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     return save_figure(fig, out)
+
+
+def _draw_boxes(ax, boxes, labels, classes, colours, scores=None, dashed=False) -> None:
+    import matplotlib
+
+    for k, ((x0, y0, x1, y1), c) in enumerate(zip(boxes.tolist(), labels.tolist(), strict=True)):
+        edge = "white" if dashed else colours(int(c) % 10)
+        ax.add_patch(
+            matplotlib.patches.Rectangle(
+                (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=edge, lw=1.1,
+                ls="--" if dashed else "-",
+            )
+        )  # fmt: skip
+        if not dashed:
+            text = classes[int(c)] + ("" if scores is None else f" {float(scores[k]):.2f}")
+            ax.text(x0, y0 - 1, text, color="white", fontsize=5.5,
+                    bbox={"facecolor": edge, "pad": 0.5, "lw": 0})  # fmt: skip
+
+
+def plot_detections(
+    images: torch.Tensor,
+    found: Sequence[Any],
+    classes: Sequence[str],
+    out: Path,
+    truth: torch.Tensor | None = None,
+) -> Path:
+    """Images (N, 3, S, S) in [0, 1] with their detections (``found[i]``: boxes, scores,
+    labels), each box labelled with its class and score; with ``truth`` (N, K, 5), the true
+    boxes are drawn dashed in white beneath."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"]
+    n = len(images)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i in range(n):
+        ax = axes[i // cols][i % cols]
+        ax.imshow(images[i].permute(1, 2, 0).clamp(0, 1).numpy())
+        if truth is not None:
+            rows_i = truth[i][truth[i][:, 4] >= 0]
+            _draw_boxes(ax, rows_i[:, :4], rows_i[:, 4].long(), classes, colours, dashed=True)
+        _draw_boxes(ax, found[i].boxes, found[i].labels, classes, colours, found[i].scores)
+    if truth is not None:
+        fig.suptitle("detections (solid, with scores) and ground truth (dashed)", fontsize=9)
+    return save_figure(fig, out)
+
+
+def plot_pr_curves(curves: dict, ap: dict, out: Path) -> Path:
+    """Each class's precision against recall (``curves``: test_pr.json's recall and
+    per-class precision), labelled with its AP."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"]
+    fig, ax = subplots(figsize=(6.4, 4.4))
+    for i, (name, precision) in enumerate(curves["precision"].items()):
+        value = ap.get(name)
+        label = f"{name} (AP {value:.3f})" if value is not None else f"{name} (absent)"
+        ax.plot(curves["recall"], precision, color=colours(i % 10), label=label, lw=1.2)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"precision-recall at IoU {curves['iou']} (AP: mean over IoU .5:.95)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    return save_figure(fig, out)

@@ -283,10 +283,8 @@ def spec_for_size(size: int, max_iou: float = 0.3) -> SceneSpec:
     return SceneSpec(size=size, min_side=min(16, max_side), max_side=max_side, max_iou=max_iou)
 
 
-def load_scene_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, S, S) float32 in [0, 1] and semantic masks (N, S, S) int64 of a split
-    of the scene set ``cfg.name``: val is ``cfg.val_fraction`` of the train scenes, carved by
-    ``cfg.split_seed``; test scenes are drawn from the source's test images only."""
+def _scene_split(cfg: DataConfig, split: str) -> tuple[Scenes, np.ndarray]:
+    """The scene set a split is drawn from, and which of its scenes the split holds."""
     from neuralab.data.splits import carve
 
     if split not in ("train", "val", "test"):
@@ -299,9 +297,38 @@ def load_scene_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.T
     if drawn == "train":
         rest, carved = carve(len(found), cfg.val_fraction, cfg.split_seed)
         index = carved if split == "val" else rest
+    return found, index
+
+
+def load_scene_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) float32 in [0, 1] and semantic masks (N, S, S) int64 of a split
+    of the scene set ``cfg.name``: val is ``cfg.val_fraction`` of the train scenes, carved by
+    ``cfg.split_seed``; test scenes are drawn from the source's test images only."""
+    found, index = _scene_split(cfg, split)
     x = torch.from_numpy(found.images[index]).float().div_(255)
     y = torch.from_numpy(found.semantic[index].astype(np.int64))
     return x, y
+
+
+def box_targets(scenes: Scenes, max_objects: int) -> torch.Tensor:
+    """(N, max_objects, 5) float32 rows ``x0, y0, x1, y1, class`` of each scene's objects,
+    padded with rows of -1."""
+    out = np.full((len(scenes), max_objects, 5), -1.0, dtype=np.float32)
+    image = np.repeat(np.arange(len(scenes)), scenes.counts)
+    first = np.cumsum(scenes.counts) - scenes.counts  # each scene's first object
+    slot = np.arange(len(image)) - np.repeat(first, scenes.counts)
+    out[image, slot, :4] = scenes.boxes
+    out[image, slot, 4] = scenes.labels
+    return torch.from_numpy(out)
+
+
+def load_scene_boxes(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) float32 in [0, 1] and box targets (N, K, 5) (``box_targets``, K
+    the most objects a scene may hold) of a split, carved as ``load_scene_split``'s."""
+    found, index = _scene_split(cfg, split)
+    x = torch.from_numpy(found.images[index]).float().div_(255)
+    max_objects = spec_for_size(cfg.scene_size).max_objects
+    return x, box_targets(found, max_objects)[torch.from_numpy(index)]
 
 
 def summary(scenes: Scenes, classes: tuple[str, ...]) -> dict:

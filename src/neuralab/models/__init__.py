@@ -4,7 +4,20 @@
 Importing this package imports every model module, which registers its models in ``MODELS``.
 """
 
-from neuralab.models import attention, cnn, gpt, mlp, resnet, rnn, unet, vit
+from neuralab.models import (
+    attention,
+    boxes,
+    centernet,
+    cnn,
+    detect,
+    gpt,
+    mlp,
+    resnet,
+    retinanet,
+    rnn,
+    unet,
+    vit,
+)
 from neuralab.models.base import (
     MODELS,
     ImageClassifier,
@@ -29,8 +42,11 @@ __all__ = [
     "Normalize",
     "TextModelConfig",
     "attention",
+    "boxes",
+    "centernet",
     "cnn",
     "create_model",
+    "detect",
     "gpt",
     "list_models",
     "mlp",
@@ -40,6 +56,7 @@ __all__ = [
     "model_kind",
     "register_model",
     "resnet",
+    "retinanet",
     "rnn",
     "unet",
     "vit",

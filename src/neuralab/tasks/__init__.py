@@ -4,7 +4,7 @@ metrics of a batch, what validation and testing compute (see ``neuralab.tasks.ba
 Importing this package imports every kind's module, which registers it in ``TASKS``.
 """
 
-from neuralab.tasks import adversarial, contrastive, denoise, masked, segment
+from neuralab.tasks import adversarial, contrastive, denoise, detect, masked, segment
 from neuralab.tasks.base import TASKS, Setup, Task, build_task, task_name
 from neuralab.tasks.classify import ClassifyTask
 from neuralab.tasks.language_model import LanguageModelTask
@@ -19,6 +19,7 @@ __all__ = [
     "build_task",
     "contrastive",
     "denoise",
+    "detect",
     "masked",
     "segment",
     "task_name",

@@ -69,9 +69,11 @@ class Task:
         """Refuse, with a one-line ``UserError``, a config this kind cannot run, before a run
         directory exists: a model of the wrong kind, data that is not there."""
         if model_kind(cfg.model.name) != self.model_kind:
-            what = {"text": "text", "segment": f"pixel classes ({cfg.data.name})"}.get(
-                self.model_kind, f"images ({cfg.data.name})"
-            )
+            what = {
+                "text": "text",
+                "segment": f"pixel classes ({cfg.data.name})",
+                "detect": f"object boxes ({cfg.data.name})",
+            }.get(self.model_kind, f"images ({cfg.data.name})")
             raise UserError(
                 f"model {cfg.model.name!r} cannot learn from {what}; "
                 f"{self.model_kind} models: {', '.join(list_models(kind=self.model_kind))}"

@@ -10,7 +10,7 @@ in the ground truth or the prediction (background included), and pixel accuracy.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,23 +43,20 @@ def iou_scores(confusion: Tensor) -> dict[str, Any]:
     }
 
 
-@TASKS.register("segment")
-class SegmentTask(Task):
-    """Per-pixel classification of a scene set: ``model(x)`` gives (B, classes, H, W) logits."""
+class SceneTask(Task):
+    """A kind of run on a scene set (``data.name``: fashion-scenes, mnist-scenes)."""
 
-    model_kind = "segment"
-    monitors = ("val/miou", "val/pixel_acc", "val/loss")
+    purpose: ClassVar[str] = "segmentation"
 
     def __init__(self, classes: tuple[str, ...]) -> None:
-        self.classes = ("background", *classes)
-        self.num_classes = len(self.classes)
+        self.object_classes = classes
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> SegmentTask:
+    def from_config(cls, cfg: RunConfig) -> SceneTask:
         spec = data.DATASETS.get(cfg.data.name)
         if spec.kind != "scenes":
             raise UserError(
-                f"segmentation needs a scene set (data.name: {', '.join(scenes.SOURCES)}), "
+                f"{cls.purpose} needs a scene set (data.name: {', '.join(scenes.SOURCES)}), "
                 f"not {cfg.data.name!r}"
             )
         return cls(spec.classes)
@@ -67,6 +64,19 @@ class SegmentTask(Task):
     def check_data(self, cfg: RunConfig) -> None:
         """The scenes are generated on first use; their source images must be here."""
         data.locate(scenes.SOURCES[cfg.data.name], cfg.data.data_dir or None)
+
+
+@TASKS.register("segment")
+class SegmentTask(SceneTask):
+    """Per-pixel classification of a scene set: ``model(x)`` gives (B, classes, H, W) logits."""
+
+    model_kind = "segment"
+    monitors = ("val/miou", "val/pixel_acc", "val/loss")
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        super().__init__(classes)
+        self.classes = ("background", *classes)
+        self.num_classes = len(self.classes)
 
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
         x_train, y_train = scenes.load_scene_split(cfg.data, "train")

@@ -249,10 +249,11 @@ def plot_detections(
     classes: Sequence[str],
     out: Path,
     truth: torch.Tensor | None = None,
+    min_score: float = 0.3,
 ) -> Path:
     """Images (N, 3, S, S) in [0, 1] with their detections (``found[i]``: boxes, scores,
-    labels), each box labelled with its class and score; with ``truth`` (N, K, 5), the true
-    boxes are drawn dashed in white beneath."""
+    labels) scoring at least ``min_score``, each box labelled with its class and score; with
+    ``truth`` (N, K, 5), the true boxes are drawn dashed in white beneath."""
     import matplotlib
 
     colours = matplotlib.colormaps["tab10"]
@@ -268,9 +269,12 @@ def plot_detections(
         if truth is not None:
             rows_i = truth[i][truth[i][:, 4] >= 0]
             _draw_boxes(ax, rows_i[:, :4], rows_i[:, 4].long(), classes, colours, dashed=True)
-        _draw_boxes(ax, found[i].boxes, found[i].labels, classes, colours, found[i].scores)
+        boxes, scores, labels = (t[found[i].scores >= min_score] for t in found[i])
+        _draw_boxes(ax, boxes, labels, classes, colours, scores)
     if truth is not None:
-        fig.suptitle("detections (solid, with scores) and ground truth (dashed)", fontsize=9)
+        fig.suptitle(
+            f"detections scoring >= {min_score} (solid) and ground truth (dashed)", fontsize=9
+        )
     return save_figure(fig, out)
 
 

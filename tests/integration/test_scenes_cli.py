@@ -45,11 +45,11 @@ def test_make_show_export_and_their_user_errors(tmp_path):
         assert_user_error(neuralab(*args, cwd=tmp_path, check=False), words)
 
 
-def test_segmentation_preset_trains_tests_predicts_and_refuses_attack(tmp_path):
+def test_segmentation_preset_trains_tests_predicts_and_is_attacked(tmp_path):
     """`neuralab train fashion_scenes_seg` (shortened) prints test/miou and test/pixel_acc,
     which results.json and `neuralab test --json` hold too; predict draws the masks of an image
-    file of any size and gives each class's share of its pixels; attack, which takes image
-    classifiers, refuses the run in one line."""
+    file of any size and gives each class's share of its pixels; attack reports the mIoU
+    under PGD on the per-pixel loss, which eps = 0 leaves as it was."""
     require_dataset("fashion-mnist")
     small = ["data.scenes_train=48", "data.scenes_test=12", "data.scene_size=32"]
     args = ["fashion_scenes_seg", *small, "model.widths=8,16", "train.max_steps=6"]
@@ -65,4 +65,54 @@ def test_segmentation_preset_trains_tests_predicts_and_refuses_attack(tmp_path):
     shares = json.loads(proc.stdout)["predictions"][0]["pixels"]
     assert sum(shares.values()) == pytest.approx(1, abs=1e-3)
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
-    assert_user_error(neuralab("attack", "s", cwd=tmp_path, check=False), "image classifiers")
+    attack = ["attack", "s", "--n", "6", "--steps", "2", "--eps", "0,0.05", "--json"]
+    report = json.loads(neuralab(*attack, cwd=tmp_path).stdout)
+    assert report["metrics"] == ["miou", "pixel_acc"] and report["n"] == 6
+    assert report["results"][0]["miou"] == report["clean"]["miou"]  # eps 0: nothing moves
+    assert len(report["loss_per_step"]["0.05"]) == 3  # the start, then after each step
+    assert_user_error(
+        neuralab("attack", "s", "--targeted", "--target", "1", cwd=tmp_path, check=False),
+        "untargeted attacks",
+    )
+
+
+@pytest.mark.parametrize("preset", ["fashion_scenes_det", "fashion_scenes_det_anchor"])
+def test_detection_presets_train_test_predict_attack_and_report(tmp_path, preset):
+    """Each detector preset (shortened) prints test/map and test/map50, which results.json and
+    `neuralab test --json` hold too, and writes the test gallery and the precision-recall
+    curves; predict draws the boxes found in an image file; attack reports mAP under PGD on
+    the detection loss; report draws the PR curves."""
+    require_dataset("fashion-mnist")
+    small = ["data.scenes_train=48", "data.scenes_test=12", "data.scene_size=32"]
+    args = [preset, *small, "model.widths=8,8,16,16", "model.neck=16", "train.max_steps=6"]
+    out = neuralab("train", *args, "train.val_every=3", "--run-dir", "d", "--json", cwd=tmp_path)
+    result = json.loads(out.stdout)
+    assert 0 <= result["test/map"] <= result["test/map50"] <= 1
+    assert result["test/examples"] == 12 and "train/wall_s" in result
+    assert set(result["test/ap"]) >= {"Bag", "Sneaker"}
+    again = json.loads(neuralab("test", "d", "--json", cwd=tmp_path).stdout)
+    saved = json.loads((tmp_path / "d/results.json").read_text())
+    assert saved["test/map"] == result["test/map"] == again["test/map"]
+    assert (tmp_path / "d/test_gallery.png").read_bytes()[:4] == b"\x89PNG"
+    curves = json.loads((tmp_path / "d/test_pr.json").read_text())
+    assert len(curves["recall"]) == 101 and len(curves["precision"]["Bag"]) == 101
+
+    Image.fromarray(np.full((40, 60, 3), 120, np.uint8)).save(tmp_path / "x.png")
+    proc = neuralab("predict", "d", "x.png", "--out", "b.png", "--min-score", "0", "--json",
+                    cwd=tmp_path)  # fmt: skip
+    objects = json.loads(proc.stdout)["predictions"][0]["objects"]
+    # (after 6 steps RetinaNet may score nothing above its 0.05 threshold: no boxes)
+    assert all(0.05 <= o["score"] <= 1 and len(o["box"]) == 4 for o in objects)
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    attack = ["attack", "d", "--n", "6", "--steps", "2", "--eps", "0.05", "--json"]
+    report = json.loads(neuralab(*attack, cwd=tmp_path).stdout)
+    assert report["metrics"] == ["map", "map50"] and report["results"][0]["eps"] == 0.05
+    neuralab("report", "d", cwd=tmp_path)
+    assert (tmp_path / "d/plots/pr_curves.png").read_bytes()[:4] == b"\x89PNG"
+    cases = [
+        (["train", preset, "data.name=fashion-mnist"], "detection needs a scene set"),
+        (["train", preset, "model.name=unet"], "cannot learn from object boxes"),
+        (["predict", "d", "x.png", "--min-score", "2"], "--min-score must be in [0, 1]"),
+    ]
+    for argv, words in cases:
+        assert_user_error(neuralab(*argv, cwd=tmp_path, check=False), words)

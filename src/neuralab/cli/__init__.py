@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     domains = [
         importlib.import_module(f"{__name__}.{m.name}")
         for m in pkgutil.iter_modules(__path__)
-        if m.name != "common"
+        if m.name != "common" and not m.name.startswith("_")  # helpers, not domains
     ]
     for domain in sorted(domains, key=lambda d: d.ORDER):
         domain.add_commands(sub)

@@ -1,4 +1,5 @@
-"""``neuralab attack``: robust accuracy of a trained classifier under FGSM or PGD."""
+"""``neuralab attack``: robust accuracy of a trained classifier under FGSM or PGD; a
+segmenter's mIoU or a detector's mAP under the same attacks on its own loss."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from neuralab import data
     from neuralab.report.attacks import AttackSpec, attack_run
 
-    run_dir, cfg, model, spec = trained_run(args)
-    x, y = data.load_split(cfg.data, "test")
+    run_dir, cfg, model, spec = trained_run(args, ("image", "segment", "detect"))
     attack = AttackSpec(
         method=args.method,
         norm=args.norm,
@@ -30,6 +30,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
     )
+    if spec.kind == "scenes":
+        from neuralab.cli._scenes import attack_scenes
+
+        return attack_scenes(args, run_dir, cfg, model, attack)
+    x, y = data.load_split(cfg.data, "test")
     report = attack_run(model, x, y, list(spec.classes), attack, run_dir)
     if args.json:
         print_json(
@@ -61,7 +66,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("attack", help="robust accuracy under FGSM or PGD, with a report")
+    p = sub.add_parser(
+        "attack", help="robust accuracy (mIoU, mAP) under FGSM or PGD, with a report"
+    )
     p.add_argument("run", help="a trained run directory")
     p.add_argument("--method", default="pgd", choices=["fgsm", "pgd"], help="default: pgd")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="default: linf")

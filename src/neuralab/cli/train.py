@@ -158,7 +158,8 @@ def trained_run(args: argparse.Namespace, kinds: tuple[str, ...] = ("image",)):
     kind = model_kind(cfg.model.name)
     if kind not in kinds:
         what = " and ".join(
-            {"image": "image classifiers", "segment": "segmenters"}[k] for k in kinds
+            {"image": "image classifiers", "segment": "segmenters", "detect": "detectors"}[k]
+            for k in kinds
         )
         raise UserError(
             f"{run_dir} holds a {kind} model ({cfg.model.name}); `neuralab {args.command}` "
@@ -167,50 +168,19 @@ def trained_run(args: argparse.Namespace, kinds: tuple[str, ...] = ("image",)):
     return run_dir, cfg, load_model(run_dir, args.which), data.DATASETS.get(cfg.data.name)
 
 
-def predict_masks(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any) -> int:
-    """A segmenter's class for every pixel of each image, drawn beside the image as a PNG
-    (``--out``: the file for one image, a folder for several), and each class's share."""
-    import torch
-
-    from neuralab.data.image_files import read_image
-    from neuralab.plots import plot_segmentation
-    from neuralab.tasks.segment import SegmentTask
-
-    classes = SegmentTask.from_config(cfg).classes
-    size = (cfg.data.scene_size, cfg.data.scene_size)
-    several = len(args.images) > 1
-    out = []
-    for path in args.images:
-        image, _ = read_image(path, channels=3, size=size, dark_background=False)
-        with torch.no_grad():
-            pred = model(image.unsqueeze(0))[0].argmax(dim=0)  # (S, S) class ids
-        target = (
-            Path(args.out or ".") / f"{Path(path).stem}_mask.png"
-            if several or not args.out
-            else Path(args.out)
-        )
-        plot_segmentation(image, pred, classes, target)
-        share = torch.bincount(pred.flatten(), minlength=len(classes)).double() / pred.numel()
-        found = {c: round(float(f), 4) for c, f in zip(classes, share, strict=True) if f > 0}
-        out.append({"image": str(path), "out": str(target), "pixels": found})
-    if args.json:
-        print_json({"run": str(run_dir), "predictions": out})
-        return 0
-    for item in out:
-        shares = ", ".join(f"{c} {f:.1%}" for c, f in item["pixels"].items())
-        print(f"{item['image']}: {shares}; drawn in {item['out']}")
-    return 0
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from neuralab import data
     from neuralab.data.image_files import border_mean, read_image
 
-    run_dir, cfg, model, spec = trained_run(args, ("image", "segment"))
+    run_dir, cfg, model, spec = trained_run(args, ("image", "segment", "detect"))
+    if not 0 <= args.min_score <= 1:
+        raise UserError(f"--min-score must be in [0, 1], got {args.min_score}")
     if spec.kind == "scenes":
-        return predict_masks(args, run_dir, cfg, model)
+        from neuralab.cli._scenes import predict_scenes
+
+        return predict_scenes(args, run_dir, cfg, model)
     x_train, _ = data.load_split(cfg.data, "train")
     dark = border_mean(x_train[:1000]) < 0.5
     if args.top_k < 1:
@@ -316,13 +286,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("predict", help="top-k classes (or a segmenter's masks) for image files")
+    p = sub.add_parser(
+        "predict", help="top-k classes (a segmenter's masks, a detector's boxes) for image files"
+    )
     p.add_argument("run", help="a trained run directory")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
     p.add_argument(
+        "--min-score",
+        type=float,
+        default=0.3,
+        help="detectors: the lowest score of a box drawn and listed (default: 0.3)",
+    )
+    p.add_argument(
         "--out",
-        help="segmenters: the PNG to draw (a folder for several images; default: IMAGE_mask.png)",
+        help="segmenters and detectors: the PNG to draw (a folder for several images; "
+        "default: IMAGE_mask.png or IMAGE_boxes.png)",
     )
     add_which(p)
     add_json(p)

@@ -2,8 +2,9 @@
 
 Everything is inside the file: images are embedded as base64 PNG, styles inline, no script
 and no network, so the page can be mailed, archived or opened offline years later. It shows
-the resolved config, the learning curves, the test metrics, the confusion matrix, and every
-attack report and probe found in the run directory.
+the resolved config, the learning curves, the test metrics, the confusion matrix (a
+detector's per-class AP, precision-recall curves and test gallery; a segmenter's per-class
+IoU), and every attack report and probe found in the run directory.
 """
 
 from __future__ import annotations
@@ -75,10 +76,12 @@ def _attacks(run_dir: Path) -> str:
     parts = []
     for path in sorted((run_dir / "attacks").glob("*.json")):
         report = read_json(path)
-        rows = [["0 (clean)", report.get("clean_acc")]]
-        rows += [[r["eps"], r["robust_acc"]] for r in report.get("results", [])]
+        keys = report.get("metrics", ["robust_acc"])  # a scene run's attack: mIoU or mAP
+        clean = report.get("clean", {"robust_acc": report.get("clean_acc")})
+        rows = [["0 (clean)", *(clean.get(k) for k in keys)]]
+        rows += [[r["eps"], *(r.get(k) for k in keys)] for r in report.get("results", [])]
         parts.append(f"<h3>{html.escape(path.stem)}</h3>")
-        parts.append(table(rows, ["eps", "accuracy"]))
+        parts.append(table(rows, ["eps", *(k.replace("robust_acc", "accuracy") for k in keys)]))
     return "".join(parts)
 
 
@@ -94,6 +97,27 @@ def _probes(run_dir: Path) -> str:
         doc = html.escape(cells.read_text(encoding="utf-8"), quote=True)
         parts.append(f'<h3>LSTM cells</h3><iframe title="LSTM cells" srcdoc="{doc}"></iframe>')
     return "".join(parts)
+
+
+def _scenes(run_dir: Path, results: dict[str, Any]) -> list[str]:
+    """A detector's per-class AP, precision-recall curves and test gallery; a segmenter's
+    per-class IoU."""
+    from neuralab.plots import plot_pr_curves
+
+    sections = []
+    for key, what in (("test/ap", "AP@[.5:.95]"), ("test/iou", "IoU")):
+        if isinstance(results.get(key), dict):
+            rows = [[c, "absent from the test scenes" if v is None else v]
+                    for c, v in results[key].items()]  # fmt: skip
+            sections += [f"<h2>Test {what} per class</h2>", table(rows, ["class", what])]
+    if (run_dir / "test_pr.json").exists():
+        curves = read_json(run_dir / "test_pr.json")
+        ap = results.get("test/ap", {})
+        png = plot_pr_curves(curves, ap, run_dir / "plots" / "pr_curves.png")
+        sections += ["<h2>Precision-recall</h2>", image(png)]
+    if (run_dir / "test_gallery.png").exists():
+        sections += ["<h2>Test scenes</h2>", image(run_dir / "test_gallery.png")]
+    return sections
 
 
 def _sample(run_dir: Path) -> str:
@@ -136,13 +160,15 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     for name, title in (("curves.png", "Learning curves"), ("confusion.png", "Test confusion")):
         if (plots / name).exists():
             sections += [f"<h2>{title}</h2>", image(plots / name)]
+    sections += _scenes(run_dir, results)
     if (run_dir / "vocab.json").exists() and (run_dir / "checkpoints" / "best").exists():
         sections.append(_sample(run_dir))
     if (run_dir / "attacks").is_dir():
         sections += ["<h2>Attacks</h2>", _attacks(run_dir)]
     if (run_dir / "probes").is_dir():
         sections += ["<h2>Probes</h2>", _probes(run_dir)]
-    others = sorted(p for p in plots.glob("*.png") if p.name not in ("curves.png", "confusion.png"))
+    shown = ("curves.png", "confusion.png", "pr_curves.png")
+    others = sorted(p for p in plots.glob("*.png") if p.name not in shown)
     if others:
         sections += ["<h2>Attack and probe plots</h2>", *(image(p) for p in others)]
     flat = flatten(cfg)

@@ -81,15 +81,20 @@ class DetectTask(SceneTask):
     purpose = "detection"
     model_kind = "detect"
     monitors = ("val/map", "val/map50", "val/loss")
+    headline = ("map", "map50")  # what `evaluate` gives that an attack report shows
 
     def __init__(self, classes: tuple[str, ...]) -> None:
         super().__init__(classes)
         self.classes = classes
         self.num_classes = len(classes)
 
+    def load(self, data_cfg: DataConfig, split: str) -> tuple[Tensor, Tensor]:
+        """Images (N, 3, S, S) in [0, 1] and (N, K, 5) box targets of a split."""
+        return scenes.load_scene_boxes(data_cfg, split)
+
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
-        x_train, y_train = scenes.load_scene_boxes(cfg.data, "train")
-        x_val, y_val = scenes.load_scene_boxes(cfg.data, "val")
+        x_train, y_train = self.load(cfg.data, "train")
+        x_val, y_val = self.load(cfg.data, "val")
         seed_everything(cfg.seed)
         mean, std = data.channel_stats(x_train)
         model = create_model(
@@ -109,6 +114,11 @@ class DetectTask(SceneTask):
         total, _ = unwrap(model).loss(model(x), y)
         return total, {"count": torch.tensor(len(x))}
 
+    def attack_loss(self, model: nn.Module, out: Tensor, y: Tensor) -> Tensor:
+        """What an attack ascends: the detector's training loss (a sum over the batch's
+        objects divided by their number)."""
+        return unwrap(model).loss(out, y)[0]
+
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
         total, found = detect_all(model, x, y, batch_size)
         return {"loss": total / max(len(x), 1), "found": found, **coco_map(y, found, self.classes)}
@@ -125,7 +135,7 @@ class DetectTask(SceneTask):
     ) -> dict[str, Any]:
         """COCO mAP, mAP@0.5 and @0.75, per-class AP on the test scenes; the gallery
         (``test_gallery.png``) and the precision-recall curves (``test_pr.json``)."""
-        x, y = scenes.load_scene_boxes(data_cfg, "test")
+        x, y = self.load(data_cfg, "test")
         result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
         plots.plot_detections(
             x[:GALLERY], result["found"][:GALLERY], self.classes, run_dir / "test_gallery.png",

@@ -65,6 +65,10 @@ class SceneTask(Task):
         """The scenes are generated on first use; their source images must be here."""
         data.locate(scenes.SOURCES[cfg.data.name], cfg.data.data_dir or None)
 
+    def load(self, data_cfg: DataConfig, split: str) -> tuple[Tensor, Tensor]:
+        """Images (N, 3, S, S) in [0, 1] and this kind's targets of a split."""
+        return scenes.load_scene_split(data_cfg, split)
+
 
 @TASKS.register("segment")
 class SegmentTask(SceneTask):
@@ -72,6 +76,7 @@ class SegmentTask(SceneTask):
 
     model_kind = "segment"
     monitors = ("val/miou", "val/pixel_acc", "val/loss")
+    headline = ("miou", "pixel_acc")  # what `evaluate` gives that an attack report shows
 
     def __init__(self, classes: tuple[str, ...]) -> None:
         super().__init__(classes)
@@ -79,8 +84,8 @@ class SegmentTask(SceneTask):
         self.num_classes = len(self.classes)
 
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
-        x_train, y_train = scenes.load_scene_split(cfg.data, "train")
-        x_val, y_val = scenes.load_scene_split(cfg.data, "val")
+        x_train, y_train = self.load(cfg.data, "train")
+        x_val, y_val = self.load(cfg.data, "val")
         seed_everything(cfg.seed)
         mean, std = data.channel_stats(x_train)
         model = create_model(
@@ -103,6 +108,10 @@ class SegmentTask(SceneTask):
         correct = (logits.detach().argmax(dim=1) == y).sum()
         return loss, {"correct": correct, "count": torch.tensor(y.numel())}
 
+    def attack_loss(self, model: nn.Module, logits: Tensor, y: Tensor) -> Tensor:
+        """What an attack ascends: the per-pixel cross-entropy, summed over the batch."""
+        return F.cross_entropy(logits.float(), y, reduction="sum")
+
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
         """Mean per-pixel cross-entropy, mIoU, pixel accuracy and per-class IoU over (x, y),
         in eval mode."""
@@ -124,7 +133,7 @@ class SegmentTask(SceneTask):
         self, cfg: RunConfig, run_dir: Path, model: nn.Module, data_cfg: DataConfig
     ) -> dict[str, Any]:
         """mIoU, pixel accuracy, loss and per-class IoU on the test scenes."""
-        x, y = scenes.load_scene_split(data_cfg, "test")
+        x, y = self.load(data_cfg, "test")
         result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
         return {
             "test/miou": result["miou"],

@@ -45,6 +45,27 @@ def test_forward_backward(name: str, channels: int, size: int) -> None:
             assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
 
 
+@pytest.mark.parametrize("name", list_models(kind="segment") + list_models(kind="detect"))
+def test_dense_models_forward_backward(name: str) -> None:
+    """Every segmenter maps (B, 3, S, S) to finite (B, classes, S, S) logits and every
+    detector to a finite map of its heads' outputs; the loss (cross-entropy per pixel, the
+    detector's own) reaches every parameter with a finite gradient."""
+    torch.manual_seed(0)
+    options = {"widths": (8, 16)} if name == "unet" else {"widths": (8, 8, 16, 16), "neck": 16}
+    model = create_model(name, num_classes=5, in_channels=3, image_size=32, **options)
+    out = model(torch.rand(2, 3, 32, 32))
+    assert torch.isfinite(out).all()
+    if model.kind == "segment":
+        assert out.shape == (2, 5, 32, 32)
+        loss = nn.functional.cross_entropy(out, torch.randint(0, 5, (2, 32, 32)))
+    else:
+        box = torch.tensor([[[4.0, 6, 20, 18, 3]], [[10, 2, 30, 31, 0]]])
+        loss, _ = model.loss(out, box)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{pname}: no finite gradient"
+
+
 @pytest.mark.parametrize("name", list_models(kind="image"))
 def test_deterministic_under_seed(name: str) -> None:
     """The same seed gives the same initial weights and the same outputs (dropout included)."""

@@ -21,7 +21,7 @@ from neuralab.train import checkpoint, fit, new_run_dir
 def test_unet_keeps_the_image_size_and_learns_through_every_level():
     """(B, 3, H, W) -> (B, classes, H, W); every parameter gets a gradient; an image side the
     pooling cannot halve is a one-line error."""
-    assert list_models(kind="segment") == ["unet"]
+    assert list_models(kind="segment") == ["fcn", "unet"]
     model = create_model("unet", num_classes=11, in_channels=3, image_size=32, widths=(8, 16, 32))
     x = torch.rand(2, 3, 32, 32)
     logits = model(x)

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neuralab.models.base import check, register_model
-from neuralab.models.detect import STRIDE, Detections, Detector, DetectorConfig, head
+from neuralab.models.dense import STRIDE
+from neuralab.models.detect import Detections, Detector, DetectorConfig, head
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,9 @@
-"""What every detector shares: a ResNet backbone with a feature-pyramid merge, the heads'
-convolutions, the targets' layout and the detections' type.
+"""What every detector shares: the backbone, the heads' convolutions, the targets' layout and
+the detections' type.
 
-The backbone is the registry's ResNet made for dense prediction: a stride-2 3×3 stem, then
-four stages of the basic blocks of ``resnet.py`` (He et al. 2016) at strides 2, 4, 8 and 16,
-and the top-down path of a feature pyramid network (Lin et al. 2017, "Feature Pyramid
-Networks for Object Detection"): 1×1 lateral convolutions, nearest upsampling and sums, down
-to one map at stride 4 on which every head predicts. Both detectors (``centernet``,
-``retinanet``) use exactly this backbone, so their comparison is one of heads and losses.
+Both detectors (``centernet``, ``retinanet``) predict on exactly the same map, the stride-4
+output of ``dense.Backbone`` (the registry's ResNet blocks with a feature-pyramid merge), so
+their comparison is one of heads and losses.
 
 Targets are a (B, K, 5) float tensor per batch: ``x0, y0, x1, y1, label`` for up to K objects
 of each image, padded with rows whose label is -1 (``pad_targets``).
@@ -19,15 +16,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neuralab.models.base import ImageModelConfig, Normalize, check
+from neuralab.models.base import Normalize, check
 from neuralab.models.boxes import batched_nms
-from neuralab.models.resnet import ResNetConfig, stage
-
-STRIDE = 4  # the heads' resolution: one cell per 4×4 input pixels
-BLOCK_OPTIONS = ResNetConfig(shortcut="B")  # post-activation basic blocks, BN, projections
+from neuralab.models.dense import Backbone, DenseConfig, conv_bn_relu
 
 
 class Detections(NamedTuple):
@@ -40,61 +33,18 @@ class Detections(NamedTuple):
 
 
 @dataclass(frozen=True)
-class DetectorConfig(ImageModelConfig):
-    in_channels: int = 3
-    image_size: int = 96
-    widths: tuple[int, ...] = (16, 32, 64, 128)  # channels of the stages, stride 2 to 16
-    blocks: int = 1  # basic blocks per stage
-    neck: int = 64  # channels of the merged map and of the heads
-    head_convs: int = 2  # 3×3 conv + BN + ReLU layers in each head before its output
+class DetectorConfig(DenseConfig):
     score_threshold: float = 0.05  # detections scoring less are dropped
     nms_iou: float = 0.5  # class-wise NMS threshold (1: no NMS)
     max_detections: int = 100  # per image, as COCO's evaluation counts them
+    head_convs: int = 2  # 3×3 conv + BN + ReLU layers in each head before its output
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(len(self.widths) == 4, f"widths must be 4 stage sizes, got {self.widths}")
-        check(all(w >= 1 for w in self.widths), f"widths must be >= 1, got {self.widths}")
-        check(self.blocks >= 1, f"blocks must be >= 1, got {self.blocks}")
-        check(self.neck >= 1 and self.head_convs >= 0, "neck must be >= 1, head_convs >= 0")
-        check(self.image_size >= 32, f"a detector needs image_size >= 32, got {self.image_size}")
+        check(self.head_convs >= 0, f"head_convs must be >= 0, got {self.head_convs}")
         check(0 <= self.score_threshold < 1, "score_threshold must be in [0, 1)")
         check(0 < self.nms_iou <= 1, f"nms_iou must be in (0, 1], got {self.nms_iou}")
         check(self.max_detections >= 1, "max_detections must be >= 1")
-
-
-def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
-
-
-class Backbone(nn.Module):
-    """(B, C, H, W) normalised images -> (B, neck, H/4, W/4) features."""
-
-    def __init__(self, config: DetectorConfig) -> None:
-        super().__init__()
-        w, n = config.widths, config.blocks
-        self.stem = conv_bn_relu(config.in_channels, w[0], stride=2)
-        self.stages = nn.ModuleList(
-            stage(c_in, c_out, n, 1 if i == 0 else 2, BLOCK_OPTIONS)
-            for i, (c_in, c_out) in enumerate(zip((w[0], *w[:-1]), w, strict=True))
-        )
-        self.lateral = nn.ModuleList(nn.Conv2d(c, config.neck, 1) for c in w[1:])
-        self.smooth = conv_bn_relu(config.neck, config.neck)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.stem(x)  # (B, w0, H/2, W/2)
-        features = []
-        for block in self.stages:
-            x = block(x)
-            features.append(x)  # strides 2, 4, 8, 16
-        top = self.lateral[-1](features[-1])  # (B, neck, H/16, W/16)
-        for lateral, feature in zip(self.lateral[-2::-1], features[-2:0:-1], strict=True):
-            top = lateral(feature) + F.interpolate(top, size=feature.shape[-2:], mode="nearest")
-        return self.smooth(top)  # (B, neck, H/4, W/4)
 
 
 def head(config: DetectorConfig, out_channels: int, prior: float | None = None) -> nn.Sequential:

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from neuralab.models.base import check, register_model
 from neuralab.models.boxes import box_iou, decode, encode
-from neuralab.models.detect import STRIDE, Detections, Detector, DetectorConfig, head
+from neuralab.models.dense import STRIDE
+from neuralab.models.detect import Detections, Detector, DetectorConfig, head
 
 PRE_NMS = 1000  # candidates per image before NMS
 

@@ -59,6 +59,8 @@ def test_segmentation_preset_trains_tests_predicts_and_is_attacked(tmp_path):
     assert result["test/examples"] == 12 and "train/wall_s" in result
     saved = json.loads((tmp_path / "s/results.json").read_text())
     again = json.loads(neuralab("test", "s", "--json", cwd=tmp_path).stdout)
+    printed = neuralab("test", "s", cwd=tmp_path).stdout
+    assert f"test mIoU {result['test/miou']:.4f}" in printed and "background" in printed
     assert saved["test/miou"] == result["test/miou"] == again["test/miou"]
     Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(tmp_path / "x.png")
     proc = neuralab("predict", "s", "x.png", "--out", "m.png", "--json", cwd=tmp_path)
@@ -91,6 +93,8 @@ def test_detection_presets_train_test_predict_attack_and_report(tmp_path, preset
     assert result["test/examples"] == 12 and "train/wall_s" in result
     assert set(result["test/ap"]) >= {"Bag", "Sneaker"}
     again = json.loads(neuralab("test", "d", "--json", cwd=tmp_path).stdout)
+    printed = neuralab("test", "d", cwd=tmp_path).stdout
+    assert f"mAP@0.5 {result['test/map50']:.4f}" in printed and "Ankle boot" in printed
     saved = json.loads((tmp_path / "d/results.json").read_text())
     assert saved["test/map"] == result["test/map"] == again["test/map"]
     assert (tmp_path / "d/test_gallery.png").read_bytes()[:4] == b"\x89PNG"

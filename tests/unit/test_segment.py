@@ -61,7 +61,6 @@ SCENES = [
     "data.scenes_test=16",
     "data.scene_size=32",
     "data.val_fraction=0.25",
-    "model.widths=8,16",
     "train.batch_size=8",
     "train.log_every=1",
     "train.val_every=4",
@@ -69,14 +68,21 @@ SCENES = [
 
 
 @pytest.mark.data
-def test_segmentation_resumes_bit_identically(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "preset,widths",
+    [
+        ("fashion_scenes_seg", "model.widths=8,16"),
+        ("fashion_scenes_seg_fcn", "model.widths=8,8,8,8"),
+    ],
+)
+def test_segmentation_resumes_bit_identically(tmp_path, monkeypatch, preset, widths):
     """12 steps straight == 5 steps, Ctrl-C, resume, 7 steps: identical parameters (BatchNorm
-    statistics included) and the same validation mIoU; the test step reports mIoU."""
+    statistics included) and the same validation mIoU, for the U-Net and the FCN."""
     require_dataset("fashion-mnist")
     monkeypatch.setenv("NEURALAB_CACHE", str(tmp_path / "cache"))
     from test_train import _interrupt_at
 
-    cfg = config.load("fashion_scenes_seg", [*SCENES, "train.max_steps=12"])
+    cfg = config.load(preset, [*SCENES, widths, "train.max_steps=12"])
     straight, stopped = new_run_dir(tmp_path / "a", cfg), new_run_dir(tmp_path / "b", cfg)
     done = fit(cfg, straight, progress=False)
     part = fit(cfg, stopped, progress=False, callbacks=[_interrupt_at(5)])

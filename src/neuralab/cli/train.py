@@ -128,6 +128,9 @@ def cmd_test(args: argparse.Namespace) -> int:
             f"perplexity {result['test/ppl']:.2f}, on {result['test/tokens']:,} characters"
         )
         return 0
+    for key, per_class, what in (("test/map", "test/ap", "AP"), ("test/miou", "test/iou", "IoU")):
+        if key in result:
+            return print_scene_test(result, per_class, what)
     print(
         f"test acc {result['test/acc']:.4f}, loss {result['test/loss']:.4f}, "
         f"{result['test/examples']} images"
@@ -141,6 +144,18 @@ def cmd_test(args: argparse.Namespace) -> int:
     print("confusion matrix (rows: true, columns: predicted):")
     for row in result["test/confusion"]:
         print(" ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+def print_scene_test(result: dict, per_class: str, what: str) -> int:
+    """A detector's mAP or a segmenter's mIoU on the test scenes, and each class's AP or IoU."""
+    if "test/map" in result:
+        head = f"test mAP@[.5:.95] {result['test/map']:.4f}, mAP@0.5 {result['test/map50']:.4f}"
+    else:
+        head = f"test mIoU {result['test/miou']:.4f}, pixel acc {result['test/pixel_acc']:.4f}"
+    print(f"{head}, on {result['test/examples']} scenes")
+    rows = [[c, "absent" if v is None else f"{v:.3f}"] for c, v in result[per_class].items()]
+    print(table(rows, ["class", f"test {what}"]))
     return 0
 
 

@@ -41,6 +41,8 @@ def test_both_detectors_learn_through_every_parameter():
         assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(UserError, match="widths must be 4"):
         create_model("centernet", widths=(8, 16))
+    with pytest.raises(UserError, match=r"needs \(B, 3, H, W\) images, got \(2, 1, 64, 64\)"):
+        model.detect(torch.rand(2, 1, 64, 64))
 
 
 def test_centernet_targets_by_hand():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -64,8 +64,8 @@ class Detector(nn.Module):
     torch.compile, the EMA and attacks treat it as any model's output); ``loss(out, targets)``
     and ``decode(out)`` read it; ``detect(x)`` is ``decode(forward(x))`` without gradients."""
 
-    Config = DetectorConfig
-    kind = "detect"
+    Config: ClassVar[type[DetectorConfig]] = DetectorConfig
+    kind: ClassVar[str] = "detect"
 
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
@@ -85,6 +85,11 @@ class Detector(nn.Module):
     @torch.no_grad()
     def detect(self, x: Tensor) -> list[Detections]:
         """Each image's detections; (B, C, H, W) images in [0, 1]."""
+        c = self.config.in_channels
+        check(
+            x.ndim == 4 and x.shape[1] == c,
+            f"a detector of {c}-channel images needs (B, {c}, H, W) images, got {tuple(x.shape)}",
+        )
         return self.decode(self(x))
 
     def finish(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Detections:

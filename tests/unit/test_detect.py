@@ -182,13 +182,14 @@ def test_flipped_batches_move_the_boxes_with_the_pixels():
     pixels of every scene are exactly its (possibly mirrored) box, and padding rows stay -1."""
     boxes = [torch.tensor([[2.0 + i, 3, 9 + 2 * i, 12]]) for i in range(8)]
     targets = pad_targets(boxes, [torch.tensor([i]) for i in range(8)], 2)
-    x = torch.zeros(8, 3, 32, 32)
+    x = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)  # as the task keeps its train scenes
     for i, b in enumerate(boxes):
         x0, y0, x1, y1 = b[0].long().tolist()
-        x[i, :, y0:y1, x0:x1] = 1
+        x[i, :, y0:y1, x0:x1] = 255
     batches = FlippedSceneBatches(x, targets, 8, seed=0)
     xb, yb, _ = batches.get(0)
     moved = 0
+    assert xb.dtype == torch.float32 and xb.max() == 1  # made float in [0, 1]
     for img, rows in zip(xb, yb, strict=True):
         ys, xs = img[0].nonzero(as_tuple=True)
         assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == rows[0, :4].tolist()

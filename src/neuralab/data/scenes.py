@@ -300,14 +300,21 @@ def _scene_split(cfg: DataConfig, split: str) -> tuple[Scenes, np.ndarray]:
     return found, index
 
 
-def load_scene_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, S, S) float32 in [0, 1] and semantic masks (N, S, S) int64 of a split
-    of the scene set ``cfg.name``: val is ``cfg.val_fraction`` of the train scenes, carved by
-    ``cfg.split_seed``; test scenes are drawn from the source's test images only."""
+def _images(found: Scenes, index: np.ndarray, raw: bool) -> torch.Tensor:
+    x = torch.from_numpy(found.images[index])
+    return x if raw else x.float().div_(255)
+
+
+def load_scene_split(
+    cfg: DataConfig, split: str, raw: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) float32 in [0, 1] (``raw``: uint8, a quarter of the memory) and
+    semantic masks (N, S, S) int64 of a split of the scene set ``cfg.name``: val is
+    ``cfg.val_fraction`` of the train scenes, carved by ``cfg.split_seed``; test scenes are
+    drawn from the source's test images only."""
     found, index = _scene_split(cfg, split)
-    x = torch.from_numpy(found.images[index]).float().div_(255)
     y = torch.from_numpy(found.semantic[index].astype(np.int64))
-    return x, y
+    return _images(found, index, raw), y
 
 
 def box_targets(scenes: Scenes, max_objects: int) -> torch.Tensor:
@@ -322,13 +329,14 @@ def box_targets(scenes: Scenes, max_objects: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def load_scene_boxes(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, S, S) float32 in [0, 1] and box targets (N, K, 5) (``box_targets``, K
-    the most objects a scene may hold) of a split, carved as ``load_scene_split``'s."""
+def load_scene_boxes(
+    cfg: DataConfig, split: str, raw: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) as ``load_scene_split`` gives them and box targets (N, K, 5)
+    (``box_targets``, K the most objects a scene may hold) of a split, carved alike."""
     found, index = _scene_split(cfg, split)
-    x = torch.from_numpy(found.images[index]).float().div_(255)
     max_objects = spec_for_size(cfg.scene_size).max_objects
-    return x, box_targets(found, max_objects)[torch.from_numpy(index)]
+    return _images(found, index, raw), box_targets(found, max_objects)[torch.from_numpy(index)]
 
 
 def summary(scenes: Scenes, classes: tuple[str, ...]) -> dict:

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from neuralab import data, plots
+from neuralab import plots
 from neuralab.data import scenes
-from neuralab.data.batches import Batch, ImageBatches
+from neuralab.data.batches import Batch
 from neuralab.models import create_model
 from neuralab.models.detect import Detections, unwrap
 from neuralab.runs import write_atomic
 from neuralab.seed import derived_generator, seed_everything
 from neuralab.tasks.base import TASKS, Setup
 from neuralab.tasks.coco_map import coco_map
-from neuralab.tasks.segment import SceneTask
+from neuralab.tasks.segment import SceneBatches, SceneTask
 
 if TYPE_CHECKING:
     from neuralab.config import DataConfig, RunConfig
@@ -34,14 +34,13 @@ if TYPE_CHECKING:
 GALLERY = 16  # test scenes drawn in test_gallery.png
 
 
-class FlippedSceneBatches(ImageBatches):
-    """``ImageBatches`` whose scenes are mirrored left-right with probability 1/2, drawn from
+class FlippedSceneBatches(SceneBatches):
+    """``SceneBatches`` whose scenes are mirrored left-right with probability 1/2, drawn from
     (seed, step), with their boxes (x0, x1) -> (S - x1, S - x0)."""
 
     def get(self, step: int) -> Batch:
-        xb, yb, _ = super().get(step)
+        xb, yb, _ = super().get(step)  # fresh tensors (indexed copies), safe to change
         flip = torch.rand(len(xb), generator=derived_generator(self.seed, step, 1)) < 0.5
-        xb, yb = xb.clone(), yb.clone()
         xb[flip] = xb[flip].flip(-1)
         size = xb.shape[-1]
         flipped = yb[flip]
@@ -88,15 +87,14 @@ class DetectTask(SceneTask):
         self.classes = classes
         self.num_classes = len(classes)
 
-    def load(self, data_cfg: DataConfig, split: str) -> tuple[Tensor, Tensor]:
-        """Images (N, 3, S, S) in [0, 1] and (N, K, 5) box targets of a split."""
-        return scenes.load_scene_boxes(data_cfg, split)
+    def load(self, data_cfg: DataConfig, split: str, raw: bool = False) -> tuple[Tensor, Tensor]:
+        """Images (N, 3, S, S) in [0, 1] (``raw``: uint8) and (N, K, 5) box targets."""
+        return scenes.load_scene_boxes(data_cfg, split, raw)
 
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
-        x_train, y_train = self.load(cfg.data, "train")
+        x_train, y_train, mean, std = self.training_data(cfg)
         x_val, y_val = self.load(cfg.data, "val")
         seed_everything(cfg.seed)
-        mean, std = data.channel_stats(x_train)
         model = create_model(
             cfg.model.name,
             num_classes=self.num_classes,

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from neuralab import data
 from neuralab.data import scenes
-from neuralab.data.batches import ImageBatches
+from neuralab.data.batches import Batch, ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.seed import seed_everything
@@ -65,9 +65,24 @@ class SceneTask(Task):
         """The scenes are generated on first use; their source images must be here."""
         data.locate(scenes.SOURCES[cfg.data.name], cfg.data.data_dir or None)
 
-    def load(self, data_cfg: DataConfig, split: str) -> tuple[Tensor, Tensor]:
-        """Images (N, 3, S, S) in [0, 1] and this kind's targets of a split."""
-        return scenes.load_scene_split(data_cfg, split)
+    def load(self, data_cfg: DataConfig, split: str, raw: bool = False) -> tuple[Tensor, Tensor]:
+        """Images (N, 3, S, S) in [0, 1] (``raw``: uint8) and this kind's targets of a split."""
+        return scenes.load_scene_split(data_cfg, split, raw)
+
+    def training_data(self, cfg: RunConfig) -> tuple[Tensor, Tensor, tuple, tuple]:
+        """The train split, its images kept as uint8 (a quarter of the memory; ``SceneBatches``
+        makes each batch float), and their per-channel mean and std in [0, 1] units."""
+        x_train, y_train = self.load(cfg.data, "train", raw=True)
+        mean, std = data.channel_stats(x_train)
+        return x_train, y_train, tuple(m / 255 for m in mean), tuple(s / 255 for s in std)
+
+
+class SceneBatches(ImageBatches):
+    """``ImageBatches`` of uint8 scenes, each batch made float in [0, 1]."""
+
+    def get(self, step: int) -> Batch:
+        xb, yb, fresh = super().get(step)
+        return Batch(xb.float().div_(255), yb, fresh)
 
 
 @TASKS.register("segment")
@@ -84,10 +99,9 @@ class SegmentTask(SceneTask):
         self.num_classes = len(self.classes)
 
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
-        x_train, y_train = self.load(cfg.data, "train")
+        x_train, y_train, mean, std = self.training_data(cfg)
         x_val, y_val = self.load(cfg.data, "val")
         seed_everything(cfg.seed)
-        mean, std = data.channel_stats(x_train)
         model = create_model(
             cfg.model.name,
             num_classes=self.num_classes,
@@ -97,7 +111,7 @@ class SegmentTask(SceneTask):
             std=std,
             **cfg.model.options,
         )
-        batches = ImageBatches(x_train, y_train, cfg.train.batch_size, cfg.seed)
+        batches = SceneBatches(x_train, y_train, cfg.train.batch_size, cfg.seed)
         sizes = {"train/examples": len(x_train), "val/examples": len(x_val)}
         return Setup(model, batches, (x_val, y_val), sizes)
 

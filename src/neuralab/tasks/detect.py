@@ -20,11 +20,10 @@ from torch import Tensor, nn
 from neuralab import plots
 from neuralab.data import scenes
 from neuralab.data.batches import Batch
-from neuralab.models import create_model
 from neuralab.models.detect import Detections, unwrap
 from neuralab.runs import write_atomic
-from neuralab.seed import derived_generator, seed_everything
-from neuralab.tasks.base import TASKS, Setup
+from neuralab.seed import derived_generator
+from neuralab.tasks.base import TASKS
 from neuralab.tasks.coco_map import coco_map
 from neuralab.tasks.segment import SceneBatches, SceneTask
 
@@ -81,6 +80,7 @@ class DetectTask(SceneTask):
     model_kind = "detect"
     monitors = ("val/map", "val/map50", "val/loss")
     headline = ("map", "map50")  # what `evaluate` gives that an attack report shows
+    batches = FlippedSceneBatches
 
     def __init__(self, classes: tuple[str, ...]) -> None:
         super().__init__(classes)
@@ -90,23 +90,6 @@ class DetectTask(SceneTask):
     def load(self, data_cfg: DataConfig, split: str, raw: bool = False) -> tuple[Tensor, Tensor]:
         """Images (N, 3, S, S) in [0, 1] (``raw``: uint8) and (N, K, 5) box targets."""
         return scenes.load_scene_boxes(data_cfg, split, raw)
-
-    def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
-        x_train, y_train, mean, std = self.training_data(cfg)
-        x_val, y_val = self.load(cfg.data, "val")
-        seed_everything(cfg.seed)
-        model = create_model(
-            cfg.model.name,
-            num_classes=self.num_classes,
-            in_channels=3,
-            image_size=cfg.data.scene_size,
-            mean=mean,
-            std=std,
-            **cfg.model.options,
-        )
-        batches = FlippedSceneBatches(x_train, y_train, cfg.train.batch_size, cfg.seed)
-        sizes = {"train/examples": len(x_train), "val/examples": len(x_val)}
-        return Setup(model, batches, (x_val, y_val), sizes)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         total, _ = unwrap(model).loss(model(x), y)

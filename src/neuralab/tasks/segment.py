@@ -43,10 +43,19 @@ def iou_scores(confusion: Tensor) -> dict[str, Any]:
     }
 
 
+class SceneBatches(ImageBatches):
+    """``ImageBatches`` of uint8 scenes, each batch made float in [0, 1]."""
+
+    def get(self, step: int) -> Batch:
+        xb, yb, fresh = super().get(step)
+        return Batch(xb.float().div_(255), yb, fresh)
+
+
 class SceneTask(Task):
     """A kind of run on a scene set (``data.name``: fashion-scenes, mnist-scenes)."""
 
     purpose: ClassVar[str] = "segmentation"
+    batches: ClassVar[type[SceneBatches]] = SceneBatches  # how training batches are drawn
 
     def __init__(self, classes: tuple[str, ...]) -> None:
         self.object_classes = classes
@@ -69,20 +78,26 @@ class SceneTask(Task):
         """Images (N, 3, S, S) in [0, 1] (``raw``: uint8) and this kind's targets of a split."""
         return scenes.load_scene_split(data_cfg, split, raw)
 
-    def training_data(self, cfg: RunConfig) -> tuple[Tensor, Tensor, tuple, tuple]:
-        """The train split, its images kept as uint8 (a quarter of the memory; ``SceneBatches``
-        makes each batch float), and their per-channel mean and std in [0, 1] units."""
+    def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
+        """The train split, its images kept as uint8 (a quarter of the memory; the batches
+        make each one float), the val split, and the model, normalising by the train
+        images' per-channel mean and std."""
         x_train, y_train = self.load(cfg.data, "train", raw=True)
-        mean, std = data.channel_stats(x_train)
-        return x_train, y_train, tuple(m / 255 for m in mean), tuple(s / 255 for s in std)
-
-
-class SceneBatches(ImageBatches):
-    """``ImageBatches`` of uint8 scenes, each batch made float in [0, 1]."""
-
-    def get(self, step: int) -> Batch:
-        xb, yb, fresh = super().get(step)
-        return Batch(xb.float().div_(255), yb, fresh)
+        x_val, y_val = self.load(cfg.data, "val")
+        mean, std = (tuple(v / 255 for v in stat) for stat in data.channel_stats(x_train))
+        seed_everything(cfg.seed)
+        model = create_model(
+            cfg.model.name,
+            num_classes=self.num_classes,
+            in_channels=3,
+            image_size=cfg.data.scene_size,
+            mean=mean,
+            std=std,
+            **cfg.model.options,
+        )
+        batches = self.batches(x_train, y_train, cfg.train.batch_size, cfg.seed)
+        sizes = {"train/examples": len(x_train), "val/examples": len(x_val)}
+        return Setup(model, batches, (x_val, y_val), sizes)
 
 
 @TASKS.register("segment")
@@ -97,23 +112,6 @@ class SegmentTask(SceneTask):
         super().__init__(classes)
         self.classes = ("background", *classes)
         self.num_classes = len(self.classes)
-
-    def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
-        x_train, y_train, mean, std = self.training_data(cfg)
-        x_val, y_val = self.load(cfg.data, "val")
-        seed_everything(cfg.seed)
-        model = create_model(
-            cfg.model.name,
-            num_classes=self.num_classes,
-            in_channels=3,
-            image_size=cfg.data.scene_size,
-            mean=mean,
-            std=std,
-            **cfg.model.options,
-        )
-        batches = SceneBatches(x_train, y_train, cfg.train.batch_size, cfg.seed)
-        sizes = {"train/examples": len(x_train), "val/examples": len(x_val)}
-        return Setup(model, batches, (x_val, y_val), sizes)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Mean per-pixel cross-entropy; ``correct`` counts right pixels (train/acc)."""

@@ -128,9 +128,12 @@ def cmd_test(args: argparse.Namespace) -> int:
             f"perplexity {result['test/ppl']:.2f}, on {result['test/tokens']:,} characters"
         )
         return 0
-    for key, per_class, what in (("test/map", "test/ap", "AP"), ("test/miou", "test/iou", "IoU")):
-        if key in result:
-            return print_scene_test(result, per_class, what)
+    if "test/map" in result:
+        head = f"test mAP@[.5:.95] {result['test/map']:.4f}, mAP@0.5 {result['test/map50']:.4f}"
+        return print_scene_test(result, head, result["test/ap"], "AP")
+    if "test/miou" in result:
+        head = f"test mIoU {result['test/miou']:.4f}, pixel acc {result['test/pixel_acc']:.4f}"
+        return print_scene_test(result, head, result["test/iou"], "IoU")
     print(
         f"test acc {result['test/acc']:.4f}, loss {result['test/loss']:.4f}, "
         f"{result['test/examples']} images"
@@ -147,14 +150,11 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_scene_test(result: dict, per_class: str, what: str) -> int:
-    """A detector's mAP or a segmenter's mIoU on the test scenes, and each class's AP or IoU."""
-    if "test/map" in result:
-        head = f"test mAP@[.5:.95] {result['test/map']:.4f}, mAP@0.5 {result['test/map50']:.4f}"
-    else:
-        head = f"test mIoU {result['test/miou']:.4f}, pixel acc {result['test/pixel_acc']:.4f}"
+def print_scene_test(result: dict, head: str, per_class: dict, what: str) -> int:
+    """A detector's mAP or a segmenter's mIoU (``head``) on the test scenes, and each class's
+    AP or IoU (``what``)."""
     print(f"{head}, on {result['test/examples']} scenes")
-    rows = [[c, "absent" if v is None else f"{v:.3f}"] for c, v in result[per_class].items()]
+    rows = [[c, "absent" if v is None else f"{v:.3f}"] for c, v in per_class.items()]
     print(table(rows, ["class", f"test {what}"]))
     return 0
 

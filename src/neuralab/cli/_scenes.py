@@ -61,12 +61,13 @@ def predict_masks(args, cfg, model, path: str, image: torch.Tensor) -> dict:
 def predict_boxes(args, cfg, model, path: str, image: torch.Tensor) -> dict:
     """A detector's boxes (xyxy pixels of the scene-sized image), classes and scores of the
     objects scoring at least ``--min-score``, drawn over the image."""
-    from neuralab.models.detect import unwrap
+    from neuralab.models.base import unwrap
+    from neuralab.models.detect import Detector
     from neuralab.plots import plot_detections
     from neuralab.tasks.detect import DetectTask
 
     classes = DetectTask.from_config(cfg).classes
-    found = unwrap(model).detect(image.unsqueeze(0))
+    found = unwrap(model, Detector).detect(image.unsqueeze(0))
     target = _target(args, path, "boxes")
     plot_detections(image.unsqueeze(0), found, classes, target, min_score=args.min_score)
     boxes, scores, labels = found[0]

@@ -57,7 +57,7 @@ def report_interrupted(summary: dict, run_dir: Path, command: str) -> int:
 def train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json: bool) -> int:
     """Train (or resume) ``cfg`` in ``run_dir``, test its best checkpoint, print the results."""
     from neuralab.plots import plot_curves
-    from neuralab.tasks import build_task
+    from neuralab.tasks import build_task, task_name
     from neuralab.train import distributed, fit, test
 
     summary = fit(cfg, run_dir, resume=resume, progress=progress)
@@ -78,8 +78,12 @@ def train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json:
     print(f"\nrun directory: {run_dir}")
     print(f"  checkpoint:  {run_dir / 'checkpoints' / 'best'}")
     print(f"  metrics:     {run_dir / 'metrics.jsonl'}, results.json, tensorboard/, plots/")
-    if (run_dir / "vocab.json").exists():
-        print(f"  sample:      neuralab sample {run_dir} --prompt 'ROMEO:' --tokens 500")
+    next_step = {
+        "language_model": ("sample", f"neuralab sample {run_dir} --prompt 'ROMEO:' --tokens 500"),
+        "caption": ("predict", f"neuralab predict {run_dir} scene.png --beam 3"),
+    }.get(task_name(cfg))
+    if next_step is not None:
+        print(f"  {next_step[0] + ':':<12} {next_step[1]}")
     return 0
 
 

@@ -242,3 +242,17 @@ for _scenes, _source in (("fashion-scenes", "fashion-mnist"), ("mnist-scenes", "
             kind="scenes",
         ),
     )
+
+DATASETS.add(
+    "fashion-scenes-captions",
+    DatasetSpec(
+        name="fashion-scenes-captions",
+        classes=DATASETS.get("fashion-mnist").classes,
+        channels=3,
+        height=64,
+        width=64,
+        read=_read_scenes,
+        how_to_get="generated from fashion-mnist on first use (neuralab.data.captions)",
+        kind="captions",
+    ),
+)

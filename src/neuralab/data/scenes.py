@@ -74,6 +74,28 @@ class SceneSpec:
         return self
 
 
+@dataclass(frozen=True)
+class SceneRules:
+    """What a captioned scene set adds to a ``SceneSpec``: tints drawn from a named
+    ``palette`` (RGB bytes) and item sides from separated ``sides`` bands, so that colour and
+    size words are facts of the picture; (class, palette index) pairs and pairs of classes
+    that never occur in a scene, so a test split can hold combinations training never saw."""
+
+    palette: tuple[tuple[int, int, int], ...]
+    sides: tuple[tuple[int, int], ...]  # (smallest, largest) item side of each band
+    forbidden_tints: frozenset[tuple[int, int]] = frozenset()  # (class, palette index)
+    forbidden_pairs: frozenset[tuple[int, int]] = frozenset()  # (class, class), smaller first
+
+    def as_dict(self) -> dict:
+        """The rules as JSON-ready lists, for a cache key."""
+        return {
+            "palette": [list(c) for c in self.palette],
+            "sides": [list(b) for b in self.sides],
+            "forbidden_tints": sorted(list(t) for t in self.forbidden_tints),
+            "forbidden_pairs": sorted(list(p) for p in self.forbidden_pairs),
+        }
+
+
 class Scenes(NamedTuple):
     """N scenes and their M objects; object arrays are in image order (``counts`` each)."""
 
@@ -141,16 +163,48 @@ def _clutter(rng, canvas, source: np.ndarray, spec: SceneSpec) -> None:
         _paint(canvas, 0.4 * fragment, rng.uniform(0.2, 1.0, 3), int(y), int(x))
 
 
-def _scene(rng, source_x, source_y, spec: SceneSpec):
+def _sides(rng, spec: SceneSpec, rules: SceneRules | None, n: int) -> np.ndarray:
+    """The sides of a scene's ``n`` items, largest first."""
+    if rules is None:
+        return np.sort(rng.integers(spec.min_side, spec.max_side + 1, n))[::-1]
+    bands = np.array(rules.sides)[rng.integers(len(rules.sides), size=n)]
+    return np.sort(rng.integers(bands[:, 0], bands[:, 1] + 1))[::-1]
+
+
+def _item(rng, source_y, rules: SceneRules | None, labels: list[int]) -> int | None:
+    """The index of the next item's source image: any, or under ``rules`` one whose class
+    forms no forbidden pair with the scene's (None when 20 draws all did)."""
+    for _ in range(20):
+        index = int(rng.integers(len(source_y)))
+        c = int(source_y[index])
+        if rules is None or all(
+            (min(c, o), max(c, o)) not in rules.forbidden_pairs for o in labels
+        ):
+            return index
+    return None
+
+
+def _tint(rng, rules: SceneRules | None, c: int) -> np.ndarray:
+    """An item's colour in [0, 1]: random, or under ``rules`` a palette colour allowed for
+    class ``c``."""
+    if rules is None:
+        return rng.uniform(0.35, 1.0, 3)
+    allowed = [t for t in range(len(rules.palette)) if (c, t) not in rules.forbidden_tints]
+    return np.array(rules.palette[allowed[int(rng.integers(len(allowed)))]]) / 255
+
+
+def _scene(rng, source_x, source_y, spec: SceneSpec, rules: SceneRules | None = None):
     size = spec.size
     canvas = _background(rng, size)
     _clutter(rng, canvas, source_x, spec)
     instances = np.zeros((size, size), np.uint8)
     n = int(rng.integers(spec.min_objects, spec.max_objects + 1))
-    sides = np.sort(rng.integers(spec.min_side, spec.max_side + 1, n))[::-1]
+    sides = _sides(rng, spec, rules, n)
     boxes, labels, tints, sources = [], [], [], []
     for side in sides:
-        index = int(rng.integers(len(source_x)))
+        index = _item(rng, source_y, rules, labels)
+        if index is None:
+            continue
         alpha = _scaled(source_x[index], int(side))
         rows, cols = np.nonzero(alpha > ALPHA_ON)
         if len(rows) == 0:
@@ -163,7 +217,7 @@ def _scene(rng, source_x, source_y, spec: SceneSpec):
                 break
         else:
             continue
-        tint = rng.uniform(0.35, 1.0, 3)
+        tint = _tint(rng, rules, int(source_y[index]))
         _paint(canvas, alpha, tint, y, x)
         mask = alpha > ALPHA_ON
         instances[y : y + side, x : x + side][mask] = len(boxes) + 1
@@ -177,17 +231,22 @@ def _scene(rng, source_x, source_y, spec: SceneSpec):
 
 
 def generate(
-    source_x: np.ndarray, source_y: np.ndarray, n: int, spec: SceneSpec, seed: int | list[int]
+    source_x: np.ndarray,
+    source_y: np.ndarray,
+    n: int,
+    spec: SceneSpec,
+    seed: int | list[int],
+    rules: SceneRules | None = None,
 ) -> Scenes:
     """``n`` scenes of the (K, 28, 28) uint8 items ``source_x`` with classes ``source_y``,
-    drawn by numpy's PCG64 from ``seed``."""
+    drawn by numpy's PCG64 from ``seed`` (under ``rules``, when given)."""
     spec.check()
     if n < 1:
         raise UserError(f"a scene set needs at least one scene, got {n}")
     if source_x.ndim != 3 or source_x.shape[1:] != (SOURCE_SIDE, SOURCE_SIDE):
         raise UserError(f"scene items must be (K, 28, 28) images, got {source_x.shape}")
     rng = np.random.Generator(np.random.PCG64(seed))
-    parts = [_scene(rng, source_x, source_y, spec) for _ in range(n)]
+    parts = [_scene(rng, source_x, source_y, spec, rules) for _ in range(n)]
 
     def cat(i: int, shape: tuple[int, ...], dtype) -> np.ndarray:
         rows = [np.asarray(r, dtype) for p in parts for r in p[i]]
@@ -221,10 +280,20 @@ def load_file(path: Path) -> Scenes:
         raise UserError(f"{path} is not a scene set ({type(err).__name__}: {err})") from None
 
 
-def cache_key(spec: SceneSpec, seed: int, n: int, source_x: np.ndarray, source_y: np.ndarray):
-    """A hash of everything a scene set depends on: generator, spec, seed, size, sources."""
+def cache_key(
+    spec: SceneSpec,
+    seed: int | list[int],
+    n: int,
+    source_x: np.ndarray,
+    source_y: np.ndarray,
+    rules: SceneRules | None = None,
+) -> str:
+    """A hash of everything a scene set depends on: generator, spec, rules, seed, size,
+    sources."""
     h = hashlib.sha256()
     settings = {"version": GENERATOR_VERSION, "spec": asdict(spec), "seed": seed, "n": n}
+    if rules is not None:
+        settings["rules"] = rules.as_dict()
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(np.ascontiguousarray(source_x).tobytes())
     h.update(np.ascontiguousarray(source_y).astype(np.int64).tobytes())
@@ -259,6 +328,7 @@ def scene_set(
     spec: SceneSpec = DEFAULT_SPEC,
     seed: int = 0,
     data_dir: str | Path | None = None,
+    rules: SceneRules | None = None,
 ) -> tuple[Scenes, Path]:
     """(scenes, cache file) of ``split``: read from the cache, else generated and cached
     (in ``data_dir``/NAME, else the user cache) under a hash of what it depends on."""
@@ -267,12 +337,12 @@ def scene_set(
     n = DEFAULT_SIZES[split] if n is None else n
     source_x, source_y = source_items(name, split, data_dir)
     seeds = [seed, SPLITS.index(split)]  # train and test draw different layouts
-    key = cache_key(spec.check(), seeds, n, source_x, source_y)
+    key = cache_key(spec.check(), seeds, n, source_x, source_y, rules)
     root = Path(data_dir).expanduser() if data_dir is not None else cache_root()
     path = root / name / f"{split}-{n}-{key}.npz"
     if path.exists():
         return load_file(path), path
-    scenes = generate(source_x, source_y, n, spec, seeds)
+    scenes = generate(source_x, source_y, n, spec, seeds, rules)
     save(scenes, path)
     return scenes, path
 

@@ -7,6 +7,8 @@ Importing this package imports every model module, which registers its models in
 from neuralab.models import (
     attention,
     boxes,
+    caption_search,
+    captioner,
     centernet,
     cnn,
     dense,
@@ -33,6 +35,7 @@ from neuralab.models.base import (
     model_defaults,
     model_kind,
     register_model,
+    unwrap,
 )
 
 __all__ = [
@@ -44,6 +47,8 @@ __all__ = [
     "TextModelConfig",
     "attention",
     "boxes",
+    "caption_search",
+    "captioner",
     "centernet",
     "cnn",
     "create_model",
@@ -57,6 +62,7 @@ __all__ = [
     "model_defaults",
     "model_kind",
     "register_model",
+    "unwrap",
     "resnet",
     "retinanet",
     "rnn",

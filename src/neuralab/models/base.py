@@ -25,6 +25,8 @@ from neuralab.errors import UserError
 from neuralab.registry import Registry
 from neuralab.runs import coerce
 
+T = TypeVar("T", bound=nn.Module)
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
@@ -237,6 +239,16 @@ class LanguageModel(nn.Module):
         """The (B, T) prompt followed by ``max_new_tokens`` sampled tokens: (B, T + new)."""
         new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, generator))
         return torch.cat([idx, *(t[:, None] for t in new)], dim=1) if new else idx
+
+
+def unwrap(model: nn.Module, cls: type[T]) -> T:
+    """The ``cls`` model inside a torch.compile wrapper or an EMA (AveragedModel): where a
+    kind of run needs methods beyond ``forward`` (a detector's ``decode``)."""
+    while not isinstance(model, cls):
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        check(inner is not None, f"{type(model).__name__} is not a {cls.__name__}")
+        model = inner
+    return model
 
 
 Model = ImageClassifier | LanguageModel

@@ -118,12 +118,3 @@ def pad_targets(boxes: list[Tensor], labels: list[Tensor], max_objects: int) -> 
         out[i, : len(b), :4] = b.float()
         out[i, : len(b), 4] = lab.float()
     return out
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The detector inside a torch.compile wrapper or an EMA (AveragedModel)."""
-    while not isinstance(model, Detector):
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
-        check(inner is not None, f"{type(model).__name__} is not a detector")
-        model = inner
-    return model

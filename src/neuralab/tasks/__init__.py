@@ -4,7 +4,7 @@ metrics of a batch, what validation and testing compute (see ``neuralab.tasks.ba
 Importing this package imports every kind's module, which registers it in ``TASKS``.
 """
 
-from neuralab.tasks import adversarial, contrastive, denoise, detect, masked, segment
+from neuralab.tasks import adversarial, caption, contrastive, denoise, detect, masked, segment
 from neuralab.tasks.base import TASKS, Setup, Task, build_task, task_name
 from neuralab.tasks.classify import ClassifyTask
 from neuralab.tasks.language_model import LanguageModelTask
@@ -17,6 +17,7 @@ __all__ = [
     "Task",
     "adversarial",
     "build_task",
+    "caption",
     "contrastive",
     "denoise",
     "detect",

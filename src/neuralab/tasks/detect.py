@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from neuralab import plots
 from neuralab.data import scenes
 from neuralab.data.batches import Batch
-from neuralab.models.detect import Detections, unwrap
+from neuralab.models.base import unwrap
+from neuralab.models.detect import Detections, Detector
 from neuralab.runs import write_atomic
 from neuralab.seed import derived_generator
 from neuralab.tasks.base import TASKS
@@ -56,7 +57,7 @@ def detect_all(
 ) -> tuple[float, list[Detections]]:
     """The summed per-batch loss (weighted by batch size) and every image's detections, in
     eval mode; the model's mode is restored afterwards."""
-    detector = unwrap(model)
+    detector = unwrap(model, Detector)
     was_training = model.training
     model.eval()
     total, found = 0.0, []
@@ -92,13 +93,13 @@ class DetectTask(SceneTask):
         return scenes.load_scene_boxes(data_cfg, split, raw)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        total, _ = unwrap(model).loss(model(x), y)
+        total, _ = unwrap(model, Detector).loss(model(x), y)
         return total, {"count": torch.tensor(len(x))}
 
     def attack_loss(self, model: nn.Module, out: Tensor, y: Tensor) -> Tensor:
         """What an attack ascends: the detector's training loss (a sum over the batch's
         objects divided by their number)."""
-        return unwrap(model).loss(out, y)[0]
+        return unwrap(model, Detector).loss(out, y)[0]
 
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
         total, found = detect_all(model, x, y, batch_size)

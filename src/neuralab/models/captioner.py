@@ -1,0 +1,219 @@
+"""Image captioners: a CNN encoder and an LSTM decoder, without and with attention.
+
+``caption_lstm`` is NeuralTalk's design (Karpathy & Fei-Fei 2015; Vinyals et al. 2015,
+"Show and Tell"): the image, encoded into one vector, is the LSTM's first input, and the
+words follow. Here the vector is a linear map of a 4×4 pooling of the encoder's map, so
+that, like the fully connected layer of the paper's CNN, it keeps where things are.
+
+``caption_attention`` is "Show, Attend and Tell" (Xu et al. 2015) with soft attention: at
+every word the decoder weighs the P cells of the encoder's map by Bahdanau's additive score
+``e = v·tanh(W_a a_i + W_h h)``, ``α = softmax(e)``, reads ``z = β·Σ α_i a_i`` (β a sigmoid
+gate of h), and feeds ``[embedding of the last word, z]`` to an LSTM cell; its initial state
+is a tanh layer of the mean feature. Its loss adds the doubly stochastic regulariser
+``λ·mean_i (1 − Σ_t α_ti)²`` (each cell attended about once over the caption; the mean over
+cells, as the authors' code and common reimplementations scale it).
+
+Both decode one word at a time through the same three methods, which the searches of
+``caption_search`` drive: ``encode(x)`` -> memory, ``start(memory)`` -> state,
+``step(memory, state, words)`` -> (logits, state, attention weights or None). ``forward(x,
+words)`` is teacher forcing: logits of every next word at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuralab.models.base import ImageModelConfig, Normalize, check, register_model
+from neuralab.models.dense import BLOCK_OPTIONS, conv_bn_relu
+from neuralab.models.resnet import stage
+
+PAD, BOS, EOS = 0, 1, 2  # the ids the caption vocabulary reserves (data.captions)
+
+State = tuple[Tensor, ...]  # every tensor's first dimension is the batch
+Memory = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class CaptionerConfig(ImageModelConfig):
+    in_channels: int = 3
+    image_size: int = 64
+    vocab_size: int = 64  # words of the caption vocabulary, its four specials included
+    max_len: int = 24  # the most words a caption may have, <eos> included
+    widths: tuple[int, ...] = (32, 64, 128)  # encoder stages at strides 2, 4 and 8
+    blocks: int = 1  # basic blocks per encoder stage
+    embed: int = 128  # word embedding size
+    hidden: int = 256  # LSTM state size
+    attention: int = 128  # size of the additive attention's hidden layer
+    dropout: float = 0.2  # before the output layer
+    alpha_c: float = 1.0  # λ of the doubly stochastic attention regulariser
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.vocab_size >= 5, f"vocab_size must be >= 5, got {self.vocab_size}")
+        check(self.max_len >= 2, f"max_len must be >= 2, got {self.max_len}")
+        check(len(self.widths) == 3, f"widths must be 3 stage sizes, got {self.widths}")
+        check(all(w >= 1 for w in self.widths), f"widths must be >= 1, got {self.widths}")
+        check(self.blocks >= 1, f"blocks must be >= 1, got {self.blocks}")
+        for key in ("embed", "hidden", "attention"):
+            check(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}")
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        check(self.alpha_c >= 0, f"alpha_c must be >= 0, got {self.alpha_c}")
+        check(self.image_size >= 16, f"captioners need image_size >= 16, got {self.image_size}")
+
+
+class Encoder(nn.Module):
+    """(B, C, H, W) normalised images -> (B, widths[-1], H/8, W/8) features: a stride-2 stem
+    and three stages of ResNet basic blocks at strides 2, 4 and 8."""
+
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__()
+        w = config.widths
+        self.stem = conv_bn_relu(config.in_channels, w[0], stride=2)
+        self.stages = nn.Sequential(
+            *(
+                stage(c_in, c_out, config.blocks, 1 if i == 0 else 2, BLOCK_OPTIONS)
+                for i, (c_in, c_out) in enumerate(zip((w[0], *w[:-1]), w, strict=True))
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem(x))
+
+
+class Captioner(nn.Module):
+    """Base of the captioners: the encoder, the word embedding and the output layer."""
+
+    Config: ClassVar[type[CaptionerConfig]] = CaptionerConfig
+    kind: ClassVar[str] = "caption"
+    attends: ClassVar[bool] = False
+
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.normalize = Normalize(config.mean, config.std)
+        self.encoder = Encoder(config)
+        self.embed = nn.Embedding(config.vocab_size, config.embed)
+        self.drop = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.hidden, config.vocab_size)
+
+    def encode(self, x: Tensor) -> Memory:
+        raise NotImplementedError
+
+    def start(self, memory: Memory) -> State:
+        raise NotImplementedError
+
+    def step(self, memory: Memory, state: State, words: Tensor) -> tuple[Tensor, State, Tensor]:
+        """(B,) last words -> (B, V) logits of the next, the new state, (B, P) attention
+        weights (an empty (B, 0) tensor for a model that does not attend)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, words: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: (B, T) input words (``<bos>`` first) -> (B, T, V) logits of the
+        words after each, and (B, T, P) attention weights ((B, T, 0) without attention)."""
+        memory = self.encode(x)
+        state = self.start(memory)
+        logits, alphas = [], []
+        for t in range(words.shape[1]):
+            step_logits, state, alpha = self.step(memory, state, words[:, t])
+            logits.append(step_logits)
+            alphas.append(alpha)
+        return torch.stack(logits, 1), torch.stack(alphas, 1)
+
+    def loss(self, out: tuple[Tensor, Tensor], targets: Tensor) -> tuple[Tensor, dict]:
+        """Mean cross-entropy of the (B, T) target words (``<pad>`` ignored), plus the
+        attention regulariser for a model that attends; ``count`` and ``correct`` are
+        over the non-pad words."""
+        logits, alphas = out
+        valid = targets != PAD
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=PAD)
+        total = ce
+        if self.attends and self.config.alpha_c > 0:
+            total = total + self.config.alpha_c * doubly_stochastic(alphas, valid)
+        correct = ((logits.detach().argmax(-1) == targets) & valid).sum()
+        return total, {"count": valid.sum(), "correct": correct, "ce": ce.detach()}
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def doubly_stochastic(alphas: Tensor, valid: Tensor) -> Tensor:
+    """mean over images and cells of (1 − Σ_t α_ti)², the sum over the caption's real words
+    only (Xu et al. 2015, eq. 14): (B, T, P) weights, (B, T) mask."""
+    attended = (alphas.float() * valid[..., None]).sum(1)  # (B, P)
+    return ((1 - attended) ** 2).mean()
+
+
+@register_model("caption_lstm")
+class NeuralTalk(Captioner):
+    """The image vector is the LSTM's first input; then ``<bos>`` and the words."""
+
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__(config)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.project = nn.Linear(config.widths[-1] * 16, config.embed)
+        self.lstm = nn.LSTM(config.embed, config.hidden, batch_first=True)
+
+    def encode(self, x: Tensor) -> Memory:
+        feature = self.pool(self.encoder(self.normalize(x))).flatten(1)  # (B, C·16)
+        return (self.project(feature),)  # (B, E)
+
+    def start(self, memory: Memory) -> State:
+        _, (h, c) = self.lstm(memory[0][:, None])  # read the image vector
+        return h[0], c[0]  # (B, H) each
+
+    def step(self, memory: Memory, state: State, words: Tensor) -> tuple[Tensor, State, Tensor]:
+        h, c = state
+        out, (h, c) = self.lstm(self.embed(words)[:, None], (h[None], c[None]))
+        logits = self.out(self.drop(out[:, 0]))  # (B, V)
+        return logits, (h[0], c[0]), out.new_zeros(len(words), 0)
+
+    def forward(self, x: Tensor, words: Tensor) -> tuple[Tensor, Tensor]:
+        """The whole sequence through the fused LSTM at once (the same as ``step`` by step)."""
+        (image,) = self.encode(x)
+        sequence = torch.cat([image[:, None], self.embed(words)], 1)  # (B, 1 + T, E)
+        out, _ = self.lstm(sequence)
+        logits = self.out(self.drop(out[:, 1:]))  # (B, T, V)
+        return logits, logits.new_zeros(*words.shape, 0)
+
+
+@register_model("caption_attention")
+class ShowAttendTell(Captioner):
+    """Soft attention over the encoder's H/8 × W/8 cells at every word."""
+
+    attends = True
+
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__(config)
+        c, h, a = config.widths[-1], config.hidden, config.attention
+        self.init_h, self.init_c = nn.Linear(c, h), nn.Linear(c, h)
+        self.att_features, self.att_hidden = nn.Linear(c, a), nn.Linear(h, a)
+        self.att_score = nn.Linear(a, 1)
+        self.gate = nn.Linear(h, c)
+        self.cell = nn.LSTMCell(config.embed + c, h)
+
+    def encode(self, x: Tensor) -> Memory:
+        features = self.encoder(self.normalize(x)).flatten(2).transpose(1, 2)  # (B, P, C)
+        return features, self.att_features(features)  # and W_a a_i, (B, P, A), computed once
+
+    def start(self, memory: Memory) -> State:
+        mean = memory[0].mean(1)  # (B, C)
+        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+
+    def attend(self, memory: Memory, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The gated context z (B, C) and the weights α (B, P) of Bahdanau's additive score."""
+        features, projected = memory
+        scores = self.att_score(torch.tanh(projected + self.att_hidden(h)[:, None]))  # (B, P, 1)
+        alpha = torch.softmax(scores.squeeze(-1), dim=-1)  # (B, P)
+        context = torch.bmm(alpha[:, None], features)[:, 0]  # (B, C)
+        return torch.sigmoid(self.gate(h)) * context, alpha
+
+    def step(self, memory: Memory, state: State, words: Tensor) -> tuple[Tensor, State, Tensor]:
+        h, c = state
+        context, alpha = self.attend(memory, h)
+        h, c = self.cell(torch.cat([self.embed(words), context], -1), (h, c))
+        return self.out(self.drop(h)), (h, c), alpha

@@ -296,3 +296,54 @@ def plot_pr_curves(curves: dict, ap: dict, out: Path) -> Path:
     ax.set_title(f"precision-recall at IoU {curves['iou']} (AP: mean over IoU .5:.95)", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
     return save_figure(fig, out)
+
+
+def plot_captioned_scenes(
+    images: torch.Tensor, captions: Sequence[Sequence[str]], out: Path, columns: int = 2
+) -> Path:
+    """Scenes (N, 3, S, S) uint8 or [0, 1], each beside its captions (one per line)."""
+    n = len(images)
+    rows = -(-n // columns)
+    fig, axes = subplots(
+        rows,
+        2 * columns,
+        figsize=(6.4 * columns, 1.6 * rows),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 3.2] * columns},
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (image, lines) in enumerate(zip(images, captions, strict=True)):
+        r, c = divmod(i, columns)
+        picture = image.float() / 255 if image.dtype == torch.uint8 else image
+        axes[r, 2 * c].imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy())
+        text = "\n".join(lines)
+        axes[r, 2 * c + 1].text(0, 0.5, text, fontsize=7, va="center", ha="left")
+    return save_figure(fig, out)
+
+
+def plot_caption_attention(
+    image: torch.Tensor, words: Sequence[str], alphas: torch.Tensor, out: Path
+) -> Path:
+    """Show-Attend-Tell's picture: the image (3, S, S) in [0, 1], then for each word the image
+    lit by its attention weights (words, h·w), upsampled: bright where the decoder looked."""
+    import torch.nn.functional as F
+
+    side = int(round(alphas.shape[-1] ** 0.5))
+    size = image.shape[-1]
+    maps = alphas.reshape(len(words), 1, side, side).float()
+    maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    columns = min(6, len(words) + 1)
+    rows = -(-(len(words) + 1) // columns)
+    fig, axes = subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    rgb = image.permute(1, 2, 0).numpy()
+    axes[0, 0].imshow(rgb)
+    axes[0, 0].set_title("image", fontsize=8)
+    for k, (word, weights) in enumerate(zip(words, maps, strict=True), start=1):
+        ax = axes.flat[k]
+        light = (weights / weights.max().clamp(min=1e-12)).numpy()[..., None]
+        ax.imshow(rgb * (0.15 + 0.85 * light))
+        ax.set_title(word, fontsize=8)
+    return save_figure(fig, out)

@@ -40,14 +40,15 @@ def roots(tmp_path, monkeypatch):
 
 
 def test_registry_and_specs():
-    """The four image datasets, tiny shakespeare and the two scene sets are registered with the
-    documented classes, shapes, augmentation defaults and a sha256 (64 hex digits) for every
-    canonical file."""
+    """The four image datasets, tiny shakespeare, the two scene sets and the captioned one are
+    registered with the documented classes, shapes, augmentation defaults and a sha256 (64 hex
+    digits) for every canonical file."""
     assert DATASETS.names() == [
         "cifar10",
         "digits",
         "fashion-mnist",
         "fashion-scenes",
+        "fashion-scenes-captions",
         "mnist",
         "mnist-scenes",
         "tinyshakespeare",

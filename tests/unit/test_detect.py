@@ -19,7 +19,6 @@ from neuralab.models.detect import Detections, pad_targets
 from neuralab.models.retinanet import assign
 from neuralab.tasks.coco_map import coco_map
 from neuralab.tasks.detect import FlippedSceneBatches
-from neuralab.train import checkpoint, fit, new_run_dir
 
 LN2 = math.log(2)
 CLASSES = tuple(f"c{i}" for i in range(10))
@@ -219,15 +218,9 @@ def test_detection_resumes_bit_identically(tmp_path, monkeypatch, preset):
     same validation mAP, for both detectors."""
     require_dataset("fashion-mnist")
     monkeypatch.setenv("NEURALAB_CACHE", str(tmp_path / "cache"))
-    from test_train import _interrupt_at
+    from test_train import straight_and_resumed
 
     cfg = config.load(preset, [*SCENES, "train.max_steps=12"])
-    straight, stopped = new_run_dir(tmp_path / "a", cfg), new_run_dir(tmp_path / "b", cfg)
-    done = fit(cfg, straight, progress=False)
-    part = fit(cfg, stopped, progress=False, callbacks=[_interrupt_at(5)])
-    assert part["status"] == "interrupted"
-    resumed = fit(cfg, stopped, resume=True, progress=False)
-    a, b = checkpoint.read(straight, "last").model, checkpoint.read(stopped, "last").model
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    done, resumed = straight_and_resumed(tmp_path, cfg, 5)
     assert resumed["val/map"] == done["val/map"] and 0 <= done["val/map"] <= 1
     assert done["val/examples"] == 16 and math.isfinite(done["val/loss"])

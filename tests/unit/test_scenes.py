@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import require_dataset
 
-from neuralab.data import scenes
+from neuralab.data import scene_export, scenes
 from neuralab.errors import UserError
 
 pytestmark = pytest.mark.data
@@ -107,7 +107,7 @@ def test_coco_export_reads_in_pycocotools_and_scores_itself_perfectly(sets):
     classes = tuple(f"c{i}" for i in range(10))
     names = [f"{i}.png" for i in range(len(test))]
     coco = COCO()
-    coco.dataset = scenes.coco_dict(test, classes, names)
+    coco.dataset = scene_export.coco_dict(test, classes, names)
     coco.createIndex()
     for ann in coco.dataset["annotations"][:50]:
         i = ann["image_id"] - 1

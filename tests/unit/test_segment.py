@@ -15,7 +15,6 @@ from neuralab.models import create_model, list_models
 from neuralab.runs import read_jsonl
 from neuralab.tasks.base import confusion_matrix
 from neuralab.tasks.segment import iou_scores
-from neuralab.train import checkpoint, fit, new_run_dir
 
 
 def test_unet_keeps_the_image_size_and_learns_through_every_level():
@@ -80,20 +79,14 @@ def test_segmentation_resumes_bit_identically(tmp_path, monkeypatch, preset, wid
     statistics included) and the same validation mIoU, for the U-Net and the FCN."""
     require_dataset("fashion-mnist")
     monkeypatch.setenv("NEURALAB_CACHE", str(tmp_path / "cache"))
-    from test_train import _interrupt_at
+    from test_train import straight_and_resumed
 
     cfg = config.load(preset, [*SCENES, widths, "train.max_steps=12"])
-    straight, stopped = new_run_dir(tmp_path / "a", cfg), new_run_dir(tmp_path / "b", cfg)
-    done = fit(cfg, straight, progress=False)
-    part = fit(cfg, stopped, progress=False, callbacks=[_interrupt_at(5)])
-    assert part["status"] == "interrupted"
-    resumed = fit(cfg, stopped, resume=True, progress=False)
-    a, b = checkpoint.read(straight, "last").model, checkpoint.read(stopped, "last").model
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    done, resumed = straight_and_resumed(tmp_path, cfg, 5)
     assert resumed["val/miou"] == done["val/miou"] and 0 < done["val/miou"] <= 1
     assert {"train/examples", "val/examples"} <= set(done) and done["val/examples"] == 16
     assert np.isfinite(done["val/loss"])
     # the best checkpoint is the one of the highest val mIoU (once, the lowest was kept)
-    vals = [r for r in read_jsonl(straight / "metrics.jsonl") if "val/miou" in r]
+    vals = [r for r in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "val/miou" in r]
     best = max(vals, key=lambda r: r["val/miou"])
     assert len({r["val/miou"] for r in vals}) > 1 and done["best_step"] == best["step"]

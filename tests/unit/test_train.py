@@ -50,6 +50,20 @@ def _interrupt_at(step):
     return cb
 
 
+def straight_and_resumed(tmp_path, cfg, stop_at: int) -> tuple[dict, dict]:
+    """The summaries of ``cfg`` run straight and run to ``stop_at``, interrupted (Ctrl-C) and
+    resumed, after checking that both end with identical parameters (BatchNorm statistics
+    included): the exact-resume check every kind of run passes."""
+    straight, stopped = new_run_dir(tmp_path / "a", cfg), new_run_dir(tmp_path / "b", cfg)
+    done = fit(cfg, straight, progress=False)
+    part = fit(cfg, stopped, progress=False, callbacks=[_interrupt_at(stop_at)])
+    assert part["status"] == "interrupted"
+    resumed = fit(cfg, stopped, resume=True, progress=False)
+    a, b = checkpoint.read(straight, "last").model, checkpoint.read(stopped, "last").model
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return done, resumed
+
+
 @pytest.mark.parametrize("stop_at", [45, 80])  # mid-epoch (40 steps/epoch), and at an epoch end
 def test_resume_is_bit_identical(tmp_path, stop_at):
     """2N steps straight == N steps, Ctrl-C, --resume, the rest: identical parameters,

@@ -57,7 +57,7 @@ def _scene_spec(args: argparse.Namespace):
         raise UserError(f"{args.name!r} is not a scene set; scene sets: {names}")
     if args.train < 1 or args.test < 1:
         raise UserError(f"--train and --test must be >= 1, got {args.train} and {args.test}")
-    spec = scenes.spec_for_size(args.size, args.max_iou)
+    spec = scenes.spec_for_size(args.size or 96, args.max_iou)
     return scenes, spec.check()
 
 
@@ -65,23 +65,76 @@ def _sizes(args: argparse.Namespace) -> dict[str, int]:
     return {"train": args.train, "test": args.test}
 
 
+def _caption_config(name: str, size: int, train: int, test: int, data_dir: str | None):
+    """The data config of a captioned scene set."""
+    from neuralab.config import DataConfig
+
+    if train < 1 or test < 1:
+        raise UserError(f"--train and --test must be >= 1, got {train} and {test}")
+    return DataConfig(
+        name=name, scene_size=size, scenes_train=train, scenes_test=test, data_dir=data_dir or ""
+    )
+
+
+def _caption_info(args: argparse.Namespace) -> dict:
+    """Scenes, objects per class and caption lengths of each split, the scenes holding a
+    held-out combination, and the training vocabulary, at the captioning presets' sizes."""
+    from neuralab.data import DATASETS, captions
+
+    cfg = _caption_config(args.name, 64, 20000, 1000, args.data_dir)
+    classes = DATASETS.get(args.name).classes
+    info = {"name": args.name, "kind": "captions", "size": cfg.scene_size, "splits": {}}
+    for split in captions.SPLITS:
+        found = captions.load_split(cfg, split)
+        labels = [t.cls for scene in found.things for t in scene]
+        words = [len(c.split()) for refs in found.references for c in refs]
+        info["splits"][split] = {
+            "scenes": len(found.things),
+            "objects_per_class": {c: labels.count(i) for i, c in enumerate(classes)},
+            "scenes_with_held_out_combinations": sum(map(captions.is_novel, found.things)),
+            "caption_words": {"mean": round(sum(words) / len(words), 2), "max": max(words)},
+        }
+        if split == "train":
+            info["vocabulary"] = len(captions.Vocabulary.build(found.references))
+    return info
+
+
+def _show_captions(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neuralab.data import captions
+    from neuralab.plots import plot_captioned_scenes
+
+    if not 1 <= args.n <= 64:
+        raise UserError(f"--n must be in [1, 64], got {args.n}")
+    cfg = _caption_config(args.name, args.size or 64, args.train, args.test, args.data_dir)
+    found = captions.load_split(cfg, args.split)
+    n = min(args.n, len(found.things))
+    out = plot_captioned_scenes(found.images[:n], found.references[:n], Path(args.out))
+    print(f"wrote {out}: {n} {args.split} scenes, each with its {captions.REFERENCES} references")
+    return 0
+
+
 def _scene_info(args: argparse.Namespace) -> dict:
-    from neuralab.data import DATASETS, scenes
+    from neuralab.data import DATASETS, scene_export, scenes
 
     spec = asdict(scenes.DEFAULT_SPEC)  # the spec scene_set draws with by default
     info = {"name": args.name, "kind": "scenes", "spec": spec, "splits": {}}
     classes = DATASETS.get(args.name).classes
     for split in scenes.SPLITS:
         found, path = scenes.scene_set(args.name, split, data_dir=args.data_dir)
-        info["splits"][split] = {"path": str(path), **scenes.summary(found, classes)}
+        info["splits"][split] = {"path": str(path), **scene_export.summary(found, classes)}
     return info
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
     from neuralab import data
 
-    if data.DATASETS.get(args.name).kind == "scenes":
+    kind = data.DATASETS.get(args.name).kind
+    if kind == "scenes":
         info = _scene_info(args)
+    elif kind == "captions":
+        info = _caption_info(args)
     else:
         info = data.info(args.name, args.data_dir)
     if args.json:
@@ -95,7 +148,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from neuralab import data
 
-    if data.DATASETS.get(args.name).kind == "scenes":
+    if data.DATASETS.get(args.name).kind in ("scenes", "captions"):
         raise UserError(f"{args.name} is generated, not downloaded: neuralab data make {args.name}")
     path = data.fetch(args.name, args.data_dir)
     print(f"{args.name} is in {path}")
@@ -121,6 +174,10 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     from neuralab.data import DATASETS
     from neuralab.plots import plot_scene_grid
 
+    if DATASETS.get(args.name).kind == "captions":
+        return _show_captions(args)
+    if args.split == "test_comp":
+        raise UserError("only a captioned scene set has a test_comp split")
     scenes, spec = _scene_spec(args)
     if not 1 <= args.n <= 64:
         raise UserError(f"--n must be in [1, 64], got {args.n}")
@@ -145,7 +202,7 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
     from matplotlib.image import imsave
 
-    from neuralab.data import DATASETS
+    from neuralab.data import DATASETS, scene_export
 
     scenes, spec = _scene_spec(args)
     out = Path(args.coco).expanduser()
@@ -158,15 +215,20 @@ def cmd_data_export(args: argparse.Namespace) -> int:
         names = [f"{split}/{i:06d}.png" for i in range(len(found))]
         for name, image in zip(names, found.images, strict=True):
             imsave(out / name, image.transpose(1, 2, 0))
-        coco = scenes.coco_dict(found, classes, names)
+        coco = scene_export.coco_dict(found, classes, names)
         (out / f"{split}.json").write_text(json.dumps(coco))
         print(f"{split}: {len(names)} images and {len(coco['annotations'])} objects in {out}")
     return 0
 
 
 def _add_scene_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="a scene set: fashion-scenes, mnist-scenes")
-    p.add_argument("--size", type=int, default=96, help="canvas side in pixels (default: 96)")
+    p.add_argument(
+        "name",
+        help="a scene set: fashion-scenes, mnist-scenes (show: also fashion-scenes-captions)",
+    )
+    p.add_argument(
+        "--size", type=int, help="canvas side in pixels (default: 96; captioned scenes: 64)"
+    )
     p.add_argument("--max-iou", type=float, default=0.3, help="most overlap of two boxes")
     p.add_argument("--seed", type=int, default=0, help="same seed, same scenes (default: 0)")
     p.add_argument("--train", type=int, default=20000, help="train scenes (default: 20000)")
@@ -214,10 +276,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = data_sub.add_parser("make", help="generate a scene set's train and test splits")
     _add_scene_options(p)
     p.set_defaults(func=cmd_data_make)
-    p = data_sub.add_parser("show", help="a PNG grid of scenes with boxes and masks drawn")
+    p = data_sub.add_parser(
+        "show", help="a PNG grid of scenes with boxes and masks drawn (or with their captions)"
+    )
     _add_scene_options(p)
     p.add_argument("--n", type=int, default=16, help="scenes to draw (default: 16)")
-    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument(
+        "--split",
+        choices=["train", "test", "test_comp"],
+        default="test",
+        help="test_comp: a captioned set's compositional test split",
+    )
     p.add_argument("--out", default="scenes.png", help="the PNG (default: scenes.png)")
     p.set_defaults(func=cmd_data_show)
     p = data_sub.add_parser("export", help="a scene set as PNG files and COCO JSON")

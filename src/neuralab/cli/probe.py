@@ -128,8 +128,22 @@ def cmd_probe_gradients(args: argparse.Namespace) -> int:
 
 
 def cmd_probe_attention(args: argparse.Namespace) -> int:
+    from neuralab import config as config_lib
+    from neuralab.models import model_kind
     from neuralab.probe.attention import attention_run
 
+    captions = model_kind(config_lib.load_run(Path(args.run)).model.name) == "caption"
+    if captions != (args.image is not None):
+        raise UserError(
+            "a caption run needs an image: neuralab probe attention RUN scene.png"
+            if captions
+            else "an image is for caption runs; a GPT run reads --text"
+        )
+    if captions:
+        from neuralab.cli._captions import probe_caption_attention
+        from neuralab.cli.train import trained_run
+
+        return probe_caption_attention(args, *trained_run(args, ("caption",))[:3])
     text = _probe_text(args, default_chars=64)
     result = attention_run(args.run, text, args.which)
     if args.json:
@@ -231,9 +245,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json(p)
     p.set_defaults(func=cmd_probe_gradients)
 
-    p = probe_sub.add_parser("attention", help="attention maps of every head of a GPT run")
+    p = probe_sub.add_parser(
+        "attention",
+        help="attention maps of every head of a GPT run; a captioner's attention for each word",
+    )
     p.add_argument("run")
+    p.add_argument("image", nargs="?", help="caption runs: the scene to caption")
     p.add_argument("--text", help="the characters to look at (default: the test text's start)")
+    p.add_argument("--out", help="caption runs: the PNG (default: IMAGE_attention.png)")
     add_which(p)
     add_json(p)
     p.set_defaults(func=cmd_probe_attention)

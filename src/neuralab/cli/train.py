@@ -177,7 +177,12 @@ def trained_run(args: argparse.Namespace, kinds: tuple[str, ...] = ("image",)):
     kind = model_kind(cfg.model.name)
     if kind not in kinds:
         what = " and ".join(
-            {"image": "image classifiers", "segment": "segmenters", "detect": "detectors"}[k]
+            {
+                "image": "image classifiers",
+                "segment": "segmenters",
+                "detect": "detectors",
+                "caption": "captioners",
+            }[k]
             for k in kinds
         )
         raise UserError(
@@ -193,9 +198,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from neuralab import data
     from neuralab.data.image_files import border_mean, read_image
 
-    run_dir, cfg, model, spec = trained_run(args, ("image", "segment", "detect"))
+    run_dir, cfg, model, spec = trained_run(args, ("image", "segment", "detect", "caption"))
     if not 0 <= args.min_score <= 1:
         raise UserError(f"--min-score must be in [0, 1], got {args.min_score}")
+    if spec.kind == "captions":
+        from neuralab.cli._captions import predict_captions
+
+        return predict_captions(args, run_dir, cfg, model)
+    if args.beam != 1 or args.temperature != 0:
+        raise UserError(f"--beam and --temperature are for caption runs; {run_dir} is not one")
     if spec.kind == "scenes":
         from neuralab.cli._scenes import predict_scenes
 
@@ -306,7 +317,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
-        "predict", help="top-k classes (a segmenter's masks, a detector's boxes) for image files"
+        "predict",
+        help="top-k classes (a segmenter's masks, a detector's boxes, a captioner's caption) "
+        "for image files",
     )
     p.add_argument("run", help="a trained run directory")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
@@ -322,6 +335,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="segmenters and detectors: the PNG to draw (a folder for several images; "
         "default: IMAGE_mask.png or IMAGE_boxes.png)",
     )
+    p.add_argument("--beam", type=int, default=1, help="captioners: beam size (1: greedy)")
+    p.add_argument(
+        "--temperature", type=float, default=0.0, help="captioners: sample at this temperature"
+    )
+    p.add_argument("--seed", type=int, default=0, help="captioners: the sampling seed")
     add_which(p)
     add_json(p)
     p.set_defaults(func=cmd_predict)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from neuralab.cli.common import print_json
+from neuralab.cli.common import print_json, table
 from neuralab.data.captions import Vocabulary
 from neuralab.data.image_files import read_image
 from neuralab.errors import UserError
@@ -81,4 +81,20 @@ def probe_caption_attention(args: argparse.Namespace, run_dir: Path, cfg: Any, m
         print_json(result)
     else:
         print(f"{result['caption']}\nattention over each word: {out}")
+    return 0
+
+
+def print_caption_test(result: dict) -> int:
+    """BLEU, CIDEr-D and fact scores of greedy decoding and beam search on both test splits."""
+    from neuralab.tasks.caption import TEST_BEAM
+
+    keys = ("bleu1", "bleu4", "cider", "fact_precision", "fact_recall", "fact_f1")
+    beam = f"beam{TEST_BEAM}"
+    rows = []
+    for split, name in (("test", "i.i.d."), ("test_comp", "compositional")):
+        for decoding, prefix in (("greedy", ""), (beam, f"{beam}_")):
+            values = [f"{result[f'{split}/{prefix}{k}']:.3f}" for k in keys]
+            rows.append([f"{name} ({result[f'{split}/examples']})", decoding, *values])
+    print(table(rows, ["test split (scenes)", "decoding", *keys]))
+    print(f"BLEU by sacreBLEU: {result['test/bleu_signature']}")
     return 0

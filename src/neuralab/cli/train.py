@@ -132,6 +132,10 @@ def cmd_test(args: argparse.Namespace) -> int:
             f"perplexity {result['test/ppl']:.2f}, on {result['test/tokens']:,} characters"
         )
         return 0
+    if "test/fact_f1" in result:
+        from neuralab.cli._captions import print_caption_test
+
+        return print_caption_test(result)
     if "test/map" in result:
         head = f"test mAP@[.5:.95] {result['test/map']:.4f}, mAP@0.5 {result['test/map50']:.4f}"
         return print_scene_test(result, head, result["test/ap"], "AP")

@@ -43,7 +43,7 @@ BASE_BANDS = ((14, 19), (24, 29), (34, 40))  # small, medium, large item sides o
 SIZES = ("small", "medium", "large")
 HELD_OUT_COLOURS = frozenset((c, (3 * c + 1) % len(grammar.COLOURS)) for c in range(10))
 HELD_OUT_PAIRS = frozenset({(0, 7), (1, 5), (2, 9), (3, 8), (4, 6)})
-CANDIDATES = 4  # scenes drawn per compositional scene wanted, before the filter
+CANDIDATES = 8  # scenes drawn per compositional scene wanted (about 1 in 4 qualifies)
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = range(4)
 

@@ -1,0 +1,145 @@
+"""fashion-scenes-captions (issue 20): captioning with and without attention, against honest
+baselines.
+
+Prints one JSON object per result (machine included): for the chosen preset, BLEU-1..4,
+CIDEr-D and the grounded fact precision/recall/F1 on the i.i.d. and the compositional test
+splits, for greedy decoding and beam search (beam 3), its training wall time and its
+captions per second; beside them three baselines scored the same way:
+
+- one caption for every scene: of the first references of 100 training scenes, the one with
+  the best fact F1 on 500 other training scenes (what ignoring the image can reach, roughly);
+- nearest neighbour by raw pixels (Devlin et al. 2015): each test scene gets the first
+  reference of the training scene closest in 16×16 RGB (cosine), over all training scenes;
+- one reference against the other four: how far the references themselves agree (a ceiling
+  for BLEU and CIDEr; the facts are exact by construction).
+
+Targets (2 CPU cores): attention BLEU-4 >= 0.50 and fact F1 >= 0.90 on the i.i.d. split within
+30 minutes of training, fact F1 >= 0.75 on the compositional split; attention ahead of
+NeuralTalk by >= 5 points of compositional fact F1; beam 3 >= greedy on CIDEr.
+
+    python benchmarks/captioning.py                                  # scenes_caption_attention
+    python benchmarks/captioning.py --preset scenes_caption_lstm
+    python benchmarks/captioning.py --run runs/x                     # a run already trained
+    python benchmarks/captioning.py train.epochs=2                   # overrides of the preset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from neuralab import config
+from neuralab.data import captions
+from neuralab.data.caption_grammar import fact_scores
+from neuralab.tasks.caption import CaptionTask, caption_all
+from neuralab.tasks.caption_metrics import bleu, cider_d
+from neuralab.train import fit, load_model, new_run_dir
+
+KEYS = ("bleu1", "bleu4", "cider", "fact_precision", "fact_recall", "fact_f1")
+
+
+def machine() -> dict:
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
+
+
+def emit(result: dict) -> None:
+    print(json.dumps({**result, "machine": machine()}), flush=True)
+
+
+def scores(written: list[str], split: captions.CaptionSplit) -> dict:
+    found = {**bleu(written, split.references), "cider": cider_d(written, split.references)}
+    found.update(fact_scores(written, split.things))
+    return {k: round(found[k], 4) for k in KEYS}
+
+
+def pixels(images: torch.Tensor) -> torch.Tensor:
+    small = F.interpolate(images.float() / 255, size=(16, 16), mode="area").flatten(1)
+    return F.normalize(small - small.mean(1, keepdim=True), dim=1)
+
+
+def baselines(train: captions.CaptionSplit, test: dict[str, captions.CaptionSplit]) -> dict:
+    candidates = [refs[0] for refs in train.references[:100]]
+    things = train.things[100:600]
+    best = max(candidates, key=lambda c: fact_scores([c] * len(things), things)["fact_f1"])
+    bank = pixels(train.images)
+    out = {"one_caption": {"caption": best}, "nearest_neighbour_pixels": {}, "reference": {}}
+    for name, split in test.items():
+        out["one_caption"][name] = scores([best] * len(split.things), split)
+        nearest = (pixels(split.images) @ bank.T).argmax(1)
+        written = [train.references[int(i)][0] for i in nearest]
+        out["nearest_neighbour_pixels"][name] = scores(written, split)
+        held = captions.CaptionSplit(split.images, split.things, [r[1:] for r in split.references])
+        out["reference"][name] = scores([r[0] for r in split.references], held)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the preset")
+    parser.add_argument(
+        "--preset",
+        default="scenes_caption_attention",
+        choices=["scenes_caption_attention", "scenes_caption_lstm"],
+    )
+    parser.add_argument("--run", help="a trained run of the preset to measure instead")
+    parser.add_argument("--out", default="runs/bench", help="where new runs go")
+    parser.add_argument("--no-baselines", action="store_true", help="measure the model only")
+    args = parser.parse_args()
+
+    cfg = config.load(args.preset, args.overrides)
+    if args.run:
+        run_dir = Path(args.run)
+        cfg = config.load_run(run_dir)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = new_run_dir(Path(args.out) / f"{args.preset}-{stamp}", cfg)
+        fit(cfg, run_dir, progress=False)
+    results = json.loads((run_dir / "results.json").read_text())
+
+    task = CaptionTask()
+    task.vocab = captions.Vocabulary.load(run_dir / "vocab.json")
+    model = load_model(run_dir)
+    test = {s: captions.load_split(cfg.data, s) for s in ("test", "test_comp")}
+    measured = {}
+    for name, split in test.items():
+        start = time.perf_counter()
+        greedy = [task.vocab.decode(i) for i in caption_all(model, split.images, 200)]
+        per_s = len(greedy) / (time.perf_counter() - start)
+        beam = [task.vocab.decode(i) for i in caption_all(model, split.images, 200, beam=3)]
+        measured[name] = {
+            "scenes": len(split.things),
+            "greedy": scores(greedy, split),
+            "beam3": scores(beam, split),
+            "greedy_captions_per_s": round(per_s, 1),
+        }
+    emit(
+        {
+            "what": f"{cfg.model.name} on {cfg.data.name}",
+            "run": str(run_dir),
+            **measured,
+            "train/wall_s": results.get("train/wall_s"),
+            "train/steps": results.get("train/steps"),
+            "params": model.num_params(),
+            "target": "attention: BLEU-4 >= 0.50, fact F1 >= 0.90 (i.i.d.), >= 0.75 "
+            "(compositional) within 30 minutes; beam 3 >= greedy on CIDEr (issue 20)",
+        }
+    )
+    if not args.no_baselines:
+        train = captions.load_split(cfg.data, "train")
+        emit({"what": "baselines", **baselines(train, test)})
+
+
+if __name__ == "__main__":
+    main()

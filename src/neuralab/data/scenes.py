@@ -76,24 +76,14 @@ class SceneSpec:
 
 @dataclass(frozen=True)
 class SceneRules:
-    """What a captioned scene set adds to a ``SceneSpec``: tints drawn from a named
-    ``palette`` (RGB bytes) and item sides from separated ``sides`` bands, so that colour and
-    size words are facts of the picture; (class, palette index) pairs and pairs of classes
-    that never occur in a scene, so a test split can hold combinations training never saw."""
+    """What a captioned scene set adds to a ``SceneSpec``: tints from a named ``palette`` and
+    sides from separated bands (so colour and size words are facts of the picture), and
+    combinations that never occur (so a test split can hold ones training never saw)."""
 
     palette: tuple[tuple[int, int, int], ...]
     sides: tuple[tuple[int, int], ...]  # (smallest, largest) item side of each band
     forbidden_tints: frozenset[tuple[int, int]] = frozenset()  # (class, palette index)
     forbidden_pairs: frozenset[tuple[int, int]] = frozenset()  # (class, class), smaller first
-
-    def as_dict(self) -> dict:
-        """The rules as JSON-ready lists, for a cache key."""
-        return {
-            "palette": [list(c) for c in self.palette],
-            "sides": [list(b) for b in self.sides],
-            "forbidden_tints": sorted(list(t) for t in self.forbidden_tints),
-            "forbidden_pairs": sorted(list(p) for p in self.forbidden_pairs),
-        }
 
 
 class Scenes(NamedTuple):
@@ -172,8 +162,8 @@ def _sides(rng, spec: SceneSpec, rules: SceneRules | None, n: int) -> np.ndarray
 
 
 def _item(rng, source_y, rules: SceneRules | None, labels: list[int]) -> int | None:
-    """The index of the next item's source image: any, or under ``rules`` one whose class
-    forms no forbidden pair with the scene's (None when 20 draws all did)."""
+    """The next item's source index: under ``rules``, of a class in no forbidden pair with the
+    scene's (None when 20 draws all were)."""
     for _ in range(20):
         index = int(rng.integers(len(source_y)))
         c = int(source_y[index])
@@ -185,8 +175,7 @@ def _item(rng, source_y, rules: SceneRules | None, labels: list[int]) -> int | N
 
 
 def _tint(rng, rules: SceneRules | None, c: int) -> np.ndarray:
-    """An item's colour in [0, 1]: random, or under ``rules`` a palette colour allowed for
-    class ``c``."""
+    """An item's colour in [0, 1]: random, or a palette colour ``rules`` allow for class c."""
     if rules is None:
         return rng.uniform(0.35, 1.0, 3)
     allowed = [t for t in range(len(rules.palette)) if (c, t) not in rules.forbidden_tints]
@@ -288,12 +277,14 @@ def cache_key(
     source_y: np.ndarray,
     rules: SceneRules | None = None,
 ) -> str:
-    """A hash of everything a scene set depends on: generator, spec, rules, seed, size,
-    sources."""
+    """A hash of what a scene set depends on: generator, spec, rules, seed, size, sources."""
     h = hashlib.sha256()
     settings = {"version": GENERATOR_VERSION, "spec": asdict(spec), "seed": seed, "n": n}
     if rules is not None:
-        settings["rules"] = rules.as_dict()
+        sets = {
+            k: sorted(map(list, v)) for k, v in asdict(rules).items() if isinstance(v, frozenset)
+        }
+        settings["rules"] = {**asdict(rules), **sets}
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(np.ascontiguousarray(source_x).tobytes())
     h.update(np.ascontiguousarray(source_y).astype(np.int64).tobytes())

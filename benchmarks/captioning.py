@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from vision import emit
 
 from neuralab import config
 from neuralab.data import captions
@@ -43,19 +42,6 @@ from neuralab.tasks.caption_metrics import bleu, cider_d
 from neuralab.train import fit, load_model, new_run_dir
 
 KEYS = ("bleu1", "bleu4", "cider", "fact_precision", "fact_recall", "fact_f1")
-
-
-def machine() -> dict:
-    return {
-        "cores": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-    }
-
-
-def emit(result: dict) -> None:
-    print(json.dumps({**result, "machine": machine()}), flush=True)
 
 
 def scores(written: list[str], split: captions.CaptionSplit) -> dict:

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from vision import emit
 
 from neuralab import config
 from neuralab.data import scenes
@@ -39,19 +38,6 @@ from neuralab.tasks.coco_map import coco_map
 from neuralab.tasks.detect import DetectTask
 from neuralab.tasks.segment import iou_scores
 from neuralab.train import fit, load_model, new_run_dir
-
-
-def machine() -> dict:
-    return {
-        "cores": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-    }
-
-
-def emit(result: dict) -> None:
-    print(json.dumps({**result, "machine": machine()}), flush=True)
 
 
 def segmentation_baseline(task, y: torch.Tensor) -> dict:

@@ -15,7 +15,7 @@ from neuralab.data.captions import Vocabulary
 from neuralab.data.image_files import read_image
 from neuralab.errors import UserError
 from neuralab.models.base import unwrap
-from neuralab.models.caption_search import beam_search, greedy, sample
+from neuralab.models.caption_search import decode
 from neuralab.models.captioner import Captioner
 
 
@@ -29,13 +29,8 @@ def caption(model: Any, image: torch.Tensor, beam: int, temperature: float, seed
     """(word ids, attention weights) of one (1, 3, S, S) image: sampled at ``temperature``
     if it is above 0, else by beam search (beam 1: greedy)."""
     captioner = unwrap(model, Captioner)
-    max_len = captioner.config.max_len
-    if temperature > 0:
-        generator = torch.Generator().manual_seed(seed)
-        return sample(captioner, image, max_len, temperature, generator)[0]
-    if beam == 1:
-        return greedy(captioner, image, max_len)[0]
-    return beam_search(captioner, image, max_len, beam)[0]
+    generator = torch.Generator().manual_seed(seed)
+    return decode(captioner, image, captioner.config.max_len, beam, temperature, generator)[0]
 
 
 def check_options(args: argparse.Namespace) -> None:

@@ -48,6 +48,11 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_counts(train: int, test: int) -> None:
+    if train < 1 or test < 1:
+        raise UserError(f"--train and --test must be >= 1, got {train} and {test}")
+
+
 def _scene_spec(args: argparse.Namespace):
     """The scenes module and the spec the options ask for, after checking them."""
     from neuralab.data import DATASETS, scenes
@@ -55,8 +60,7 @@ def _scene_spec(args: argparse.Namespace):
     if DATASETS.get(args.name).kind != "scenes":
         names = ", ".join(scenes.SOURCES)
         raise UserError(f"{args.name!r} is not a scene set; scene sets: {names}")
-    if args.train < 1 or args.test < 1:
-        raise UserError(f"--train and --test must be >= 1, got {args.train} and {args.test}")
+    _check_counts(args.train, args.test)
     spec = scenes.spec_for_size(args.size or 96, args.max_iou)
     return scenes, spec.check()
 
@@ -69,8 +73,7 @@ def _caption_config(name: str, size: int, train: int, test: int, data_dir: str |
     """The data config of a captioned scene set."""
     from neuralab.config import DataConfig
 
-    if train < 1 or test < 1:
-        raise UserError(f"--train and --test must be >= 1, got {train} and {test}")
+    _check_counts(train, test)
     return DataConfig(
         name=name, scene_size=size, scenes_train=train, scenes_test=test, data_dir=data_dir or ""
     )

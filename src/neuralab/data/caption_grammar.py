@@ -20,6 +20,7 @@ of the speaker, so they count for precision only).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
@@ -256,10 +257,10 @@ def parse(caption: str) -> Parsed:
 def stated_facts(parsed: Parsed) -> set[tuple]:
     """The facts a parsed caption states: each class's count, each mention's colour and size,
     each relation between (class, colour, size) descriptions."""
-    counts: dict[int, int] = {}
+    counts: Counter = Counter()
     facts: set[tuple] = set()
     for m in parsed.mentions:
-        counts[m.cls] = counts.get(m.cls, 0) + m.count
+        counts[m.cls] += m.count
         if m.colour is not None:
             facts.add(("colour", m.cls, m.colour))
         if m.size is not None:
@@ -274,10 +275,7 @@ def true_facts(things: list[Thing]) -> set[tuple]:
     """The count, colour and size facts of a scene that a complete caption states."""
     facts = {("colour", t.cls, t.colour) for t in things}
     facts |= {("size", t.cls, t.size) for t in things if t.size != "medium"}
-    counts: dict[int, int] = {}
-    for t in things:
-        counts[t.cls] = counts.get(t.cls, 0) + 1
-    return facts | {("count", c, n) for c, n in counts.items()}
+    return facts | {("count", c, n) for c, n in Counter(t.cls for t in things).items()}
 
 
 def _fits(description: tuple, thing: Thing) -> bool:

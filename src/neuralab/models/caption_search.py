@@ -126,3 +126,19 @@ def beam_search(
         words = chosen.flatten().to(x.device)
         scores = new_scores.to(x.device)
     return [max(e, key=lambda item: item[0])[1:] for e in ended]
+
+
+def decode(
+    model: Captioner,
+    x: Tensor,
+    max_len: int,
+    beam: int = 1,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> list[tuple[list[int], Tensor]]:
+    """Sampled at ``temperature`` if it is above 0, else by beam search (beam 1: greedy)."""
+    if temperature > 0:
+        return sample(model, x, max_len, temperature, generator)
+    if beam == 1:
+        return greedy(model, x, max_len)
+    return beam_search(model, x, max_len, beam)

@@ -22,13 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from neuralab import data
+from neuralab.attack.base import eval_mode
 from neuralab.data import captions
 from neuralab.data.batches import Batch, ImageBatches
 from neuralab.data.caption_grammar import fact_scores
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import unwrap
-from neuralab.models.caption_search import beam_search, greedy
+from neuralab.models.caption_search import decode
 from neuralab.models.captioner import BOS, Captioner
 from neuralab.runs import write_atomic
 from neuralab.seed import derived_generator, seed_everything
@@ -61,24 +62,14 @@ def teacher_inputs(targets: Tensor) -> Tensor:
 
 @torch.no_grad()
 def caption_all(model: nn.Module, x: Tensor, batch_size: int, beam: int = 1) -> list[list[int]]:
-    """Each image's word ids, by greedy decoding (``beam`` 1) or beam search, in eval mode."""
+    """Each uint8 image's word ids, by greedy decoding (``beam`` 1) or beam search, in eval
+    mode."""
     captioner = unwrap(model, Captioner)
-    was_training = captioner.training
-    captioner.eval()
     out = []
-    try:
+    with eval_mode(captioner):
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].float()
-            xb = xb.div(255) if x.dtype == torch.uint8 else xb
-            max_len = captioner.config.max_len
-            found = (
-                greedy(captioner, xb, max_len)
-                if beam == 1
-                else beam_search(captioner, xb, max_len, beam)
-            )
-            out += [ids for ids, _ in found]
-    finally:
-        captioner.train(was_training)
+            xb = x[start : start + batch_size].float().div(255)
+            out += [ids for ids, _ in decode(captioner, xb, captioner.config.max_len, beam)]
     return out
 
 
@@ -161,18 +152,14 @@ class CaptionTask(Task):
     def _teacher_loss(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
         """Mean word cross-entropy on each scene's first reference, in eval mode."""
         captioner = unwrap(model, Captioner)
-        was_training = captioner.training
-        captioner.eval()
         total, words = 0.0, 0
-        try:
+        with eval_mode(captioner):
             for start in range(0, len(x), batch_size):
                 xb = x[start : start + batch_size].float().div(255)
                 yb = y[start : start + batch_size, 0]
                 _, stats = captioner.loss(model(xb, teacher_inputs(yb)), yb)
                 total += float(stats["ce"]) * int(stats["count"])
                 words += int(stats["count"])
-        finally:
-            captioner.train(was_training)
         return total / max(words, 1)
 
     def validate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:

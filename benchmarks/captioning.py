@@ -3,7 +3,8 @@ baselines.
 
 Prints one JSON object per result (machine included): for the chosen preset, BLEU-1..4,
 CIDEr-D and the grounded fact precision/recall/F1 on the i.i.d. and the compositional test
-splits, for greedy decoding and beam search (beam 3), its training wall time and its
+splits, for greedy decoding and beam search (beam 3), the greedy captions' facts by kind
+(count, colour, size, relation: where they go wrong), its training wall time and its
 captions per second; beside them three baselines scored the same way:
 
 - one caption for every scene: of the first references of 100 training scenes, the one with
@@ -36,7 +37,7 @@ from vision import emit
 
 from neuralab import config
 from neuralab.data import captions
-from neuralab.data.caption_grammar import fact_scores
+from neuralab.data.caption_grammar import fact_breakdown, fact_scores
 from neuralab.tasks.caption import CaptionTask, caption_all
 from neuralab.tasks.caption_metrics import bleu, cider_d
 from neuralab.train import fit, load_model, new_run_dir
@@ -108,6 +109,7 @@ def main() -> None:
             "scenes": len(split.things),
             "greedy": scores(greedy, split),
             "beam3": scores(beam, split),
+            "greedy_facts_by_kind": fact_breakdown(greedy, split.things),
             "greedy_captions_per_s": round(per_s, 1),
         }
     emit(

@@ -66,6 +66,19 @@ def test_a_wrong_caption_scores_what_a_hand_count_gives():
     assert scores["fact_f1"] == pytest.approx(2 * (5 / 6) / (5 / 6 + 1))
 
 
+def test_the_breakdown_puts_each_hand_counted_fact_in_its_kind():
+    """The same two captions by kind: the wrong relation is the one false fact of the first;
+    the shirt's count and colour are false, the bag's three facts unrecalled, and the dangling
+    "and" is one unreadable clause."""
+    captions = ["a small red bag to the right of a blue boot", "a green shirt and"]
+    found = grammar.fact_breakdown(captions, [SCENES[1], SCENES[0]])
+    assert found["count"] == {"stated": 3, "correct": 2, "truth": 3, "recalled": 2}
+    assert found["colour"] == {"stated": 3, "correct": 2, "truth": 3, "recalled": 2}
+    assert found["size"] == {"stated": 1, "correct": 1, "truth": 2, "recalled": 1}
+    assert found["relation"] == {"stated": 1, "correct": 0}
+    assert found["unreadable"] == 1
+
+
 @pytest.mark.parametrize(
     ("caption", "errors"),
     [

@@ -321,3 +321,26 @@ def fact_scores(captions: list[str], scenes: list[list[Thing]]) -> dict[str, flo
     recall = recalled / truth if truth else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"fact_precision": precision, "fact_recall": recall, "fact_f1": f1}
+
+
+FACT_KINDS = ("count", "colour", "size", "relation")
+
+
+def fact_breakdown(captions: list[str], scenes: list[list[Thing]]) -> dict[str, dict]:
+    """Where the facts go wrong: per kind of fact, how many were stated and how many of those
+    are true, and (but for relations, which no caption owes) how many of the scenes' facts
+    were stated; ``unreadable`` counts the clauses the parser could not read."""
+    out = {k: {"stated": 0, "correct": 0, "truth": 0, "recalled": 0} for k in FACT_KINDS}
+    unreadable = 0
+    for caption, things in zip(captions, scenes, strict=True):
+        parsed = parse(caption)
+        facts, truth = stated_facts(parsed), true_facts(things)
+        unreadable += parsed.errors
+        for f in facts:
+            out[f[0]]["stated"] += 1
+            out[f[0]]["correct"] += _is_true(f, things, truth)
+        for f in truth:
+            out[f[0]]["truth"] += 1
+            out[f[0]]["recalled"] += f in facts
+    del out["relation"]["truth"], out["relation"]["recalled"]
+    return {**out, "unreadable": unreadable}

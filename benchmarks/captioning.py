@@ -4,8 +4,9 @@ baselines.
 Prints one JSON object per result (machine included): for the chosen preset, BLEU-1..4,
 CIDEr-D and the grounded fact precision/recall/F1 on the i.i.d. and the compositional test
 splits, for greedy decoding and beam search (beam 3), the greedy captions' facts by kind
-(count, colour, size, relation: where they go wrong), its training wall time and its
-captions per second; beside them three baselines scored the same way:
+(count, colour, size, relation: where they go wrong) and how often an item's class and
+colour are named together when training never showed that pair, its training wall time
+and its captions per second; beside them three baselines scored the same way:
 
 - one caption for every scene: of the first references of 100 training scenes, the one with
   the best fact F1 on 500 other training scenes (what ignoring the image can reach, roughly);
@@ -37,7 +38,7 @@ from vision import emit
 
 from neuralab import config
 from neuralab.data import captions
-from neuralab.data.caption_grammar import fact_breakdown, fact_scores
+from neuralab.data.caption_grammar import fact_breakdown, fact_scores, parse, stated_facts
 from neuralab.tasks.caption import CaptionTask, caption_all
 from neuralab.tasks.caption_metrics import bleu, cider_d
 from neuralab.train import fit, load_model, new_run_dir
@@ -49,6 +50,19 @@ def scores(written: list[str], split: captions.CaptionSplit) -> dict:
     found = {**bleu(written, split.references), "cider": cider_d(written, split.references)}
     found.update(fact_scores(written, split.things))
     return {k: round(found[k], 4) for k in KEYS}
+
+
+def held_out_named(written: list[str], split: captions.CaptionSplit) -> dict:
+    """How often an item's class and colour are named together (its colour fact recalled), for
+    the items whose (class, colour) training never showed and for the others."""
+    named = {"held_out": [0, 0], "seen": [0, 0]}
+    for caption, things in zip(written, split.things, strict=True):
+        facts = stated_facts(parse(caption))
+        for t in things:
+            tally = named["held_out" if (t.cls, t.colour) in captions.HELD_OUT_COLOURS else "seen"]
+            tally[0] += ("colour", t.cls, t.colour) in facts
+            tally[1] += 1
+    return {k: round(hit / n, 4) if n else None for k, (hit, n) in named.items()}
 
 
 def pixels(images: torch.Tensor) -> torch.Tensor:
@@ -110,6 +124,7 @@ def main() -> None:
             "greedy": scores(greedy, split),
             "beam3": scores(beam, split),
             "greedy_facts_by_kind": fact_breakdown(greedy, split.things),
+            "greedy_class_and_colour_named": held_out_named(greedy, split),
             "greedy_captions_per_s": round(per_s, 1),
         }
     emit(

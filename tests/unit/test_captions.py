@@ -152,12 +152,16 @@ def test_cider_d_equals_the_coco_caption_code():
     assert cider_d(hypotheses, references) == pytest.approx(4.031387417667333, rel=1e-12)
 
 
-@pytest.mark.parametrize("name", ["caption_lstm", "caption_attention"])
-def test_teacher_forcing_equals_decoding_step_by_step(name):
+@pytest.mark.parametrize(
+    ("name", "stride"), [("caption_lstm", 8), ("caption_attention", 8), ("caption_attention", 4)]
+)
+def test_teacher_forcing_equals_decoding_step_by_step(name, stride):
     """``forward`` (the fused LSTM over the whole sequence for NeuralTalk) gives the logits
-    that ``step``, which the searches use, gives word by word; attention weights sum to 1."""
+    that ``step``, which the searches use, gives word by word; attention weights sum to 1
+    over the 8×8 (or, at stride 4, 16×16) cells of a 64×64 image."""
     torch.manual_seed(0)
-    model = create_model(name, vocab_size=30, widths=(8, 16, 16), hidden=24, embed=12).eval()
+    sizes = {"widths": (8, 16, 16), "hidden": 24, "embed": 12, "stride": stride}
+    model = create_model(name, vocab_size=30, **sizes).eval()
     x, words = torch.rand(3, 3, 64, 64), torch.randint(0, 30, (3, 7))
     logits, alphas = model(x, words)
     memory = model.encode(x)
@@ -166,7 +170,7 @@ def test_teacher_forcing_equals_decoding_step_by_step(name):
         step_logits, state, alpha = model.step(memory, state, words[:, t])
         torch.testing.assert_close(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
     if model.attends:
-        assert alphas.shape == (3, 7, 64)
+        assert alphas.shape == (3, 7, (64 // stride) ** 2)
         torch.testing.assert_close(alphas.sum(-1), torch.ones(3, 7))
 
 

@@ -45,6 +45,7 @@ class CaptionerConfig(ImageModelConfig):
     vocab_size: int = 64  # words of the caption vocabulary, its four specials included
     max_len: int = 24  # the most words a caption may have, <eos> included
     widths: tuple[int, ...] = (32, 64, 128)  # encoder stages at strides 2, 4 and 8
+    stride: int = 8  # the encoder map's stride: 8, or 4 (its last stage keeps stride 4)
     blocks: int = 1  # basic blocks per encoder stage
     embed: int = 128  # word embedding size
     hidden: int = 256  # LSTM state size
@@ -59,6 +60,7 @@ class CaptionerConfig(ImageModelConfig):
         check(len(self.widths) == 3, f"widths must be 3 stage sizes, got {self.widths}")
         check(all(w >= 1 for w in self.widths), f"widths must be >= 1, got {self.widths}")
         check(self.blocks >= 1, f"blocks must be >= 1, got {self.blocks}")
+        check(self.stride in (4, 8), f"stride must be 4 or 8, got {self.stride}")
         for key in ("embed", "hidden", "attention"):
             check(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
@@ -67,17 +69,18 @@ class CaptionerConfig(ImageModelConfig):
 
 
 class Encoder(nn.Module):
-    """(B, C, H, W) normalised images -> (B, widths[-1], H/8, W/8) features: a stride-2 stem
-    and three stages of ResNet basic blocks at strides 2, 4 and 8."""
+    """(B, C, H, W) normalised images -> (B, widths[-1], H/s, W/s) features for the config's
+    stride s: a stride-2 stem and three stages of ResNet basic blocks at strides 2, 4 and s."""
 
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()
         w = config.widths
+        strides = (1, 2, config.stride // 4)
         self.stem = conv_bn_relu(config.in_channels, w[0], stride=2)
         self.stages = nn.Sequential(
             *(
-                stage(c_in, c_out, config.blocks, 1 if i == 0 else 2, BLOCK_OPTIONS)
-                for i, (c_in, c_out) in enumerate(zip((w[0], *w[:-1]), w, strict=True))
+                stage(c_in, c_out, config.blocks, s, BLOCK_OPTIONS)
+                for c_in, c_out, s in zip((w[0], *w[:-1]), w, strides, strict=True)
             )
         )
 
@@ -183,7 +186,7 @@ class NeuralTalk(Captioner):
 
 @register_model("caption_attention")
 class ShowAttendTell(Captioner):
-    """Soft attention over the encoder's H/8 × W/8 cells at every word."""
+    """Soft attention over the encoder's cells (H/8 × W/8, or H/4 × W/4) at every word."""
 
     attends = True
 

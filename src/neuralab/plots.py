@@ -299,26 +299,23 @@ def plot_pr_curves(curves: dict, ap: dict, out: Path) -> Path:
 
 
 def plot_captioned_scenes(
-    images: torch.Tensor, captions: Sequence[Sequence[str]], out: Path, columns: int = 2
+    images: torch.Tensor, captions: Sequence[Sequence[str]], out: Path
 ) -> Path:
-    """Scenes (N, 3, S, S) uint8 or [0, 1], each beside its captions (one per line)."""
-    n = len(images)
-    rows = -(-n // columns)
+    """Scenes (N, 3, S, S) uint8 or [0, 1], one per row, each beside its captions (one per
+    line)."""
     fig, axes = subplots(
-        rows,
-        2 * columns,
-        figsize=(6.4 * columns, 1.6 * rows),
+        len(images),
+        2,
+        figsize=(8.0, 1.3 * len(images)),
         squeeze=False,
-        gridspec_kw={"width_ratios": [1, 3.2] * columns},
+        gridspec_kw={"width_ratios": [1, 5], "wspace": 0.04},
     )
     for ax in axes.flat:
         ax.set_axis_off()
-    for i, (image, lines) in enumerate(zip(images, captions, strict=True)):
-        r, c = divmod(i, columns)
+    for row, image, lines in zip(axes, images, captions, strict=True):
         picture = image.float() / 255 if image.dtype == torch.uint8 else image
-        axes[r, 2 * c].imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy())
-        text = "\n".join(lines)
-        axes[r, 2 * c + 1].text(0, 0.5, text, fontsize=7, va="center", ha="left")
+        row[0].imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy())
+        row[1].text(0, 0.5, "\n".join(lines), fontsize=8, va="center", ha="left")
     return save_figure(fig, out)
 
 

@@ -74,6 +74,13 @@ class DataConfig:
     scene_size: int = field(default=96, metadata=bounds(32, 256))
     scenes_train: int = field(default=20000, metadata=bounds(1))
     scenes_test: int = field(default=2000, metadata=bounds(1))
+    # clip sets (moving-fashion): what decides the class, frames per clip, the frame's side,
+    # and how many train and test clips
+    variant: str = field(default="motion", metadata=choices("motion", "appearance"))
+    frames: int = field(default=16, metadata=bounds(4, 64))
+    clip_size: int = field(default=64, metadata=bounds(16, 256))
+    clips_train: int = field(default=10000, metadata=bounds(1))
+    clips_test: int = field(default=2000, metadata=bounds(1))
 
 
 @dataclass(frozen=True)

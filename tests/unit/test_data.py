@@ -40,8 +40,8 @@ def roots(tmp_path, monkeypatch):
 
 
 def test_registry_and_specs():
-    """The four image datasets, tiny shakespeare, the two scene sets and the captioned one are
-    registered with the documented classes, shapes, augmentation defaults and a sha256 (64 hex
+    """The four image datasets, tiny shakespeare, the two scene sets, the captioned one and
+    the clips are registered with the documented classes, shapes, augmentation defaults and a sha256 (64 hex
     digits) for every canonical file."""
     assert DATASETS.names() == [
         "cifar10",
@@ -51,6 +51,7 @@ def test_registry_and_specs():
         "fashion-scenes-captions",
         "mnist",
         "mnist-scenes",
+        "moving-fashion",
         "tinyshakespeare",
     ]
     assert DATASETS.get("fashion-scenes").classes == DATASETS.get("fashion-mnist").classes

@@ -222,10 +222,8 @@ DATASETS.add(
 )
 
 
-def _read_scenes(directory: Path) -> RawData:
-    raise UserError(
-        f"scene sets are generated, not read from {directory}: neuralab.data.scenes.scene_set"
-    )
+def _generated(directory: Path) -> RawData:
+    raise UserError(f"this dataset is generated on first use, not read from {directory}")
 
 
 for _scenes, _source in (("fashion-scenes", "fashion-mnist"), ("mnist-scenes", "mnist")):
@@ -237,7 +235,7 @@ for _scenes, _source in (("fashion-scenes", "fashion-mnist"), ("mnist-scenes", "
             channels=3,
             height=96,
             width=96,
-            read=_read_scenes,
+            read=_generated,
             how_to_get=f"generated from {_source} on first use, or `neuralab data make {_scenes}`",
             kind="scenes",
         ),
@@ -251,8 +249,33 @@ DATASETS.add(
         channels=3,
         height=64,
         width=64,
-        read=_read_scenes,
+        read=_generated,
         how_to_get="generated from fashion-mnist on first use (neuralab.data.captions)",
         kind="captions",
+    ),
+)
+
+DATASETS.add(
+    "moving-fashion",
+    DatasetSpec(
+        name="moving-fashion",
+        classes=(
+            "left",
+            "right",
+            "up",
+            "down",
+            "clockwise",
+            "anticlockwise",
+            "grow",
+            "shrink",
+            "up-right",
+            "down-left",
+        ),
+        channels=1,
+        height=64,
+        width=64,
+        read=_generated,
+        how_to_get="generated from fashion-mnist on first use (neuralab.data.moving)",
+        kind="clips",
     ),
 )

@@ -19,6 +19,7 @@ from neuralab.models import (
     retinanet,
     rnn,
     unet,
+    video,
     vit,
 )
 from neuralab.models.base import (
@@ -63,6 +64,7 @@ __all__ = [
     "model_kind",
     "register_model",
     "unwrap",
+    "video",
     "resnet",
     "retinanet",
     "rnn",

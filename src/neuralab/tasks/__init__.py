@@ -4,7 +4,16 @@ metrics of a batch, what validation and testing compute (see ``neuralab.tasks.ba
 Importing this package imports every kind's module, which registers it in ``TASKS``.
 """
 
-from neuralab.tasks import adversarial, caption, contrastive, denoise, detect, masked, segment
+from neuralab.tasks import (
+    adversarial,
+    caption,
+    contrastive,
+    denoise,
+    detect,
+    masked,
+    segment,
+    video,
+)
 from neuralab.tasks.base import TASKS, Setup, Task, build_task, task_name
 from neuralab.tasks.classify import ClassifyTask
 from neuralab.tasks.language_model import LanguageModelTask
@@ -24,4 +33,5 @@ __all__ = [
     "masked",
     "segment",
     "task_name",
+    "video",
 ]

@@ -171,8 +171,9 @@ def loss_and_confusion(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int, num_classes: int
 ) -> tuple[float, Tensor]:
     """The summed cross-entropy of ``model``'s logits over (x, y) and the confusion matrix of
-    its argmax (logits (B, C) or (B, C, H, W) alike), batch by batch, in eval mode; the
-    model's previous mode is restored afterwards."""
+    its argmax (logits (B, C) or (B, C, H, W) alike), batch by batch, in eval mode (uint8
+    inputs made float in [0, 1] a batch at a time); the model's previous mode is restored
+    afterwards."""
     was_training = model.training
     model.eval()
     total_loss = 0.0
@@ -180,6 +181,8 @@ def loss_and_confusion(
     try:
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            if xb.dtype == torch.uint8:
+                xb = xb.float().div_(255)
             logits = model(xb)
             total_loss += F.cross_entropy(logits.float(), yb, reduction="sum").item()
             confusion += confusion_matrix(logits.argmax(dim=1), yb, num_classes)

@@ -7,6 +7,7 @@ asks the run's task for the loss of each micro-batch; it never asks which kind o
 
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 from dataclasses import asdict, dataclass
@@ -124,7 +125,7 @@ class Trainer:
         model = self.model = _sync_batchnorm(setup.model, world, self.device).to(self.device)
         self.x_val, self.y_val = (t.to(self.device) for t in setup.val)
         if tc.channels_last:
-            model = self.model = model.to(memory_format=torch.channels_last)
+            _channels_last(model)
         # float16 needs its loss scaled so small gradients do not flush to zero (Micikevicius
         # et al. 2018); disabled, the scaler passes everything through unchanged
         self.scaler = torch.amp.GradScaler(
@@ -338,3 +339,13 @@ class StopRequest:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+def _channels_last(model: torch.nn.Module) -> None:
+    """Every 4D weight and buffer in the channels-last layout (NHWC), every 5D one (a 3D
+    convolution's) in its 3D form (NDHWC); what ``model.to(memory_format=...)`` does for one
+    rank, for both."""
+    layouts = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.dim() in layouts:
+            tensor.data = tensor.data.contiguous(memory_format=layouts[tensor.dim()])

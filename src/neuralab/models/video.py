@@ -1,0 +1,180 @@
+"""Clip classifiers of Karpathy et al. 2014 ("Large-scale Video Classification with
+Convolutional Neural Networks", Fig. 1 and Sec. 2), small enough for a CPU.
+
+Each takes (B, T, C, H, W) clips in [0, 1] and differs in where time is fused:
+
+- ``video_single``: a 2D CNN on the middle frame (frame T // 2) alone.
+- ``video_late``: the same 2D tower, shared, on the first and the last frame (15 frames apart
+  for T = 16), merged at the first fully connected layer.
+- ``video_early``: the first convolution spans all T frames (frames stacked as channels);
+  the rest is 2D.
+- ``video_slow``: 3D convolutions at every level, each extending in time what the one below
+  saw: 4 frames at stride 2, then 3 of those at stride 2, then 3 more, so the last level
+  sees all 16 frames (the paper's 4, 2, 2 over 10 frames, stretched to 16).
+- ``video_multires``: slow fusion in two streams of half the pixels each, a fovea (the
+  centre crop at full resolution) and a context (the whole frame at half resolution),
+  merged at the first fully connected layer.
+
+Every tower ends in a 4×4 average pooling, flattened, so the fully connected layers know
+where things are (the paper's towers end in a spatial map that the FC layer reads whole).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuralab.models.base import ImageModelConfig, Normalize, check, register_model
+
+FUSIONS = ("single", "late", "early", "slow", "multires")
+
+
+@dataclass(frozen=True)
+class VideoConfig(ImageModelConfig):
+    image_size: int = 64
+    frames: int = 16  # frames per clip
+    fusion: str = "slow"  # where the frames meet: one of FUSIONS
+    widths: tuple[int, ...] = (32, 64, 128)  # channels of the three convolution levels
+    hidden: int = 256  # the fully connected layer
+    dropout: float = 0.3  # before the classifier
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.fusion in FUSIONS, f"fusion must be one of {', '.join(FUSIONS)}")
+        check(self.frames >= 2, f"frames must be >= 2, got {self.frames}")
+        check(len(self.widths) == 3, f"widths must be 3 level sizes, got {self.widths}")
+        check(all(w >= 1 for w in self.widths), f"widths must be >= 1, got {self.widths}")
+        check(self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}")
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        check(self.image_size >= 16, f"clips need image_size >= 16, got {self.image_size}")
+        if self.fusion == "slow" or self.fusion == "multires":
+            check(self.frames >= 8, f"slow fusion needs frames >= 8, got {self.frames}")
+
+
+def conv2d_level(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, 2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def conv3d_level(c_in: int, c_out: int, time: int, time_stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(c_in, c_out, (time, 3, 3), (time_stride, 2, 2), (0, 1, 1), bias=False),
+        nn.BatchNorm3d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def slow_levels(frames: int) -> list[tuple[int, int]]:
+    """(temporal extent, temporal stride) of the three slow-fusion levels, chosen so that
+    the last level's extent covers what is left of the frames."""
+    first = (4, 2)
+    left = (frames - 4) // 2 + 1
+    second = (3, 2) if left >= 3 else (left, 1)
+    left = (left - second[0]) // second[1] + 1
+    return [first, second, (left, 1)]
+
+
+class Tower2d(nn.Sequential):
+    """(N, c_in, H, W) -> (N, widths[-1]·16): three stride-2 levels and a 4×4 pooling."""
+
+    def __init__(self, c_in: int, widths: tuple[int, ...]) -> None:
+        chans = (c_in, *widths)
+        super().__init__(
+            *(conv2d_level(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True)),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+        )
+
+
+class Tower3d(nn.Module):
+    """(N, c_in, T, H, W) -> (N, widths[-1]·16): slow fusion's three 3D levels, then the
+    time left averaged and a 4×4 pooling."""
+
+    def __init__(self, c_in: int, widths: tuple[int, ...], frames: int) -> None:
+        super().__init__()
+        chans = (c_in, *widths)
+        self.levels = nn.Sequential(
+            *(
+                conv3d_level(a, b, t, s)
+                for a, b, (t, s) in zip(chans[:-1], chans[1:], slow_levels(frames), strict=True)
+            )
+        )
+        self.pool = nn.AdaptiveAvgPool3d((1, 4, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.levels(x)).flatten(1)
+
+
+class VideoNet(nn.Module):
+    """A clip classifier of one fusion kind (see the module's docstring)."""
+
+    Config: ClassVar[type[VideoConfig]] = VideoConfig
+    kind: ClassVar[str] = "video"
+
+    def __init__(self, config: VideoConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, w = config.in_channels, config.widths
+        self.normalize = Normalize(config.mean, config.std)
+        fusion = config.fusion
+        if fusion in ("single", "late"):
+            self.tower = Tower2d(c, w)
+        elif fusion == "early":
+            self.tower = Tower2d(c * config.frames, w)
+        elif fusion == "slow":
+            self.tower = Tower3d(c, w, config.frames)
+        else:
+            self.fovea = Tower3d(c, w, config.frames)
+            self.context = Tower3d(c, w, config.frames)
+        streams = 2 if fusion in ("late", "multires") else 1
+        self.head = nn.Sequential(
+            nn.Linear(streams * w[-1] * 16, config.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, config.num_classes),
+        )
+
+    def frames_used(self) -> list[int] | None:
+        """The frames the model reads, or None for all of them."""
+        t = self.config.frames
+        return {"single": [t // 2], "late": [0, t - 1]}.get(self.config.fusion)
+
+    def features(self, x: Tensor) -> Tensor:
+        b, t, c, h, w = x.shape
+        x = self.normalize(x.reshape(b * t, c, h, w)).view(b, t, c, h, w)
+        fusion = self.config.fusion
+        if fusion == "single":
+            return self.tower(x[:, t // 2])
+        if fusion == "late":
+            return torch.cat([self.tower(x[:, 0]), self.tower(x[:, -1])], 1)
+        if fusion == "early":
+            return self.tower(x.reshape(b, t * c, h, w))
+        x = x.transpose(1, 2)  # (B, C, T, H, W)
+        if fusion == "slow":
+            return self.tower(x)
+        top, left = h // 4, w // 4
+        fovea = x[..., top : top + h // 2, left : left + w // 2]
+        context = F.avg_pool3d(x, (1, 2, 2))
+        return torch.cat([self.fovea(fovea), self.context(context)], 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, C, H, W) clips in [0, 1] -> (B, num_classes) logits."""
+        check(
+            x.dim() == 5 and x.shape[1] == self.config.frames,
+            f"expected (B, {self.config.frames}, C, H, W) clips, got {tuple(x.shape)}",
+        )
+        return self.head(self.features(x))
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+for _fusion in FUSIONS:
+    register_model(f"video_{_fusion}", fusion=_fusion)(VideoNet)

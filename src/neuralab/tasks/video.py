@@ -1,0 +1,100 @@
+"""Classification of clips (``moving-fashion``): cross-entropy of a clip's class, clip
+accuracy and the confusion matrix, with the clips kept as uint8 and made float per batch."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from neuralab import data
+from neuralab.data import moving
+from neuralab.data.batches import Batch, ImageBatches
+from neuralab.errors import UserError
+from neuralab.models import create_model
+from neuralab.plots import plot_confusion
+from neuralab.seed import seed_everything
+from neuralab.tasks.base import TASKS, Setup
+from neuralab.tasks.classify import ClassifyTask
+
+if TYPE_CHECKING:
+    from neuralab.config import DataConfig, RunConfig
+
+
+class ClipBatches(ImageBatches):
+    """``ImageBatches`` of uint8 clips (N, T, C, H, W), each batch made float in [0, 1]."""
+
+    def get(self, step: int) -> Batch:
+        xb, yb, fresh = super().get(step)
+        return Batch(xb.float().div_(255), yb, fresh)
+
+
+@TASKS.register("video")
+class VideoTask(ClassifyTask):
+    """A clip's class from its frames: ``model(x)`` gives (B, classes) logits of (B, T, C,
+    H, W) clips."""
+
+    model_kind = "video"
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        super().__init__(len(classes))
+        self.classes = classes
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> VideoTask:
+        if data.DATASETS.get(cfg.data.name).kind != "clips":
+            raise UserError(
+                f"video classification needs a clip set (data.name: {moving.NAME}), "
+                f"not {cfg.data.name!r}"
+            )
+        return cls(moving.classes(cfg.data.variant))
+
+    def check_data(self, cfg: RunConfig) -> None:
+        """The clips are generated on first use; their source images must be here."""
+        data.locate("fashion-mnist", cfg.data.data_dir or None)
+
+    def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
+        """The train clips (uint8; each batch made float), the val clips, and the model,
+        normalising by the train frames' mean and std."""
+        x_train, y_train = moving.load_clip_split(cfg.data, "train")
+        x_val, y_val = moving.load_clip_split(cfg.data, "val")
+        frames = x_train.flatten(0, 1)  # (N·T, C, H, W), a view
+        mean, std = (tuple(v / 255 for v in stat) for stat in data.channel_stats(frames))
+        seed_everything(cfg.seed)
+        model = create_model(
+            cfg.model.name,
+            num_classes=self.num_classes,
+            in_channels=x_train.shape[2],
+            image_size=cfg.data.clip_size,
+            frames=cfg.data.frames,
+            mean=mean,
+            std=std,
+            **cfg.model.options,
+        )
+        batches = ClipBatches(x_train, y_train, cfg.train.batch_size, cfg.seed)
+        sizes = {"train/examples": len(x_train), "val/examples": len(x_val)}
+        return Setup(model, batches, (x_val, y_val), sizes)
+
+    def test(
+        self, cfg: RunConfig, run_dir: Path, model: Any, data_cfg: DataConfig
+    ) -> dict[str, Any]:
+        """Clip accuracy, loss, per-class accuracy and the confusion matrix (also a PNG)."""
+        x, y = moving.load_clip_split(data_cfg, "test")
+        result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
+        try:
+            plot_confusion(result["confusion"], self.classes, run_dir / "plots" / "confusion.png")
+        except OSError as err:  # a read-only run directory: the numbers still count
+            print(f"neuralab: could not write the confusion plot: {err.strerror}", file=sys.stderr)
+        return {
+            "test/acc": result["acc"],
+            "test/loss": result["loss"],
+            "test/examples": len(x),
+            "test/chance": 1 / self.num_classes,
+            "test/per_class_acc": dict(zip(self.classes, result["per_class_acc"], strict=True)),
+            "test/confusion": result["confusion"].tolist(),
+        }
+
+    def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
+        rows = super().describe(run_dir, summary, test)
+        rows[-2] = ["test acc", f"{test['test/acc']:.4f} on {test['test/examples']} clips"]
+        return [*rows, ["chance", f"{test['test/chance']:.4f}"]]

@@ -1,0 +1,119 @@
+"""The clip classifiers (issue 21): each fusion's temporal receptive field is the paper's, and
+the video kind of run trains, resumes and tests on a tiny clip set."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import require_dataset
+
+from neuralab.errors import UserError
+from neuralab.models import create_model
+from neuralab.models.video import FUSIONS, slow_levels
+
+FRAMES, SIZE = 16, 32
+SMALL = {"widths": (4, 8, 8), "hidden": 16, "image_size": SIZE, "frames": FRAMES}
+
+
+def frames_that_matter(name: str) -> set[int]:
+    """The frames whose change changes the model's output: each frame in turn is replaced
+    by noise, in eval mode (batch norm then acts per example)."""
+    torch.manual_seed(0)
+    model = create_model(name, **SMALL).eval()
+    x = torch.rand(2, FRAMES, 1, SIZE, SIZE)
+    with torch.no_grad():
+        base = model(x)
+        found = set()
+        for t in range(FRAMES):
+            changed = x.clone()
+            changed[:, t] = torch.rand(2, 1, SIZE, SIZE)
+            if not torch.allclose(model(changed), base, rtol=0, atol=1e-6):
+                found.add(t)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("fusion", "expected"),
+    [
+        ("single", {FRAMES // 2}),
+        ("late", {0, FRAMES - 1}),
+        ("early", set(range(FRAMES))),
+        ("slow", set(range(FRAMES))),
+        ("multires", set(range(FRAMES))),
+    ],
+)
+def test_each_fusion_sees_the_frames_the_paper_says(fusion, expected):
+    """Single-frame reads one frame, late fusion the first and the last (15 apart), early,
+    slow and multiresolution fusion all 16; the model says so itself too."""
+    assert frames_that_matter(f"video_{fusion}") == expected
+    model = create_model(f"video_{fusion}", **SMALL)
+    used = model.frames_used()
+    assert (set(range(FRAMES)) if used is None else set(used)) == expected
+
+
+def test_slow_fusion_grows_its_view_in_time_level_by_level():
+    """The first level sees 4 frames at stride 2, the second 3 of those at stride 2 (8
+    frames), the last what is left (3 more: all 16); an output of the first level changes
+    only with its own 4 frames."""
+    assert slow_levels(16) == [(4, 2), (3, 2), (3, 1)]
+    assert slow_levels(8) == [(4, 2), (3, 2), (1, 1)]
+    torch.manual_seed(0)
+    model = create_model("video_slow", **SMALL).eval()
+    first = model.tower.levels[0]
+    x = torch.rand(1, 1, FRAMES, SIZE, SIZE)
+    with torch.no_grad():
+        base = first(x)
+        changed = x.clone()
+        changed[:, :, 5] += 1.0  # frame 5 is in windows 1 (frames 2–5) and 2 (4–7)
+        moved = (first(changed) - base).abs().amax(dim=(0, 1, 3, 4))
+    assert (moved > 0).nonzero().flatten().tolist() == [1, 2]
+
+
+def test_multires_streams_are_the_centre_and_the_half_resolution_frame():
+    """The fovea stream sees only the centre quarter of the frame; the context the whole."""
+    torch.manual_seed(0)
+    model = create_model("video_multires", **SMALL).eval()
+    x = torch.rand(1, FRAMES, 1, SIZE, SIZE)
+    with torch.no_grad():
+        base = model.features(x)
+        border = x.clone()
+        border[..., :2, :] = 0.0  # the top rows: outside the fovea
+        changed = model.features(border) != base
+    half = changed.shape[1] // 2
+    assert not changed[:, :half].any() and changed[:, half:].any()
+
+
+def test_a_clip_of_the_wrong_length_is_a_one_line_error():
+    model = create_model("video_slow", **SMALL)
+    with pytest.raises(UserError, match=r"expected \(B, 16, C, H, W\) clips"):
+        model(torch.rand(1, 8, 1, SIZE, SIZE))
+    with pytest.raises(UserError, match="fusion must be one of"):
+        create_model("video_slow", fusion="sideways")
+    assert len(FUSIONS) == 5
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("preset", ["moving_fashion_single", "moving_fashion_slow"])
+def test_video_runs_resume_bit_identically(tmp_path, monkeypatch, preset):
+    from test_train import straight_and_resumed
+
+    from neuralab import config
+
+    require_dataset("fashion-mnist")
+    monkeypatch.setenv("NEURALAB_CACHE", str(tmp_path / "cache"))
+    cfg = config.load(
+        preset,
+        [
+            "data.clips_train=48",
+            "data.clips_test=16",
+            "data.clip_size=24",
+            "data.frames=8",
+            "train.batch_size=8",
+            "train.max_steps=6",
+            "train.val_every=3",
+            "train.log_every=1",
+            "model.widths=[4,8,8]",
+            "model.hidden=16",
+        ],
+    )
+    straight_and_resumed(tmp_path, cfg, stop_at=3)

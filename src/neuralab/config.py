@@ -79,7 +79,7 @@ class DataConfig:
     variant: str = field(default="motion", metadata=choices("motion", "appearance"))
     frames: int = field(default=16, metadata=bounds(4, 64))
     clip_size: int = field(default=64, metadata=bounds(16, 256))
-    clips_train: int = field(default=10000, metadata=bounds(1))
+    clips_train: int = field(default=8000, metadata=bounds(1))
     clips_test: int = field(default=2000, metadata=bounds(1))
 
 

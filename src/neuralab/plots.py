@@ -319,6 +319,21 @@ def plot_captioned_scenes(
     return save_figure(fig, out)
 
 
+def plot_clip_strips(clips: np.ndarray, titles: Sequence[str], out: Path, every: int = 2) -> Path:
+    """Clips (N, T, 1, S, S) uint8, one per row, every ``every``-th frame across, each row
+    titled (its class)."""
+    shown = range(0, clips.shape[1], every)
+    fig, axes = subplots(
+        len(clips), len(shown), figsize=(0.9 * len(shown), 1.05 * len(clips)), squeeze=False
+    )
+    for row, clip, title in zip(axes, clips, titles, strict=True):
+        for ax, t in zip(row, shown, strict=True):
+            ax.imshow(clip[t, 0], cmap="gray", vmin=0, vmax=255)
+            ax.set_axis_off()
+        row[0].set_title(title, fontsize=8, loc="left")
+    return save_figure(fig, out)
+
+
 def plot_caption_attention(
     image: torch.Tensor, words: Sequence[str], alphas: torch.Tensor, out: Path
 ) -> Path:

@@ -60,13 +60,17 @@ def _scene_spec(args: argparse.Namespace):
     if DATASETS.get(args.name).kind != "scenes":
         names = ", ".join(scenes.SOURCES)
         raise UserError(f"{args.name!r} is not a scene set; scene sets: {names}")
-    _check_counts(args.train, args.test)
+    _check_counts(*_sizes(args).values())
     spec = scenes.spec_for_size(args.size or 96, args.max_iou)
     return scenes, spec.check()
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
-    return {"train": args.train, "test": args.test}
+    """Train and test scenes: the options', else 20,000 and 2,000."""
+    return {
+        "train": 20000 if args.train is None else args.train,
+        "test": 2000 if args.test is None else args.test,
+    }
 
 
 def _caption_config(name: str, size: int, train: int, test: int, data_dir: str | None):
@@ -110,7 +114,9 @@ def _show_captions(args: argparse.Namespace) -> int:
 
     if not 1 <= args.n <= 64:
         raise UserError(f"--n must be in [1, 64], got {args.n}")
-    cfg = _caption_config(args.name, args.size or 64, args.train, args.test, args.data_dir)
+    train = 20000 if args.train is None else args.train
+    test = 1000 if args.test is None else args.test
+    cfg = _caption_config(args.name, args.size or 64, train, test, args.data_dir)
     found = captions.load_split(cfg, args.split)
     n = min(args.n, len(found.things))
     out = plot_captioned_scenes(found.images[:n], found.references[:n], Path(args.out))
@@ -138,6 +144,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         info = _scene_info(args)
     elif kind == "captions":
         info = _caption_info(args)
+    elif kind == "clips":
+        from neuralab.cli._clips import clip_info
+
+        info = clip_info(args)
     else:
         info = data.info(args.name, args.data_dir)
     if args.json:
@@ -151,7 +161,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from neuralab import data
 
-    if data.DATASETS.get(args.name).kind in ("scenes", "captions"):
+    if data.DATASETS.get(args.name).kind in ("scenes", "captions", "clips"):
         raise UserError(f"{args.name} is generated, not downloaded: neuralab data make {args.name}")
     path = data.fetch(args.name, args.data_dir)
     print(f"{args.name} is in {path}")
@@ -179,6 +189,10 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
     if DATASETS.get(args.name).kind == "captions":
         return _show_captions(args)
+    if DATASETS.get(args.name).kind == "clips":
+        from neuralab.cli._clips import show_clips
+
+        return show_clips(args)
     if args.split == "test_comp":
         raise UserError("only a captioned scene set has a test_comp split")
     scenes, spec = _scene_spec(args)
@@ -227,15 +241,24 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 def _add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "name",
-        help="a scene set: fashion-scenes, mnist-scenes (show: also fashion-scenes-captions)",
+        help="a scene set: fashion-scenes, mnist-scenes (show: also fashion-scenes-captions, "
+        "moving-fashion)",
     )
     p.add_argument(
         "--size", type=int, help="canvas side in pixels (default: 96; captioned scenes: 64)"
     )
     p.add_argument("--max-iou", type=float, default=0.3, help="most overlap of two boxes")
     p.add_argument("--seed", type=int, default=0, help="same seed, same scenes (default: 0)")
-    p.add_argument("--train", type=int, default=20000, help="train scenes (default: 20000)")
-    p.add_argument("--test", type=int, default=2000, help="test scenes (default: 2000)")
+    p.add_argument(
+        "--train", type=int, help="train scenes (default: 20000) or clips (default: 8000)"
+    )
+    p.add_argument("--test", type=int, help="test scenes (default: 2000) or clips (default: 2000)")
+    p.add_argument(
+        "--variant",
+        choices=["motion", "appearance"],
+        default="motion",
+        help="moving-fashion: what labels a clip (default: motion)",
+    )
     p.add_argument("--data-dir", help="cache the scenes here (default: the user cache)")
 
 
@@ -271,6 +294,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     add_json(p)
     p.add_argument("--data-dir", help="look here first (default: $NEURALAB_DATA)")
+    p.add_argument(
+        "--variant",
+        choices=["motion", "appearance"],
+        default="motion",
+        help="moving-fashion: what labels a clip (default: motion)",
+    )
+    p.add_argument("--size", type=int, help="moving-fashion: frame side (default: 64)")
+    p.add_argument("--train", type=int, help="moving-fashion: train clips (default: 8000)")
+    p.add_argument("--test", type=int, help="moving-fashion: test clips (default: 2000)")
     p.set_defaults(func=cmd_data_info)
     p = data_sub.add_parser("fetch", help="download from the canonical source, check sha256")
     p.add_argument("name")
@@ -283,7 +315,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "show", help="a PNG grid of scenes with boxes and masks drawn (or with their captions)"
     )
     _add_scene_options(p)
-    p.add_argument("--n", type=int, default=16, help="scenes to draw (default: 16)")
+    p.add_argument("--n", type=int, default=16, help="scenes (or clips) to draw (default: 16)")
     p.add_argument(
         "--split",
         choices=["train", "test", "test_comp"],

@@ -142,9 +142,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     if "test/miou" in result:
         head = f"test mIoU {result['test/miou']:.4f}, pixel acc {result['test/pixel_acc']:.4f}"
         return print_scene_test(result, head, result["test/iou"], "IoU")
+    what = (
+        "images" if "test/chance" not in result else f"clips (chance {result['test/chance']:.3f})"
+    )
     print(
         f"test acc {result['test/acc']:.4f}, loss {result['test/loss']:.4f}, "
-        f"{result['test/examples']} images"
+        f"{result['test/examples']} {what}"
     )
     print(
         table(
@@ -186,6 +189,7 @@ def trained_run(args: argparse.Namespace, kinds: tuple[str, ...] = ("image",)):
                 "segment": "segmenters",
                 "detect": "detectors",
                 "caption": "captioners",
+                "video": "clip classifiers",
             }[k]
             for k in kinds
         )
@@ -202,7 +206,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from neuralab import data
     from neuralab.data.image_files import border_mean, read_image
 
-    run_dir, cfg, model, spec = trained_run(args, ("image", "segment", "detect", "caption"))
+    run_dir, cfg, model, spec = trained_run(
+        args, ("image", "segment", "detect", "caption", "video")
+    )
     if not 0 <= args.min_score <= 1:
         raise UserError(f"--min-score must be in [0, 1], got {args.min_score}")
     if spec.kind == "captions":
@@ -215,6 +221,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from neuralab.cli._scenes import predict_scenes
 
         return predict_scenes(args, run_dir, cfg, model)
+    if spec.kind == "clips":
+        from neuralab.cli._clips import predict_clips
+
+        return predict_clips(args, run_dir, cfg, model)
     x_train, _ = data.load_split(cfg.data, "train")
     dark = border_mean(x_train[:1000]) < 0.5
     if args.top_k < 1:
@@ -326,7 +336,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "for image files",
     )
     p.add_argument("run", help="a trained run directory")
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument(
+        "images", nargs="+", help="image files (PNG, JPEG, ...); video runs: clips (.npy, GIF)"
+    )
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
     p.add_argument(
         "--min-score",

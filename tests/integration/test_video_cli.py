@@ -1,0 +1,86 @@
+"""Video classification (issue 21) end to end through the CLI on tiny clip sets drawn from
+the real Fashion-MNIST: train, test, predict a clip file, data info and show, and the
+mistakes a user can make."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import require_dataset
+from PIL import Image
+from test_cli import assert_user_error, neuralab
+
+pytestmark = pytest.mark.data
+SMALL = [
+    "data.clips_train=40",
+    "data.clips_test=12",
+    "data.clip_size=24",
+    "data.frames=8",
+    "model.widths=4,8,8",
+    "model.hidden=16",
+    "train.batch_size=8",
+    "train.max_steps=4",
+]
+
+
+def test_slow_fusion_trains_tests_and_predicts_a_clip(tmp_path):
+    """`neuralab train moving_fashion_slow` (shortened) prints test/acc beside chance, which
+    results.json and `neuralab test --json` hold too; predict reads a clip from .npy and from
+    an animated GIF and names its classes; a clip of the wrong length is a one-line error."""
+    require_dataset("fashion-mnist")
+    out = neuralab("train", "moving_fashion_slow", *SMALL, "--run-dir", "v", "--json",
+                   cwd=tmp_path).stdout  # fmt: skip
+    result = json.loads(out)
+    assert 0 <= result["test/acc"] <= 1 and result["test/chance"] == 0.1
+    assert result["test/examples"] == 12 and "train/wall_s" in result
+    again = json.loads(neuralab("test", "v", "--json", cwd=tmp_path).stdout)
+    assert again["test/acc"] == result["test/acc"]
+    assert "clips (chance 0.100)" in neuralab("test", "v", cwd=tmp_path).stdout
+
+    clip = np.random.default_rng(0).integers(0, 256, (8, 24, 24), dtype=np.uint8)
+    np.save(tmp_path / "clip.npy", clip)
+    frames = [Image.fromarray(f) for f in clip]
+    frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:])
+    found = json.loads(
+        neuralab(
+            "predict", "v", "clip.npy", "clip.gif", "--top-k", "3", "--json", cwd=tmp_path
+        ).stdout  # fmt: skip
+    )
+    first, second = found["predictions"]
+    assert len(first["top"]) == 3 and first["top"] == second["top"]
+    assert first["top"][0]["class"] in ("left", "right", "up", "down", "clockwise",
+                                        "anticlockwise", "grow", "shrink", "up-right",
+                                        "down-left")  # fmt: skip
+    np.save(tmp_path / "short.npy", clip[:5])
+    proc = neuralab("predict", "v", "short.npy", cwd=tmp_path, check=False)
+    assert_user_error(proc, "holds a clip of shape (5, 24, 24)")
+
+
+def test_data_info_and_show_of_the_clips(tmp_path):
+    """`data info` counts the clips per class and split; `data show` writes the frame strips;
+    a captioned-only split is refused."""
+    require_dataset("fashion-mnist")
+    sizes = ["--size", "24", "--train", "30", "--test", "10"]
+    info = json.loads(
+        neuralab(
+            "data",
+            "info",
+            "moving-fashion",
+            *sizes,
+            "--variant",
+            "appearance",
+            "--json",
+            cwd=tmp_path,
+        ).stdout  # fmt: skip
+    )
+    assert info["variant"] == "appearance" and info["chance"] == 0.1
+    assert sum(info["splits"]["test"]["clips_per_class"].values()) == 10
+    assert info["splits"]["train"]["items_per_clip"] == {"1": 30, "2": 0}
+    out = neuralab("data", "show", "moving-fashion", *sizes, "--n", "3", "--out", "s.png",
+                   cwd=tmp_path).stdout  # fmt: skip
+    assert "3 test clips (motion)" in out and (tmp_path / "s.png").stat().st_size > 0
+    proc = neuralab("data", "show", "moving-fashion", *sizes, "--split", "test_comp",
+                    cwd=tmp_path, check=False)  # fmt: skip
+    assert_user_error(proc, "clip sets have the splits train, test")

@@ -28,20 +28,18 @@ NeuralTalk by >= 5 points of compositional fact F1; beam 3 >= greedy on CIDEr.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from vision import emit
+from vision import emit, trained_or_given
 
 from neuralab import config
 from neuralab.data import captions
 from neuralab.data.caption_grammar import fact_breakdown, fact_scores, parse, stated_facts
 from neuralab.tasks.caption import CaptionTask, caption_all
 from neuralab.tasks.caption_metrics import bleu, cider_d
-from neuralab.train import fit, load_model, new_run_dir
+from neuralab.train import load_model
 
 KEYS = ("bleu1", "bleu4", "cider", "fact_precision", "fact_recall", "fact_f1")
 
@@ -100,14 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = config.load(args.preset, args.overrides)
-    if args.run:
-        run_dir = Path(args.run)
-        cfg = config.load_run(run_dir)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = new_run_dir(Path(args.out) / f"{args.preset}-{stamp}", cfg)
-        fit(cfg, run_dir, progress=False)
-    results = json.loads((run_dir / "results.json").read_text())
+    cfg, run_dir, results = trained_or_given(args.preset, cfg, args.run, args.out)
 
     task = CaptionTask()
     task.vocab = captions.Vocabulary.load(run_dir / "vocab.json")

@@ -22,12 +22,10 @@ and its inference speed at batch 64.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
-from vision import emit
+from vision import emit, trained_or_given
 
 from neuralab import config
 from neuralab.data import scenes
@@ -37,7 +35,7 @@ from neuralab.tasks.base import confusion_matrix
 from neuralab.tasks.coco_map import coco_map
 from neuralab.tasks.detect import DetectTask
 from neuralab.tasks.segment import iou_scores
-from neuralab.train import fit, load_model, new_run_dir
+from neuralab.train import load_model
 
 
 def segmentation_baseline(task, y: torch.Tensor) -> dict:
@@ -128,14 +126,7 @@ def main() -> None:
     emit({"what": "scene set ready (generated, or read from the cache)",
           "seconds": time.perf_counter() - start})  # fmt: skip
 
-    if args.run:
-        run_dir = Path(args.run)
-        cfg = config.load_run(run_dir)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = new_run_dir(Path(args.out) / f"{args.preset}-{stamp}", cfg)
-        fit(cfg, run_dir, progress=False)
-    results = json.loads((run_dir / "results.json").read_text())
+    cfg, run_dir, results = trained_or_given(args.preset, cfg, args.run, args.out)
 
     task = build_task(cfg)
     detect = isinstance(task, DetectTask)

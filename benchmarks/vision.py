@@ -60,6 +60,19 @@ def emit(result: dict) -> None:
     print(json.dumps({**result, "machine": machine()}), flush=True)
 
 
+def trained_or_given(preset: str, cfg, run: str | None, out: str):
+    """(config, run directory, results) of ``run`` when given, else of a new run of ``preset``
+    with ``cfg`` trained under ``out``."""
+    if run:
+        run_dir = Path(run)
+        cfg = config.load_run(run_dir)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = new_run_dir(Path(out) / f"{preset}-{stamp}", cfg)
+        fit(cfg, run_dir, progress=False)
+    return cfg, run_dir, json.loads((run_dir / "results.json").read_text())
+
+
 def train_preset(preset: str, overrides: list[str], root: Path, name: str) -> dict:
     cfg = config.load(preset, ["train.log_every=100", *overrides])
     run_dir = new_run_dir(root / name, cfg)

@@ -109,16 +109,28 @@ class ClassifyTask(Task):
         """Accuracy, loss, per-class accuracy and the confusion matrix (also as a PNG)."""
         spec = data.DATASETS.get(cfg.data.name)
         x, y = data.load_split(data_cfg, "test")
+        return self.test_scores(cfg, run_dir, model, (x, y), spec.classes)
+
+    def test_scores(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        model: nn.Module,
+        test: tuple[Tensor, Tensor],
+        classes: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """The test keys of ``test`` (inputs, labels) scored, and its confusion matrix drawn."""
+        x, y = test
         result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
         try:
-            plot_confusion(result["confusion"], spec.classes, run_dir / "plots" / "confusion.png")
+            plot_confusion(result["confusion"], classes, run_dir / "plots" / "confusion.png")
         except OSError as err:  # a read-only run directory: the numbers still count
             print(f"neuralab: could not write the confusion plot: {err.strerror}", file=sys.stderr)
         return {
             "test/acc": result["acc"],
             "test/loss": result["loss"],
             "test/examples": len(x),
-            "test/per_class_acc": dict(zip(spec.classes, result["per_class_acc"], strict=True)),
+            "test/per_class_acc": dict(zip(classes, result["per_class_acc"], strict=True)),
             "test/confusion": result["confusion"].tolist(),
         }
 

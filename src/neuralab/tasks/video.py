@@ -3,7 +3,6 @@ accuracy and the confusion matrix, with the clips kept as uint8 and made float p
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,6 @@ from neuralab.data import moving
 from neuralab.data.batches import Batch, ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
-from neuralab.plots import plot_confusion
 from neuralab.seed import seed_everything
 from neuralab.tasks.base import TASKS, Setup
 from neuralab.tasks.classify import ClassifyTask
@@ -78,21 +76,11 @@ class VideoTask(ClassifyTask):
     def test(
         self, cfg: RunConfig, run_dir: Path, model: Any, data_cfg: DataConfig
     ) -> dict[str, Any]:
-        """Clip accuracy, loss, per-class accuracy and the confusion matrix (also a PNG)."""
-        x, y = moving.load_clip_split(data_cfg, "test")
-        result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
-        try:
-            plot_confusion(result["confusion"], self.classes, run_dir / "plots" / "confusion.png")
-        except OSError as err:  # a read-only run directory: the numbers still count
-            print(f"neuralab: could not write the confusion plot: {err.strerror}", file=sys.stderr)
-        return {
-            "test/acc": result["acc"],
-            "test/loss": result["loss"],
-            "test/examples": len(x),
-            "test/chance": 1 / self.num_classes,
-            "test/per_class_acc": dict(zip(self.classes, result["per_class_acc"], strict=True)),
-            "test/confusion": result["confusion"].tolist(),
-        }
+        """Clip accuracy beside chance, loss, per-class accuracy and the confusion matrix
+        (also a PNG)."""
+        test = moving.load_clip_split(data_cfg, "test")
+        scores = self.test_scores(cfg, run_dir, model, test, self.classes)
+        return {**scores, "test/chance": 1 / self.num_classes}
 
     def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
         rows = super().describe(run_dir, summary, test)

@@ -128,7 +128,7 @@ def test_generation_is_deterministic_and_the_variants_label_what_they_say():
     source_y = np.arange(30) % 10
     a = moving.generate(source_x, source_y, 24, "motion", 6, 32, [0, 0])
     b = moving.generate(source_x, source_y, 24, "motion", 6, 32, [0, 0])
-    for name, x, y in zip(moving.FIELDS, a, b, strict=True):
+    for name, x, y in zip(moving.Clips._fields, a, b, strict=True):
         assert np.array_equal(x, y), name
     assert not np.array_equal(
         moving.generate(source_x, source_y, 24, "motion", 6, 32, [1, 0]).clips, a.clips

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 
 from neuralab.data.spec import DATASETS
 from neuralab.errors import UserError
-from neuralab.runs import replaced_atomically
 
 if TYPE_CHECKING:
     from neuralab.config import DataConfig
@@ -48,7 +47,6 @@ GENERATOR_VERSION = 1  # bump when the same settings and seed would draw differe
 MOTIONS = DATASETS.get(NAME).classes  # five pairs of time-reversed twins
 VARIANTS = ("motion", "appearance")
 SPLITS = ("train", "test")
-FIELDS = ("clips", "labels", "motions", "items", "sources")
 MAX_ITEMS = 2
 _R = 1 / math.sqrt(2)
 # per motion class: (v_x, v_y, ω, k) multipliers of the item's drawn speeds; y points down,
@@ -239,22 +237,6 @@ def generate(
     return Clips(out, labels.astype(np.int64), motions.numpy(), items, chosen.numpy())
 
 
-def save(clips: Clips, path: Path) -> None:
-    """Written to a temporary name and renamed: a cache file is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **clips._asdict())
-
-
-def load_file(path: Path) -> Clips:
-    """A saved clip set; arrays only, never a pickle."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return Clips(**{k: f[k] for k in FIELDS})
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"{path} is not a clip set ({type(err).__name__}: {err})") from None
-
-
 def cache_key(settings: dict, source_x: np.ndarray, source_y: np.ndarray) -> str:
     """A hash of what a clip set depends on: generator, settings, seed, source images."""
     h = hashlib.sha256(
@@ -276,7 +258,7 @@ def clip_set(
 ) -> tuple[Clips, Path]:
     """(clips, cache file) of ``split``: read from the cache, else generated and cached
     (in ``data_dir``/moving-fashion, else the user cache)."""
-    from neuralab.data.scenes import source_items
+    from neuralab.data import scenes
     from neuralab.data.store import cache_root
 
     if split not in SPLITS:
@@ -286,16 +268,16 @@ def clip_set(
         raise UserError(f"data.frames must be in [4, 64], got {frames}")
     if not 16 <= size <= 256:
         raise UserError(f"data.clip_size must be in [16, 256], got {size}")
-    source_x, source_y = source_items("fashion-scenes", split, data_dir)
+    source_x, source_y = scenes.source_items("fashion-scenes", split, data_dir)
     seeds = [seed, SPLITS.index(split)]  # train and test draw different clips
     settings = {"variant": variant, "frames": frames, "size": size, "n": n, "seed": seeds}
     key = cache_key(settings, source_x, source_y)
     root = Path(data_dir).expanduser() if data_dir is not None else cache_root()
     path = root / NAME / f"{variant}-{split}-{n}-{key}.npz"
     if path.exists():
-        return load_file(path), path
+        return scenes.load_file(path, Clips, "clip set"), path
     clips = generate(source_x, source_y, n, variant, frames, size, seeds)
-    save(clips, path)
+    scenes.save(clips, path, compress=False)  # noise does not compress; reading is faster
     return clips, path
 
 

@@ -22,7 +22,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -253,20 +253,20 @@ def generate(
     )
 
 
-def save(scenes: Scenes, path: Path) -> None:
-    """Written to a temporary name and renamed: a cache file is whole or absent."""
+def save(arrays: NamedTuple, path: Path, compress: bool = True) -> None:
+    """Arrays (a named tuple) written to a temporary name and renamed: whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **scenes._asdict())
+        (np.savez_compressed if compress else np.savez)(f, **arrays._asdict())
 
 
-def load_file(path: Path) -> Scenes:
-    """A saved scene set; arrays only, never a pickle."""
+def load_file(path: Path, kind: type = Scenes, what: str = "scene set") -> Any:
+    """A saved ``kind`` (a named tuple of arrays); arrays only, never a pickle."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return Scenes(**{k: f[k] for k in FIELDS})
+            return kind(**{k: f[k] for k in kind._fields})
     except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"{path} is not a scene set ({type(err).__name__}: {err})") from None
+        raise UserError(f"{path} is not a {what} ({type(err).__name__}: {err})") from None
 
 
 def cache_key(

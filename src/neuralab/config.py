@@ -75,12 +75,15 @@ class DataConfig:
     scenes_train: int = field(default=20000, metadata=bounds(1))
     scenes_test: int = field(default=2000, metadata=bounds(1))
     # clip sets (moving-fashion): what decides the class, frames per clip, the frame's side,
-    # and how many train and test clips
-    variant: str = field(default="motion", metadata=choices("motion", "appearance"))
+    # and how many train and test clips; the test videos (0: none), each as long as
+    # video_frames, whose every window of `frames` frames is one of its clips
+    variant: str = field(default="motion", metadata=choices("motion", "appearance", "mixed"))
     frames: int = field(default=16, metadata=bounds(4, 64))
     clip_size: int = field(default=64, metadata=bounds(16, 256))
     clips_train: int = field(default=8000, metadata=bounds(1))
     clips_test: int = field(default=2000, metadata=bounds(1))
+    video_frames: int = field(default=24, metadata=bounds(4, 64))
+    videos_test: int = field(default=500, metadata=bounds(0))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ SMALL = [
     "data.clips_test=12",
     "data.clip_size=24",
     "data.frames=8",
+    "data.video_frames=10",
+    "data.videos_test=5",
     "model.widths=4,8,8",
     "model.hidden=16",
     "train.batch_size=8",
@@ -35,6 +37,8 @@ def test_slow_fusion_trains_tests_and_predicts_a_clip(tmp_path):
     result = json.loads(out)
     assert 0 <= result["test/acc"] <= 1 and result["test/chance"] == 0.1
     assert result["test/examples"] == 12 and "train/wall_s" in result
+    assert result["test/videos"] == 5 and result["test/clips_per_video"] == 3
+    assert 0 <= result["test/video_acc"] <= 1
     again = json.loads(neuralab("test", "v", "--json", cwd=tmp_path).stdout)
     assert again["test/acc"] == result["test/acc"]
     assert "clips (chance 0.100)" in neuralab("test", "v", cwd=tmp_path).stdout
@@ -56,6 +60,9 @@ def test_slow_fusion_trains_tests_and_predicts_a_clip(tmp_path):
     np.save(tmp_path / "short.npy", clip[:5])
     proc = neuralab("predict", "v", "short.npy", cwd=tmp_path, check=False)
     assert_user_error(proc, "holds a clip of shape (5, 24, 24)")
+    proc = neuralab("train", "moving_fashion_slow", *SMALL, "data.video_frames=6",
+                    cwd=tmp_path, check=False)  # fmt: skip
+    assert_user_error(proc, "data.video_frames (6) must be at least data.frames (8)")
 
 
 def test_data_info_and_show_of_the_clips(tmp_path):

@@ -141,10 +141,28 @@ def test_generation_is_deterministic_and_the_variants_label_what_they_say():
     looks = moving.generate(source_x, source_y, 24, "appearance", 6, 32, [0, 0])
     assert (looks.sources[:, 0] >= 0).all() and (looks.sources[:, 1] == -1).all()
     assert np.array_equal(looks.labels, source_y[looks.sources[:, 0]])
+    both = moving.generate(source_x, source_y, 24, "mixed", 6, 32, [0, 0])
+    assert np.array_equal(both.labels, both.items[:, 0] * 10 + both.motions)
+    names = moving.classes("mixed")
+    assert len(names) == 100 and names[both.labels[0]] == (
+        f"{moving.classes('appearance')[both.items[0, 0]]}/{moving.MOTIONS[both.motions[0]]}"
+    )
+
+
+def test_items_that_name_the_class_are_upright_in_the_middle_of_the_clip():
+    """Upright items (appearance and mixed clips) have angle 0 at τ = 0 and otherwise the
+    very numbers a freely turned item draws from the same generator."""
+    clip, source = torch.arange(6), torch.zeros(6, dtype=torch.int64)
+    motion = torch.arange(6)
+    free = moving.draw_items(torch.Generator().manual_seed(3), clip, source, motion, 32)
+    upright = moving.draw_items(torch.Generator().manual_seed(3), clip, source, motion, 32, True)
+    assert (free.angle != 0).all() and (upright.angle == 0).all()
+    for name in ("centre", "log_side", "rates"):
+        assert torch.equal(getattr(free, name), getattr(upright, name)), name
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):
-    with pytest.raises(UserError, match="data.variant must be one of motion, appearance"):
+    with pytest.raises(UserError, match="data.variant must be one of motion, appearance, mixed"):
         moving.clip_set("train", 4, variant="colour", data_dir=tmp_path)
     with pytest.raises(UserError, match="splits train, test"):
         moving.clip_set("val", 4, data_dir=tmp_path)

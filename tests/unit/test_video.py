@@ -40,11 +40,14 @@ def frames_that_matter(name: str) -> set[int]:
         ("early", set(range(FRAMES))),
         ("slow", set(range(FRAMES))),
         ("multires", set(range(FRAMES))),
+        ("lstm", set(range(FRAMES))),
+        ("c3d", set(range(FRAMES))),
     ],
 )
 def test_each_fusion_sees_the_frames_the_paper_says(fusion, expected):
     """Single-frame reads one frame, late fusion the first and the last (15 apart), early,
-    slow and multiresolution fusion all 16; the model says so itself too."""
+    slow and multiresolution fusion all 16, and so do the LSTM over per-frame features and
+    C3D; the model says so itself too."""
     assert frames_that_matter(f"video_{fusion}") == expected
     model = create_model(f"video_{fusion}", **SMALL)
     used = model.frames_used()
@@ -55,8 +58,8 @@ def test_slow_fusion_grows_its_view_in_time_level_by_level():
     """The first level sees 4 frames at stride 2, the second 3 of those at stride 2 (8
     frames), the last what is left (3 more: all 16); an output of the first level changes
     only with its own 4 frames."""
-    assert slow_levels(16) == [(4, 2), (3, 2), (3, 1)]
-    assert slow_levels(8) == [(4, 2), (3, 2), (1, 1)]
+    assert slow_levels(16) == [(4, 2, 0), (3, 2, 0), (3, 1, 0)]
+    assert slow_levels(8) == [(4, 2, 0), (3, 2, 0), (1, 1, 0)]
     torch.manual_seed(0)
     model = create_model("video_slow", **SMALL).eval()
     first = model.tower.levels[0]
@@ -67,6 +70,29 @@ def test_slow_fusion_grows_its_view_in_time_level_by_level():
         changed[:, :, 5] += 1.0  # frame 5 is in windows 1 (frames 2–5) and 2 (4–7)
         moved = (first(changed) - base).abs().amax(dim=(0, 1, 3, 4))
     assert (moved > 0).nonzero().flatten().tolist() == [1, 2]
+
+
+def test_c3d_sees_three_frames_at_its_first_level_and_the_lstm_reads_forward():
+    """C3D's first level (3×3×3, padded, time stride 1): frame 5 moves outputs 4, 5 and 6
+    only. The LSTM's output at step t changes with frames up to t and never after."""
+    torch.manual_seed(0)
+    model = create_model("video_c3d", **SMALL).eval()
+    first = model.tower.levels[0]
+    x = torch.rand(1, 1, FRAMES, SIZE, SIZE)
+    with torch.no_grad():
+        changed = x.clone()
+        changed[:, :, 5] += 1.0
+        moved = (first(changed) - first(x)).abs().amax(dim=(0, 1, 3, 4))
+    assert (moved > 0).nonzero().flatten().tolist() == [4, 5, 6]
+
+    model = create_model("video_lstm", **SMALL).eval()
+    clip = torch.rand(1, FRAMES, 1, SIZE, SIZE)
+    with torch.no_grad():
+        steps = model.tower(clip[0]).unsqueeze(0)  # (1, T, features)
+        later = steps.clone()
+        later[:, 10] += 1.0
+        moved = (model.lstm(later)[0] - model.lstm(steps)[0]).abs().amax(dim=(0, 2))
+    assert (moved > 0).nonzero().flatten().tolist() == list(range(10, FRAMES))
 
 
 def test_multires_streams_are_the_centre_and_the_half_resolution_frame():
@@ -89,7 +115,7 @@ def test_a_clip_of_the_wrong_length_is_a_one_line_error():
         model(torch.rand(1, 8, 1, SIZE, SIZE))
     with pytest.raises(UserError, match="fusion must be one of"):
         create_model("video_slow", fusion="sideways")
-    assert len(FUSIONS) == 5
+    assert len(FUSIONS) == 7
 
 
 @pytest.mark.data
@@ -117,3 +143,33 @@ def test_video_runs_resume_bit_identically(tmp_path, monkeypatch, preset):
         ],
     )
     straight_and_resumed(tmp_path, cfg, stop_at=3)
+
+
+class FirstFrameClass(torch.nn.Module):
+    """A stand-in model whose clip prediction is the class named by its first frame's first
+    pixel (value / 255), with probability ≈ 1."""
+
+    def forward(self, x):
+        cls = (x[:, 0, 0, 0, 0] * 255).round().long()
+        return 20.0 * torch.nn.functional.one_hot(cls, 3).float()
+
+
+def test_video_accuracy_averages_each_videos_clips_by_hand():
+    """Two videos of 6 frames, clips of 4 (3 windows each, starting at frames 0, 1, 2). The
+    first video's windows say 1, 1, 0 and its label is 1: the mean says 1 (right), its clips
+    are 2/3 right. The second's say 0, 0, 1 for label 1: wrong, 1/3. So video accuracy 1/2
+    and clip accuracy 3/6, in any batch size."""
+    from neuralab.tasks.video import video_scores
+
+    videos = torch.zeros(2, 6, 1, 2, 2, dtype=torch.uint8)
+    videos[0, :3, 0, 0, 0] = torch.tensor([1, 1, 0])
+    videos[1, :3, 0, 0, 0] = torch.tensor([0, 0, 1])
+    labels = torch.tensor([1, 1])
+    for batch in (1, 3, 100):
+        scores = video_scores(FirstFrameClass(), videos, labels, 4, batch)
+        assert scores == {
+            "test/video_acc": 0.5,
+            "test/video_clip_acc": 0.5,
+            "test/videos": 2,
+            "test/clips_per_video": 3,
+        }

@@ -255,7 +255,7 @@ def _add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", type=int, help="test scenes (default: 2000) or clips (default: 2000)")
     p.add_argument(
         "--variant",
-        choices=["motion", "appearance"],
+        choices=["motion", "appearance", "mixed"],
         default="motion",
         help="moving-fashion: what labels a clip (default: motion)",
     )
@@ -296,7 +296,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="look here first (default: $NEURALAB_DATA)")
     p.add_argument(
         "--variant",
-        choices=["motion", "appearance"],
+        choices=["motion", "appearance", "mixed"],
         default="motion",
         help="moving-fashion: what labels a clip (default: motion)",
     )

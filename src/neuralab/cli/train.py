@@ -149,6 +149,12 @@ def cmd_test(args: argparse.Namespace) -> int:
         f"test acc {result['test/acc']:.4f}, loss {result['test/loss']:.4f}, "
         f"{result['test/examples']} {what}"
     )
+    if "test/video_acc" in result:
+        print(
+            f"video acc {result['test/video_acc']:.4f} ({result['test/videos']} videos, the mean "
+            f"of {result['test/clips_per_video']} clips each; those clips alone "
+            f"{result['test/video_clip_acc']:.4f})"
+        )
     print(
         table(
             [[c, f"{a:.3f}"] for c, a in result["test/per_class_acc"].items()],

@@ -18,8 +18,11 @@ a log-uniform side) over the same still background, so a single frame near the m
 any unordered set of frames, carries no evidence of the motion class: a model must see the
 order of the frames.
 
-Variants (``data.variant``): ``motion`` (the label is the motion class) and ``appearance``
-(one item; the label is its Fashion-MNIST class, the motion drawn at random and irrelevant).
+Variants (``data.variant``): ``motion`` (the label is the motion class), ``appearance``
+(one item; the label is its Fashion-MNIST class, the motion drawn at random and irrelevant)
+and ``mixed`` (one item; the label is the pair (item class, motion), 100 classes named
+"bag/left", so a model needs both what and how). In the last two the item is upright at
+τ = 0, as Fashion-MNIST draws it: what it is can be told from the middle frames alone.
 The same settings, seed and source images give bit-identical clips, cached under a hash of
 all of them.
 """
@@ -43,9 +46,9 @@ if TYPE_CHECKING:
     from neuralab.config import DataConfig
 
 NAME = "moving-fashion"
-GENERATOR_VERSION = 1  # bump when the same settings and seed would draw different clips
+GENERATOR_VERSION = 2  # bump when the same settings and seed would draw different clips
 MOTIONS = DATASETS.get(NAME).classes  # five pairs of time-reversed twins
-VARIANTS = ("motion", "appearance")
+VARIANTS = ("motion", "appearance", "mixed")
 SPLITS = ("train", "test")
 MAX_ITEMS = 2
 _R = 1 / math.sqrt(2)
@@ -79,9 +82,13 @@ def twin(motion: int) -> int:
 
 
 def classes(variant: str) -> tuple[str, ...]:
-    """The class names of a variant: the motions, or Fashion-MNIST's classes."""
+    """The class names of a variant: the motions, Fashion-MNIST's classes, or each pair of
+    them ("item/motion"; class item·10 + motion)."""
     check_variant(variant)
-    return MOTIONS if variant == "motion" else DATASETS.get("fashion-mnist").classes
+    items = DATASETS.get("fashion-mnist").classes
+    if variant == "mixed":
+        return tuple(f"{item}/{motion}" for item in items for motion in MOTIONS)
+    return MOTIONS if variant == "motion" else items
 
 
 def check_variant(variant: str) -> None:
@@ -119,13 +126,21 @@ def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Ten
 
 
 def draw_items(
-    gen: torch.Generator, clip: torch.Tensor, source: torch.Tensor, motion: torch.Tensor, size: int
+    gen: torch.Generator,
+    clip: torch.Tensor,
+    source: torch.Tensor,
+    motion: torch.Tensor,
+    size: int,
+    upright: bool = False,
 ) -> Items:
-    """Items in ``clip`` moving by their clip's ``motion`` class. Every class draws the same
-    numbers in the same order, so a twin's items differ only in the signs of their rates."""
+    """Items in ``clip`` moving by their clip's ``motion`` class, at any angle at τ = 0 or
+    ``upright``. Every class draws the same numbers in the same order, so a twin's items
+    differ only in the signs of their rates."""
     m = len(clip)
     centre = size * torch.rand(m, 2, generator=gen, dtype=torch.float64)
-    angle = _uniform(gen, m, 0.0, 2 * math.pi)
+    angle = _uniform(gen, m, 0.0, 2 * math.pi)  # drawn even when upright: the same stream
+    if upright:
+        angle = torch.zeros_like(angle)
     log_side = _uniform(gen, m, math.log(SIDE[0] * size), math.log(SIDE[1] * size))
     speeds = torch.stack(
         [
@@ -208,6 +223,7 @@ def generate(
         if variant == "motion"
         else torch.ones(n, dtype=torch.int64)
     )
+    upright = variant != "motion"
     chosen = torch.randint(k, (n, MAX_ITEMS), generator=gen)
     chosen[torch.arange(MAX_ITEMS)[None] >= count[:, None]] = -1
     out = np.empty((n, frames, 1, size, size), dtype=np.uint8)
@@ -229,11 +245,17 @@ def generate(
         canvas = canvas.repeat(1, frames, 1, 1)
         block = chosen[start:stop]
         clip, slot = (block >= 0).nonzero(as_tuple=True)
-        moving = draw_items(gen, clip, block[clip, slot], motions[start:stop][clip], size)
+        moving = draw_items(
+            gen, clip, block[clip, slot], motions[start:stop][clip], size, upright
+        )
         render(moving, sources, canvas, frames)
         out[start:stop, :, 0] = canvas.clamp_(0, 1).mul_(255).round_().to(torch.uint8).numpy()
     items = np.where(chosen.numpy() >= 0, source_y[chosen.clamp(min=0).numpy()], -1)
-    labels = motions.numpy() if variant == "motion" else items[:, 0]
+    labels = {
+        "motion": motions.numpy(),
+        "appearance": items[:, 0],
+        "mixed": items[:, 0] * len(MOTIONS) + motions.numpy(),
+    }[variant]
     return Clips(out, labels.astype(np.int64), motions.numpy(), items, chosen.numpy())
 
 
@@ -297,3 +319,18 @@ def load_clip_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Te
         rest, carved = carve(len(found), cfg.val_fraction, cfg.split_seed)
         index = carved if split == "val" else rest
     return torch.from_numpy(found.clips[index]), torch.from_numpy(found.labels[index])
+
+
+def load_test_videos(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cfg.videos_test`` test videos (N, ``cfg.video_frames``, 1, S, S) uint8, drawn apart
+    from the test clips from Fashion-MNIST's test images only, and their labels (N,)."""
+    found, _ = clip_set(
+        "test",
+        cfg.videos_test,
+        cfg.variant,
+        cfg.video_frames,
+        cfg.clip_size,
+        1,  # not the test clips' seed
+        cfg.data_dir or None,
+    )
+    return torch.from_numpy(found.clips), torch.from_numpy(found.labels)

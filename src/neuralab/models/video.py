@@ -15,6 +15,13 @@ Each takes (B, T, C, H, W) clips in [0, 1] and differs in where time is fused:
   centre crop at full resolution) and a context (the whole frame at half resolution),
   merged at the first fully connected layer.
 
+Beyond the paper, two later ways to see time:
+
+- ``video_lstm``: LRCN (Donahue et al. 2015): the 2D tower on every frame, its features
+  into an LSTM (torch's fused one), the last step's output classified.
+- ``video_c3d``: C3D (Tran et al. 2015): 3×3×3 convolutions, padded in time, at every level
+  (time stride 1, then 2, then 2), the time left averaged.
+
 Every tower ends in a 4×4 average pooling, flattened, so the fully connected layers know
 where things are (the paper's towers end in a spatial map that the FC layer reads whole).
 """
@@ -30,7 +37,7 @@ from torch import Tensor, nn
 
 from neuralab.models.base import ImageModelConfig, Normalize, check, register_model
 
-FUSIONS = ("single", "late", "early", "slow", "multires")
+FUSIONS = ("single", "late", "early", "slow", "multires", "lstm", "c3d")
 
 
 @dataclass(frozen=True)
@@ -63,22 +70,25 @@ def conv2d_level(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-def conv3d_level(c_in: int, c_out: int, time: int, time_stride: int) -> nn.Sequential:
+def conv3d_level(c_in: int, c_out: int, time: int, stride: int, pad: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv3d(c_in, c_out, (time, 3, 3), (time_stride, 2, 2), (0, 1, 1), bias=False),
+        nn.Conv3d(c_in, c_out, (time, 3, 3), (stride, 2, 2), (pad, 1, 1), bias=False),
         nn.BatchNorm3d(c_out),
         nn.ReLU(inplace=True),
     )
 
 
-def slow_levels(frames: int) -> list[tuple[int, int]]:
-    """(temporal extent, temporal stride) of the three slow-fusion levels, chosen so that
+def slow_levels(frames: int) -> list[tuple[int, int, int]]:
+    """(temporal extent, stride, padding) of the three slow-fusion levels, chosen so that
     the last level's extent covers what is left of the frames."""
-    first = (4, 2)
+    first = (4, 2, 0)
     left = (frames - 4) // 2 + 1
-    second = (3, 2) if left >= 3 else (left, 1)
+    second = (3, 2, 0) if left >= 3 else (left, 1, 0)
     left = (left - second[0]) // second[1] + 1
-    return [first, second, (left, 1)]
+    return [first, second, (left, 1, 0)]
+
+
+C3D_LEVELS = [(3, 1, 1), (3, 2, 1), (3, 2, 1)]  # C3D's 3×3×3 kernels, padded in time
 
 
 class Tower2d(nn.Sequential):
@@ -94,16 +104,18 @@ class Tower2d(nn.Sequential):
 
 
 class Tower3d(nn.Module):
-    """(N, c_in, T, H, W) -> (N, widths[-1]·16): slow fusion's three 3D levels, then the
-    time left averaged and a 4×4 pooling."""
+    """(N, c_in, T, H, W) -> (N, widths[-1]·16): three 3D levels of the given (temporal
+    extent, stride, padding), then the time left averaged and a 4×4 pooling."""
 
-    def __init__(self, c_in: int, widths: tuple[int, ...], frames: int) -> None:
+    def __init__(
+        self, c_in: int, widths: tuple[int, ...], levels: list[tuple[int, int, int]]
+    ) -> None:
         super().__init__()
         chans = (c_in, *widths)
         self.levels = nn.Sequential(
             *(
-                conv3d_level(a, b, t, s)
-                for a, b, (t, s) in zip(chans[:-1], chans[1:], slow_levels(frames), strict=True)
+                conv3d_level(a, b, *level)
+                for a, b, level in zip(chans[:-1], chans[1:], levels, strict=True)
             )
         )
         self.pool = nn.AdaptiveAvgPool3d((1, 4, 4))
@@ -124,18 +136,24 @@ class VideoNet(nn.Module):
         c, w = config.in_channels, config.widths
         self.normalize = Normalize(config.mean, config.std)
         fusion = config.fusion
-        if fusion in ("single", "late"):
+        features = w[-1] * 16
+        if fusion in ("single", "late", "lstm"):
             self.tower = Tower2d(c, w)
         elif fusion == "early":
             self.tower = Tower2d(c * config.frames, w)
-        elif fusion == "slow":
-            self.tower = Tower3d(c, w, config.frames)
+        elif fusion in ("slow", "c3d"):
+            levels = C3D_LEVELS if fusion == "c3d" else slow_levels(config.frames)
+            self.tower = Tower3d(c, w, levels)
         else:
-            self.fovea = Tower3d(c, w, config.frames)
-            self.context = Tower3d(c, w, config.frames)
-        streams = 2 if fusion in ("late", "multires") else 1
+            self.fovea = Tower3d(c, w, slow_levels(config.frames))
+            self.context = Tower3d(c, w, slow_levels(config.frames))
+        if fusion == "lstm":
+            self.lstm = nn.LSTM(features, config.hidden, batch_first=True)
+            features = config.hidden
+        elif fusion in ("late", "multires"):
+            features *= 2
         self.head = nn.Sequential(
-            nn.Linear(streams * w[-1] * 16, config.hidden),
+            nn.Linear(features, config.hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden, config.num_classes),
@@ -156,8 +174,11 @@ class VideoNet(nn.Module):
             return torch.cat([self.tower(x[:, 0]), self.tower(x[:, -1])], 1)
         if fusion == "early":
             return self.tower(x.reshape(b, t * c, h, w))
+        if fusion == "lstm":
+            steps = self.tower(x.reshape(b * t, c, h, w)).view(b, t, -1)
+            return self.lstm(steps)[0][:, -1]
         x = x.transpose(1, 2)  # (B, C, T, H, W)
-        if fusion == "slow":
+        if fusion in ("slow", "c3d"):
             return self.tower(x)
         top, left = h // 4, w // 4
         fovea = x[..., top : top + h // 2, left : left + w // 2]

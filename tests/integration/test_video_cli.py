@@ -28,9 +28,11 @@ SMALL = [
 
 
 def test_slow_fusion_trains_tests_and_predicts_a_clip(tmp_path):
-    """`neuralab train moving_fashion_slow` (shortened) prints test/acc beside chance, which
-    results.json and `neuralab test --json` hold too; predict reads a clip from .npy and from
-    an animated GIF and names its classes; a clip of the wrong length is a one-line error."""
+    """`neuralab train moving_fashion_slow` (shortened) prints test/acc beside chance and the
+    video accuracy, which results.json and `neuralab test --json` hold too; predict reads a
+    clip from .npy and from an animated GIF and names its classes; probe saliency says how
+    much each frame of a test clip counted; a clip of the wrong length, or test videos
+    shorter than a clip, is a one-line error."""
     require_dataset("fashion-mnist")
     out = neuralab("train", "moving_fashion_slow", *SMALL, "--run-dir", "v", "--json",
                    cwd=tmp_path).stdout  # fmt: skip
@@ -60,6 +62,13 @@ def test_slow_fusion_trains_tests_and_predicts_a_clip(tmp_path):
     np.save(tmp_path / "short.npy", clip[:5])
     proc = neuralab("predict", "v", "short.npy", cwd=tmp_path, check=False)
     assert_user_error(proc, "holds a clip of shape (5, 24, 24)")
+    probe = json.loads(
+        neuralab(
+            "probe", "saliency", "v", "--index", "0,1", "--method", "grad", "--json", cwd=tmp_path
+        ).stdout  # fmt: skip
+    )
+    assert len(probe["frame_share"]) == 2 and len(probe["frame_share"][0]) == 8
+    assert abs(sum(probe["frame_share"][0]) - 1) < 1e-3 and (tmp_path / probe["png"]).exists()
     proc = neuralab("train", "moving_fashion_slow", *SMALL, "data.video_frames=6",
                     cwd=tmp_path, check=False)  # fmt: skip
     assert_user_error(proc, "data.video_frames (6) must be at least data.frames (8)")

@@ -173,3 +173,24 @@ def test_video_accuracy_averages_each_videos_clips_by_hand():
             "test/videos": 2,
             "test/clips_per_video": 3,
         }
+
+
+@pytest.mark.parametrize(("fusion", "frames"), [("single", [FRAMES // 2]), ("late", [0, 15])])
+def test_clip_saliency_lies_only_on_the_frames_a_model_reads(fusion, frames, tmp_path):
+    """The gradient of a single-frame model's logit is zero outside its middle frame, and a
+    late-fusion model's outside its first and last: their frame shares are 0 there and sum
+    to 1; the clip saliency plot is written."""
+    from neuralab.probe.saliency import frame_shares, plot_clip_saliency, saliency
+
+    torch.manual_seed(0)
+    model = create_model(f"video_{fusion}", **SMALL)
+    x = torch.rand(2, FRAMES, 1, SIZE, SIZE)
+    maps = saliency(model, x, "grad")
+    shares = frame_shares(maps)
+    outside = [t for t in range(FRAMES) if t not in frames]
+    assert (shares[:, outside] == 0).all() and (shares[:, frames] > 0).all()
+    torch.testing.assert_close(shares.sum(1), torch.ones(2))
+    out = plot_clip_saliency(
+        x, maps, torch.tensor([0, 1]), torch.tensor([1, 1]), list("abcdefghij"), tmp_path / "s.png"
+    )
+    assert out.stat().st_size > 0

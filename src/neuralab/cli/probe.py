@@ -61,10 +61,16 @@ def cmd_probe_saliency(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        for i, label, pred in zip(
-            result["indices"], result["labels"], result["predictions"], strict=True
+        shares = result.get("frame_share")
+        for k, (i, label, pred) in enumerate(
+            zip(result["indices"], result["labels"], result["predictions"], strict=True)
         ):
-            print(f"test image {i}: true {label}, predicted {pred}")
+            if shares is None:
+                print(f"test image {i}: true {label}, predicted {pred}")
+                continue
+            top = sorted(range(len(shares[k])), key=lambda t: -shares[k][t])[:3]
+            used = ", ".join(f"frame {t} {shares[k][t]:.0%}" for t in top)
+            print(f"test clip {i}: true {label}, predicted {pred}; most salient: {used}")
         print(f"saliency maps ({args.method}): {result['png']}")
     return 0
 
@@ -214,9 +220,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     probe_p = sub.add_parser("probe", help="look inside a trained model")
     probe_sub = probe_p.add_subparsers(dest="probe_command", required=True, parser_class=Parser)
-    p = probe_sub.add_parser("saliency", help="saliency maps of test images, as a PNG")
+    p = probe_sub.add_parser("saliency", help="saliency maps of test images or clips, as a PNG")
     p.add_argument("run")
-    p.add_argument("--index", default="0,1,2,3", help="test-image indices, e.g. 0,1,2")
+    p.add_argument("--index", default="0,1,2,3", help="test-image (or clip) indices, e.g. 0,1,2")
     p.add_argument(
         "--method",
         default="integrated-gradients",

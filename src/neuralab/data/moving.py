@@ -245,9 +245,7 @@ def generate(
         canvas = canvas.repeat(1, frames, 1, 1)
         block = chosen[start:stop]
         clip, slot = (block >= 0).nonzero(as_tuple=True)
-        moving = draw_items(
-            gen, clip, block[clip, slot], motions[start:stop][clip], size, upright
-        )
+        moving = draw_items(gen, clip, block[clip, slot], motions[start:stop][clip], size, upright)
         render(moving, sources, canvas, frames)
         out[start:stop, :, 0] = canvas.clamp_(0, 1).mul_(255).round_().to(torch.uint8).numpy()
     items = np.where(chosen.numpy() >= 0, source_y[chosen.clamp(min=0).numpy()], -1)

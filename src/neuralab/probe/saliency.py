@@ -265,14 +265,61 @@ def plot_saliency(
     return save_figure(fig, out)
 
 
+def frame_shares(maps: Tensor) -> Tensor:
+    """(B, T, C, H, W) attributions of clips -> (B, T): each frame's share of its clip's
+    total |attribution|, which says which frames the decision used."""
+    mass = maps.detach().abs().flatten(2).sum(dim=2).float().cpu()  # (B, T)
+    return mass / mass.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def plot_clip_saliency(
+    clips: Tensor,
+    maps: Tensor,
+    labels: Tensor,
+    predictions: Tensor,
+    classes: Sequence[str],
+    out: Path,
+    title: str = "",
+    every: int = 2,
+) -> Path:
+    """A PNG with two rows per clip (B, T, C, H, W) in [0, 1]: every ``every``-th frame, and
+    under it that frame's saliency heat (|map| summed over channels, normalised by the
+    clip's maximum, so the frames compare), titled with the frame's share of the clip's."""
+    heat = maps.detach().abs().sum(dim=2).float().cpu()  # (B, T, H, W)
+    heat = heat / heat.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    shares = frame_shares(maps)
+    shown = range(0, clips.shape[1], every)
+    fig, axes = subplots(
+        2 * len(clips), len(shown), figsize=(0.95 * len(shown), 2.2 * len(clips) + 0.4)
+    )
+    axes = axes.reshape(2 * len(clips), len(shown))
+    for i in range(len(clips)):
+        true, pred = classes[int(labels[i])], classes[int(predictions[i])]
+        for k, t in enumerate(shown):
+            axes[2 * i, k].imshow(
+                clips[i, t].float().mean(0).cpu().numpy(), cmap="gray", vmin=0, vmax=1
+            )
+            axes[2 * i + 1, k].imshow(heat[i, t].numpy(), cmap="inferno", vmin=0, vmax=1)
+            axes[2 * i + 1, k].set_title(f"t={t} {shares[i, t]:.0%}", fontsize=6)
+        color = "black" if true == pred else "red"
+        axes[2 * i, 0].set_title(f"true {true}, pred {pred}", fontsize=8, loc="left", color=color)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out)
+
+
 def saliency_run(
     run_dir: str | Path, indices: list[int], method: str, which: str = "best", **kw: Any
 ) -> dict[str, Any]:
-    """Saliency maps of the trained model of ``run_dir`` for its test images at ``indices``.
+    """Saliency maps of the trained model of ``run_dir`` for its test images (or clips) at
+    ``indices``.
 
     Writes ``run_dir/plots/saliency_<method>.png`` and returns a JSON-able summary: method,
-    indices, true labels, predictions, the PNG's path and, for integrated gradients, each
-    image's ``completeness_gap``. ``kw`` goes to the method, as in ``saliency``.
+    indices, true labels, predictions, the PNG's path, for clips each frame's share of the
+    saliency (``frame_share``) and, for integrated gradients, each example's
+    ``completeness_gap``. ``kw`` goes to the method, as in ``saliency``.
     """
     from neuralab import train  # lazily: importing saliency alone never pulls in training
 
@@ -280,7 +327,15 @@ def saliency_run(
     run_dir = Path(run_dir)
     cfg = config.load_run(run_dir)
     model = train.load_model(run_dir, which)
-    x_test, y_test = data.load_split(cfg.data, "test")
+    clips = data.DATASETS.get(cfg.data.name).kind == "clips"
+    if clips:
+        from neuralab.data import moving
+
+        x_test, y_test = moving.load_clip_split(cfg.data, "test")
+        classes = moving.classes(cfg.data.variant)
+    else:
+        x_test, y_test = data.load_split(cfg.data, "test")
+        classes = data.DATASETS.get(cfg.data.name).classes
     bad = [i for i in indices if not 0 <= i < len(x_test)]
     if not indices or bad:
         raise UserError(
@@ -288,12 +343,14 @@ def saliency_run(
             f"split), got {bad or 'none'}"
         )
     x, y = x_test[indices], y_test[indices]
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
     maps = saliency(model, x, method, **kw)
     with eval_mode(model), torch.no_grad():
         predictions = model(x.to(model_device(model, x.device))).argmax(dim=1).cpu()
     out = run_dir / "plots" / f"saliency_{method}.png"
-    classes = data.DATASETS.get(cfg.data.name).classes
-    plot_saliency(x, maps, y, predictions, classes, out, f"{method}: {run_dir.name} ({which})")
+    plot = plot_clip_saliency if clips else plot_saliency
+    plot(x, maps, y, predictions, classes, out, f"{method}: {run_dir.name} ({which})")
     summary: dict[str, Any] = {
         "method": method,
         "indices": list(indices),
@@ -301,6 +358,8 @@ def saliency_run(
         "predictions": predictions.tolist(),
         "png": str(out),
     }
+    if clips:
+        summary["frame_share"] = [[round(v, 4) for v in row] for row in frame_shares(maps).tolist()]
     if method == "integrated-gradients":
         gap_kw = {k: v for k, v in kw.items() if k in ("target", "baseline")}
         summary["completeness_gap"] = completeness_gap(model, x, maps, **gap_kw).tolist()

@@ -12,7 +12,7 @@ within 2 points of chance (10%), early and late between; appearance variant, sin
 within 2 points of slow fusion; multiresolution >= 2× the training clips/s of slow fusion
 at <= 1 point of accuracy lost; each model within 20 minutes of training.
 
-    python benchmarks/video.py                                   # all seven, motion variant
+    python benchmarks/video.py                                   # all eight, motion variant
     python benchmarks/video.py --variant appearance --presets single slow
     python benchmarks/video.py --presets slow train.epochs=2     # overrides of every preset
 """
@@ -30,7 +30,7 @@ from neuralab.data import moving
 from neuralab.tasks.video import VideoTask, video_scores
 from neuralab.train import fit, load_model, new_run_dir
 
-PRESETS = ("single", "early", "late", "slow", "multires", "lstm", "c3d")
+PRESETS = ("single", "early", "late", "slow", "multires", "lstm", "c3d", "transformer")
 PAPER_HIT1 = {"single": 0.593, "early": 0.577, "late": 0.593, "slow": 0.609}
 
 

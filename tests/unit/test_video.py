@@ -15,11 +15,16 @@ FRAMES, SIZE = 16, 32
 SMALL = {"widths": (4, 8, 8), "hidden": 16, "image_size": SIZE, "frames": FRAMES}
 
 
+TINY_TRANSFORMER = {"patch": 8, "d_model": 16, "n_heads": 2, "n_layers": 2, "image_size": SIZE,
+                    "frames": FRAMES}  # fmt: skip
+
+
 def frames_that_matter(name: str) -> set[int]:
     """The frames whose change changes the model's output: each frame in turn is replaced
     by noise, in eval mode (batch norm then acts per example)."""
     torch.manual_seed(0)
-    model = create_model(name, **SMALL).eval()
+    model = create_model(name, **(TINY_TRANSFORMER if name == "video_transformer" else SMALL))
+    model.eval()
     x = torch.rand(2, FRAMES, 1, SIZE, SIZE)
     with torch.no_grad():
         base = model(x)
@@ -42,14 +47,16 @@ def frames_that_matter(name: str) -> set[int]:
         ("multires", set(range(FRAMES))),
         ("lstm", set(range(FRAMES))),
         ("c3d", set(range(FRAMES))),
+        ("transformer", set(range(FRAMES))),
     ],
 )
 def test_each_fusion_sees_the_frames_the_paper_says(fusion, expected):
     """Single-frame reads one frame, late fusion the first and the last (15 apart), early,
     slow and multiresolution fusion all 16, and so do the LSTM over per-frame features and
-    C3D; the model says so itself too."""
+    C3D and the video Transformer; the model says so itself too."""
     assert frames_that_matter(f"video_{fusion}") == expected
-    model = create_model(f"video_{fusion}", **SMALL)
+    model = create_model(f"video_{fusion}", **(TINY_TRANSFORMER if fusion == "transformer"
+                                               else SMALL))  # fmt: skip
     used = model.frames_used()
     assert (set(range(FRAMES)) if used is None else set(used)) == expected
 
@@ -95,6 +102,22 @@ def test_c3d_sees_three_frames_at_its_first_level_and_the_lstm_reads_forward():
     assert (moved > 0).nonzero().flatten().tolist() == list(range(10, FRAMES))
 
 
+def test_divided_attention_mixes_one_place_over_time_then_one_time_over_space():
+    """TimeSformer's divided attention: after the time step, a change to the token at (time
+    1, place 3) reaches only place 3's tokens (at every time); after the space step, only
+    time 1's tokens (at every place). Joint attention would reach every token at once."""
+    torch.manual_seed(0)
+    block = create_model("video_transformer", **TINY_TRANSFORMER).blocks[0].eval()
+    x = torch.randn(1, 4, 6, 16)  # (B, T, N, d)
+    changed = x.clone()
+    changed[0, 1, 3] += 1.0
+    with torch.no_grad():
+        by_time = (block.attend_time(changed) - block.attend_time(x)).abs().amax(-1)[0]
+        by_space = (block.attend_space(changed) - block.attend_space(x)).abs().amax(-1)[0]
+    assert by_time[:, 3].gt(0).all() and by_time[:, [0, 1, 2, 4, 5]].eq(0).all()
+    assert by_space[1].gt(0).all() and by_space[[0, 2, 3]].eq(0).all()
+
+
 def test_multires_streams_are_the_centre_and_the_half_resolution_frame():
     """The fovea stream sees only the centre quarter of the frame; the context the whole."""
     torch.manual_seed(0)
@@ -115,20 +138,33 @@ def test_a_clip_of_the_wrong_length_is_a_one_line_error():
         model(torch.rand(1, 8, 1, SIZE, SIZE))
     with pytest.raises(UserError, match="fusion must be one of"):
         create_model("video_slow", fusion="sideways")
+    with pytest.raises(UserError, match=r"expected \(B, 16, C, 32, 32\) clips"):
+        create_model("video_transformer", **TINY_TRANSFORMER)(torch.rand(1, 16, 1, 24, 24))
+    with pytest.raises(UserError, match="must be a multiple of tubelet"):
+        create_model("video_transformer", frames=15)
     assert len(FUSIONS) == 7
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("preset", ["moving_fashion_single", "moving_fashion_slow"])
-def test_video_runs_resume_bit_identically(tmp_path, monkeypatch, preset):
+@pytest.mark.parametrize(
+    "model", ["single", "early", "late", "slow", "multires", "lstm", "c3d", "transformer"]
+)
+def test_every_video_preset_resumes_bit_identically(tmp_path, monkeypatch, model):
+    """Each preset, shortened to 6 steps on a tiny clip set, stopped at step 3 and resumed,
+    ends with the very weights and logs of the run that was never stopped."""
     from test_train import straight_and_resumed
 
     from neuralab import config
 
     require_dataset("fashion-mnist")
     monkeypatch.setenv("NEURALAB_CACHE", str(tmp_path / "cache"))
+    small = (
+        ["model.patch=8", "model.d_model=16", "model.n_heads=2", "model.n_layers=1"]
+        if model == "transformer"
+        else ["model.widths=[4,8,8]", "model.hidden=16"]
+    )
     cfg = config.load(
-        preset,
+        f"moving_fashion_{model}",
         [
             "data.clips_train=48",
             "data.clips_test=16",
@@ -138,8 +174,7 @@ def test_video_runs_resume_bit_identically(tmp_path, monkeypatch, preset):
             "train.max_steps=6",
             "train.val_every=3",
             "train.log_every=1",
-            "model.widths=[4,8,8]",
-            "model.hidden=16",
+            *small,
         ],
     )
     straight_and_resumed(tmp_path, cfg, stop_at=3)

@@ -21,6 +21,10 @@ Beyond the paper, two later ways to see time:
   into an LSTM (torch's fused one), the last step's output classified.
 - ``video_c3d``: C3D (Tran et al. 2015): 3×3×3 convolutions, padded in time, at every level
   (time stride 1, then 2, then 2), the time left averaged.
+- ``video_transformer``: TimeSformer's divided space-time attention (Bertasius et al.
+  2021): tubelets of 2 frames × 16×16 pixels become tokens; each block attends across time
+  among the tokens of one place, then across space among the tokens of one time, then
+  applies the MLP; the tokens' mean is classified.
 
 Every tower ends in a 4×4 average pooling, flattened, so the fully connected layers know
 where things are (the paper's towers end in a spatial map that the FC layer reads whole).
@@ -35,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuralab.models.attention import MLP, MultiHeadSelfAttention
 from neuralab.models.base import ImageModelConfig, Normalize, check, register_model
 
 FUSIONS = ("single", "late", "early", "slow", "multires", "lstm", "c3d")
@@ -199,3 +204,102 @@ class VideoNet(nn.Module):
 
 for _fusion in FUSIONS:
     register_model(f"video_{_fusion}", fusion=_fusion)(VideoNet)
+
+
+@dataclass(frozen=True)
+class VideoTransformerConfig(ImageModelConfig):
+    image_size: int = 64
+    frames: int = 16
+    patch: int = 16  # a token's side in pixels
+    tubelet: int = 2  # a token's length in frames
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(
+            self.patch >= 1 and self.image_size % self.patch == 0,
+            f"image_size ({self.image_size}) must be a multiple of patch ({self.patch})",
+        )
+        check(
+            self.tubelet >= 1 and self.frames % self.tubelet == 0,
+            f"frames ({self.frames}) must be a multiple of tubelet ({self.tubelet})",
+        )
+        check(self.n_layers >= 1, f"n_layers must be >= 1, got {self.n_layers}")
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class DividedBlock(nn.Module):
+    """Pre-LN: ``x + time_attn``, then ``x + space_attn``, then ``x + mlp``, over (B, T, N, d)
+    tokens (T times, N places)."""
+
+    def __init__(self, d: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_time, self.ln_space, self.ln_mlp = (nn.LayerNorm(d) for _ in range(3))
+        self.time = MultiHeadSelfAttention(d, heads, causal=False, dropout=dropout)
+        self.space = MultiHeadSelfAttention(d, heads, causal=False, dropout=dropout)
+        self.mlp = MLP(d, mlp_ratio, dropout)
+
+    def attend_time(self, x: Tensor) -> Tensor:
+        """Each place's tokens attend to that place's tokens at every time."""
+        b, t, n, d = x.shape
+        seq = self.ln_time(x).transpose(1, 2).reshape(b * n, t, d)
+        return x + self.time(seq).view(b, n, t, d).transpose(1, 2)
+
+    def attend_space(self, x: Tensor) -> Tensor:
+        """Each time's tokens attend to that time's tokens at every place."""
+        b, t, n, d = x.shape
+        return x + self.space(self.ln_space(x).reshape(b * t, n, d)).view(b, t, n, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.attend_space(self.attend_time(x))
+        return x + self.mlp(self.ln_mlp(x))
+
+
+@register_model("video_transformer")
+class VideoTransformer(nn.Module):
+    """A small TimeSformer (see the module's docstring)."""
+
+    Config: ClassVar[type[VideoTransformerConfig]] = VideoTransformerConfig
+    kind: ClassVar[str] = "video"
+
+    def __init__(self, config: VideoTransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, d, p = config.in_channels, config.d_model, config.patch
+        self.normalize = Normalize(config.mean, config.std)
+        self.embed = nn.Conv3d(c, d, (config.tubelet, p, p), (config.tubelet, p, p))
+        places = (config.image_size // p) ** 2
+        self.pos_space = nn.Parameter(0.02 * torch.randn(1, 1, places, d))
+        self.pos_time = nn.Parameter(0.02 * torch.randn(1, config.frames // config.tubelet, 1, d))
+        self.blocks = nn.Sequential(
+            *(
+                DividedBlock(d, config.n_heads, config.mlp_ratio, config.dropout)
+                for _ in range(config.n_layers)
+            )
+        )
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, config.num_classes)
+
+    def frames_used(self) -> None:
+        return None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, C, H, W) clips in [0, 1] -> (B, num_classes) logits."""
+        cfg = self.config
+        check(
+            x.dim() == 5 and x.shape[1] == cfg.frames and x.shape[-1] == cfg.image_size,
+            f"expected (B, {cfg.frames}, C, {cfg.image_size}, {cfg.image_size}) clips, "
+            f"got {tuple(x.shape)}",
+        )
+        b, t, c, h, w = x.shape
+        x = self.normalize(x.reshape(b * t, c, h, w)).view(b, t, c, h, w)
+        tokens = self.embed(x.transpose(1, 2)).flatten(3).permute(0, 2, 3, 1)  # (B, T', N, d)
+        tokens = self.blocks(tokens + self.pos_time + self.pos_space)
+        return self.head(self.ln(tokens).mean(dim=(1, 2)))
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

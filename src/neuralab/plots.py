@@ -334,6 +334,29 @@ def plot_clip_strips(clips: np.ndarray, titles: Sequence[str], out: Path, every:
     return save_figure(fig, out)
 
 
+def save_gif(frames: Sequence[np.ndarray], out: Path, ms: int) -> Path:
+    """An animated GIF (looping, ``ms`` milliseconds a frame) of (H, W) or (H, W, 3) uint8
+    frames, creating its folder."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(out, save_all=True, append_images=images[1:], duration=ms, loop=0)
+    return out
+
+
+def save_clip_gif(clips: np.ndarray, out: Path, columns: int = 4, ms: int = 120) -> Path:
+    """Clips (N, T, 1, S, S) uint8 playing side by side in an animated GIF, ``columns`` to a
+    row, 2 white pixels apart."""
+    n, t, _, s, _ = clips.shape
+    rows, gap = -(-n // columns), 2
+    grid = np.full((t, rows * (s + gap) - gap, min(n, columns) * (s + gap) - gap), 255, np.uint8)
+    for i in range(n):
+        top, left = (i // columns) * (s + gap), (i % columns) * (s + gap)
+        grid[:, top : top + s, left : left + s] = clips[i, :, 0]
+    return save_gif(list(grid), out, ms)
+
+
 def plot_caption_attention(
     image: torch.Tensor, words: Sequence[str], alphas: torch.Tensor, out: Path
 ) -> Path:

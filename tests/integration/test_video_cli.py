@@ -75,8 +75,8 @@ def test_slow_fusion_trains_tests_and_predicts_a_clip(tmp_path):
 
 
 def test_data_info_and_show_of_the_clips(tmp_path):
-    """`data info` counts the clips per class and split; `data show` writes the frame strips;
-    a captioned-only split is refused."""
+    """`data info` counts the clips per class and split; `data show` writes the frame
+    strips, or a GIF of the clips playing; a captioned-only split is refused."""
     require_dataset("fashion-mnist")
     sizes = ["--size", "24", "--train", "30", "--test", "10"]
     info = json.loads(
@@ -97,6 +97,11 @@ def test_data_info_and_show_of_the_clips(tmp_path):
     out = neuralab("data", "show", "moving-fashion", *sizes, "--n", "3", "--out", "s.png",
                    cwd=tmp_path).stdout  # fmt: skip
     assert "3 test clips (motion)" in out and (tmp_path / "s.png").stat().st_size > 0
+    out = neuralab("data", "show", "moving-fashion", *sizes, "--n", "5", "--out", "s.gif",
+                   cwd=tmp_path).stdout  # fmt: skip
+    with Image.open(tmp_path / "s.gif") as gif:
+        assert gif.n_frames == 16 and gif.size == (4 * 24 + 3 * 2, 2 * 24 + 2)
+    assert len(out.splitlines()[-1].split(", ")) == 5
     proc = neuralab("data", "show", "moving-fashion", *sizes, "--split", "test_comp",
                     cwd=tmp_path, check=False)  # fmt: skip
     assert_user_error(proc, "clip sets have the splits train, test")

@@ -60,9 +60,10 @@ def clip_info(args: argparse.Namespace) -> dict:
 
 
 def show_clips(args: argparse.Namespace) -> int:
-    """A PNG: one row per clip (every other frame), titled by its class."""
+    """A PNG, one row per clip (every other frame) titled by its class; or, to a ``.gif``,
+    the clips playing side by side, their classes printed in reading order."""
     from neuralab.data import moving
-    from neuralab.plots import plot_clip_strips
+    from neuralab.plots import plot_clip_strips, save_clip_gif
 
     if not 1 <= args.n <= 64:
         raise UserError(f"--n must be in [1, 64], got {args.n}")
@@ -76,6 +77,11 @@ def show_clips(args: argparse.Namespace) -> int:
     classes = moving.classes(cfg.variant)
     picked = min(args.n, len(found))
     titles = [classes[int(c)] for c in found.labels[:picked]]
+    if Path(args.out).suffix.lower() == ".gif":
+        out = save_clip_gif(found.clips[:picked], Path(args.out))
+        print(f"wrote {out}: {picked} {args.split} clips ({cfg.variant}), 4 to a row:")
+        print(", ".join(titles))
+        return 0
     out = plot_clip_strips(found.clips[:picked], titles, Path(args.out))
     print(f"wrote {out}: {picked} {args.split} clips ({cfg.variant}), every other frame")
     return 0

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from neuralab.plots import save_gif
 from neuralab.rl.config import RLConfig
 from neuralab.rl.envs import make_env, play_episodes
 from neuralab.rl.nets import as_batch
@@ -69,8 +70,5 @@ def record_gif(
     if images[0].width > 320:
         size = (320, round(images[0].height * 320 / images[0].width))
         images = [im.resize(size) for im in images]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(
-        out, save_all=True, append_images=images[1:], duration=round(1000 * k / fps), loop=0
-    )
+    save_gif([np.asarray(im) for im in images], out, round(1000 * k / fps))
     return {"gif": str(out), "gif_return": total, "gif_length": len(frames) - 1}

@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "neuralab"
 # reinforcement learning, sweeps) sits above the loop, and the CLI on top.
 LAYERS: list[set[str]] = [
     {"errors", "registry", "runs", "seed", "configfile"},
-    {"models", "plots"},
+    {"models", "plots", "text"},
     {"config"},
     {"data", "attack", "ssl"},
     {"tasks"},

@@ -84,6 +84,10 @@ class DataConfig:
     clips_test: int = field(default=2000, metadata=bounds(1))
     video_frames: int = field(default=24, metadata=bounds(4, 64))
     videos_test: int = field(default=500, metadata=bounds(0))
+    # labelled text (bible-genre): the BPE vocabulary learnt from the train texts (special
+    # tokens included), and the most tokens of a text a classifier reads (the rest is cut)
+    vocab_size: int = field(default=4000, metadata=bounds(258, 65536))
+    max_tokens: int = field(default=96, metadata=bounds(1, 4096))
 
 
 @dataclass(frozen=True)

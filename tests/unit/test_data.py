@@ -41,9 +41,10 @@ def roots(tmp_path, monkeypatch):
 
 def test_registry_and_specs():
     """The four image datasets, tiny shakespeare, the two scene sets, the captioned one and
-    the clips are registered with the documented classes, shapes, augmentation defaults and
-    a sha256 (64 hex digits) for every canonical file."""
+    the clips and the Bible's genres are registered with the documented classes, shapes,
+    augmentation defaults and a sha256 (64 hex digits) for every canonical file."""
     assert DATASETS.names() == [
+        "bible-genre",
         "cifar10",
         "digits",
         "fashion-mnist",

@@ -145,6 +145,11 @@ def cmd_test(args: argparse.Namespace) -> int:
     what = (
         "images" if "test/chance" not in result else f"clips (chance {result['test/chance']:.3f})"
     )
+    if "test/macro_f1" in result:
+        what = (
+            f"texts; macro-F1 {result['test/macro_f1']:.4f} "
+            f"(majority class: accuracy {result['test/majority']:.4f})"
+        )
     print(
         f"test acc {result['test/acc']:.4f}, loss {result['test/loss']:.4f}, "
         f"{result['test/examples']} {what}"
@@ -196,6 +201,7 @@ def trained_run(args: argparse.Namespace, kinds: tuple[str, ...] = ("image",)):
                 "detect": "detectors",
                 "caption": "captioners",
                 "video": "clip classifiers",
+                "textclass": "text classifiers",
             }[k]
             for k in kinds
         )
@@ -213,10 +219,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from neuralab.data.image_files import border_mean, read_image
 
     run_dir, cfg, model, spec = trained_run(
-        args, ("image", "segment", "detect", "caption", "video")
+        args, ("image", "segment", "detect", "caption", "video", "textclass")
     )
     if not 0 <= args.min_score <= 1:
         raise UserError(f"--min-score must be in [0, 1], got {args.min_score}")
+    if spec.kind == "labelled-text":
+        from neuralab.cli._texts import predict_texts
+
+        return predict_texts(args, run_dir, cfg, model)
+    if args.text:
+        raise UserError(f"--text is for text classification runs; {run_dir} is not one")
+    if not args.images:
+        raise UserError("give the image files to predict (or --text for a text classifier)")
     if spec.kind == "captions":
         from neuralab.cli._captions import predict_captions
 
@@ -339,11 +353,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="top-k classes (a segmenter's masks, a detector's boxes, a captioner's caption) "
-        "for image files",
+        "for image files, clips or texts",
     )
     p.add_argument("run", help="a trained run directory")
     p.add_argument(
-        "images", nargs="+", help="image files (PNG, JPEG, ...); video runs: clips (.npy, GIF)"
+        "images", nargs="*", help="image files (PNG, JPEG, ...); video runs: clips (.npy, GIF)"
+    )
+    p.add_argument(
+        "--text", action="append", help="text classifiers: a text to classify (repeatable)"
     )
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
     p.add_argument(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralab.data.bible import GENRES
 from neuralab.data.cifar import SOURCES, read_cifar10
 from neuralab.data.idx import read_mnist_like
 from neuralab.data.spec import DATASETS, DatasetSpec, RawData, RemoteFile
@@ -277,5 +278,33 @@ DATASETS.add(
         read=_generated,
         how_to_get="generated from fashion-mnist on first use (neuralab.data.moving)",
         kind="clips",
+    ),
+)
+
+
+def _bible_library(directory: Path) -> RawData:
+    raise UserError(
+        f"bible-genre is read from SWORD modules (neuralab.data.bible), not {directory}"
+    )
+
+
+def _sword_web() -> Path:
+    from neuralab.data.bible import find_module
+
+    return find_module("web")
+
+
+DATASETS.add(
+    "bible-genre",
+    DatasetSpec(
+        name="bible-genre",
+        classes=tuple(GENRES),
+        channels=1,
+        height=1,
+        width=1,
+        read=_bible_library,
+        how_to_get="apt-get install sword-text-web (the World English Bible, public domain)",
+        bundled=_sword_web,
+        kind="labelled-text",
     ),
 )

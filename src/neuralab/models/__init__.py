@@ -18,6 +18,7 @@ from neuralab.models import (
     resnet,
     retinanet,
     rnn,
+    textclass,
     unet,
     video,
     vit,
@@ -68,6 +69,7 @@ __all__ = [
     "resnet",
     "retinanet",
     "rnn",
+    "textclass",
     "unet",
     "vit",
 ]

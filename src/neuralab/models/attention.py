@@ -105,13 +105,19 @@ class MultiHeadSelfAttention(nn.Module):
             self.register_buffer("rope_cis", cis, persistent=False)
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False, cache: KVCache | None = None
+        self,
+        x: torch.Tensor,
+        need_weights: bool = False,
+        cache: KVCache | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, T, d_model) -> (B, T, d_model), and the (B, nh, T, T) weights if asked.
 
         With a ``cache``, ``x`` holds the tokens that follow those already in it (a causal
         layer: a whole prompt into an empty cache, then one token at a time); their keys and
-        values are appended, and each token attends to everything before it."""
+        values are appended, and each token attends to everything before it. ``keep``
+        (B, T) bool says which tokens may be attended to: a padding position (False) gets
+        no weight from any query."""
         B, T, C = x.shape
         start = 0 if cache is None else len(cache)
         check(start == 0 or T == 1, "a KV cache reads a prompt first, then one token at a time")
@@ -130,6 +136,8 @@ class MultiHeadSelfAttention(nn.Module):
             cache.k, cache.v = k, v  # (B, nh, start + T, hs)
         # one new token attends to every key there is; a block of tokens needs the mask
         causal = self.causal and T > 1
+        mask = None if keep is None else keep[:, None, None, :]  # (B, 1, 1, S)
+        check(keep is None or not causal, "a padding mask is for bidirectional attention")
         if self.attn_impl == "sdpa" and not need_weights:
             p = self.dropout if self.training else 0.0
             # under bf16 autocast on a CPU, attend in fp32: the CPU flash-attention backward
@@ -137,26 +145,38 @@ class MultiHeadSelfAttention(nn.Module):
             if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
                 with torch.autocast("cpu", enabled=False):
                     q, k, v = q.float(), k.float(), v.float()
-                    y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
+                    y = F.scaled_dot_product_attention(
+                        q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal
+                    )
             else:
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
+                y = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal
+                )
             weights = None
         else:
-            y, weights = self._manual(q, k, v, causal)
+            y, weights = self._manual(q, k, v, causal, mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, nh * hs): heads side by side
         y = self.resid_dropout(self.proj(y))  # (B, T, C)
         return (y, weights) if need_weights else y
 
     def _manual(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        causal: bool,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """softmax(Q Kᵀ / √d_head) V, with the causal mask if asked: ((B, nh, T, hs),
-        (B, nh, T, S)) for T queries over S keys."""
+        """softmax(Q Kᵀ / √d_head) V, with the causal mask if asked and the keys where
+        ``mask`` (B, 1, 1, S) is False left out: ((B, nh, T, hs), (B, nh, T, S)) for T
+        queries over S keys."""
         T = q.shape[2]
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, nh, T, S)
         if causal:
             future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(diagonal=1)
             scores = scores.masked_fill(future, float("-inf"))  # row t sees columns <= t
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, nh, T, S), rows sum to 1
         y = self.attn_dropout(weights) @ v  # (B, nh, T, S) @ (B, nh, S, hs) -> (B, nh, T, hs)
         return y, weights
@@ -222,14 +242,18 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, mlp_ratio, dropout, bias, activation)
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False, cache: KVCache | None = None
+        self,
+        x: torch.Tensor,
+        need_weights: bool = False,
+        cache: KVCache | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, T, C) -> (B, T, C), and the (B, nh, T, T) attention weights if asked; ``cache``
-        is the attention's (see ``MultiHeadSelfAttention.forward``)."""
+        and ``keep`` are the attention's (see ``MultiHeadSelfAttention.forward``)."""
         if need_weights:
-            a, weights = self.attn(self.ln1(x), need_weights=True, cache=cache)
+            a, weights = self.attn(self.ln1(x), need_weights=True, cache=cache, keep=keep)
         else:
-            a, weights = self.attn(self.ln1(x), cache=cache), None
+            a, weights = self.attn(self.ln1(x), cache=cache, keep=keep), None
         x = x + a  # (B, T, C)
         x = x + self.mlp(self.ln2(x))  # (B, T, C)
         return (x, weights) if need_weights else x

@@ -12,6 +12,7 @@ from neuralab.tasks import (
     detect,
     masked,
     segment,
+    textclass,
     video,
 )
 from neuralab.tasks.base import TASKS, Setup, Task, build_task, task_name
@@ -33,5 +34,6 @@ __all__ = [
     "masked",
     "segment",
     "task_name",
+    "textclass",
     "video",
 ]

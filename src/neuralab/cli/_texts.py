@@ -1,0 +1,55 @@
+"""What `neuralab predict` does for a text classification run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from neuralab.cli.common import print_json
+from neuralab.errors import UserError
+
+
+def predict_texts(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any) -> int:
+    """The top classes of each ``--text``; a text longer than the run's ``data.max_tokens``
+    is cut there, with a warning on stderr."""
+    import torch
+
+    from neuralab import data
+    from neuralab.tasks.textclass import TOKENIZER, encode_texts
+    from neuralab.text.bpe import BPETokenizer
+
+    if args.images:
+        raise UserError(f"{run_dir} classifies texts: pass them with --text, not as files")
+    if not args.text:
+        raise UserError("give the texts to classify with --text TEXT (once per text)")
+    if any(not t.strip() for t in args.text):
+        raise UserError("a --text is empty: there is nothing to classify")
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
+    classes = data.DATASETS.get(cfg.data.name).classes
+    tokenizer = BPETokenizer.load(run_dir / TOKENIZER)
+    out = []
+    for text in args.text:
+        ids, cut = encode_texts(tokenizer, [text], cfg.data.max_tokens)
+        if cut:
+            print(
+                f"neuralab: warning: the text was cut to its first {cfg.data.max_tokens} tokens",
+                file=sys.stderr,
+            )
+        with torch.no_grad():
+            probs = model(ids).softmax(dim=1)[0]
+        top = probs.topk(min(args.top_k, len(classes)))
+        preds = [
+            {"class": classes[i], "index": int(i), "prob": float(p)}
+            for p, i in zip(top.values, top.indices, strict=True)
+        ]
+        out.append({"text": text, "tokens": int(ids.shape[1]), "top": preds})
+    if args.json:
+        print_json({"run": str(run_dir), "predictions": out})
+        return 0
+    for item in out:
+        shown = item["text"] if len(item["text"]) <= 60 else item["text"][:57] + "..."
+        print(f"{shown!r}: " + ", ".join(f"{p['class']} {p['prob']:.1%}" for p in item["top"]))
+    return 0

@@ -1,0 +1,190 @@
+"""The Bible as real text: verse-aligned translations and verses labelled by genre, read from
+the SWORD modules that Debian packages (``apt-get install sword-text-web sword-text-sparv
+sword-text-kjv``), all three public domain:
+
+- ``web``: the World English Bible (engWEB2015eb, NRSVA versification),
+- ``rv1909``: the Reina-Valera 1909, in Spanish (spaRV1909eb, KJV versification),
+- ``kjv``: the King James Version (engKJV2006eb, KJV versification).
+
+The modules are found in ``<dir>/sword`` for the directory the user names (``--data-dir``
+or ``NEURALAB_DATA``), then the user cache, then Debian's ``/usr/share/sword``. Each is read
+once with ``pysword`` (each compressed block decompressed once: pysword alone decompresses
+a whole book per verse), its OSIS markup stripped (footnotes and psalm titles dropped, the
+words kept), and the verses cached as JSON under a hash of the module's files.
+
+Only the 66 books of the Protestant canon are used. Genres (8 classes) are whole books:
+law (Genesis–Deuteronomy), history (Joshua–Esther, Acts), wisdom (Job–Song of Songs), major
+prophets (Isaiah–Daniel), minor prophets (Hosea–Malachi), gospels, epistles (Romans–Jude)
+and apocalyptic (Revelation). ``bible-genre`` labels each WEB verse by its book's genre;
+its test split is every 10th chapter (10, 20, ...), its val split the chapters 5, 15, ...,
+and train the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+from pathlib import Path
+
+import regex
+
+from neuralab.errors import UserError
+
+MODULES = {"web": "engWEB2015eb", "rv1909": "spaRV1909eb", "kjv": "engKJV2006eb"}
+PACKAGES = {"web": "sword-text-web", "rv1909": "sword-text-sparv", "kjv": "sword-text-kjv"}
+SYSTEM_SWORD = Path("/usr/share/sword")  # module-level so tests can point it elsewhere
+READER_VERSION = 1  # bump when the same module would give other verses
+
+GENRES = {
+    "law": "Gen Exod Lev Num Deut",
+    "history": "Josh Judg Ruth 1Sam 2Sam 1Kgs 2Kgs 1Chr 2Chr Ezra Neh Esth Acts",
+    "wisdom": "Job Ps Prov Eccl Song",
+    "major prophets": "Isa Jer Lam Ezek Dan",
+    "minor prophets": "Hos Joel Amos Obad Jonah Mic Nah Hab Zeph Hag Zech Mal",
+    "gospels": "Matt Mark Luke John",
+    "epistles": "Rom 1Cor 2Cor Gal Eph Phil Col 1Thess 2Thess 1Tim 2Tim Titus Phlm Heb Jas "
+    "1Pet 2Pet 1John 2John 3John Jude",
+    "apocalyptic": "Rev",
+}
+GENRE_OF = {book: genre for genre, books in GENRES.items() for book in books.split()}
+BOOKS = tuple(
+    "Gen Exod Lev Num Deut Josh Judg Ruth 1Sam 2Sam 1Kgs 2Kgs 1Chr 2Chr Ezra Neh Esth Job Ps "
+    "Prov Eccl Song Isa Jer Lam Ezek Dan Hos Joel Amos Obad Jonah Mic Nah Hab Zeph Hag Zech "
+    "Mal Matt Mark Luke John Acts Rom 1Cor 2Cor Gal Eph Phil Col 1Thess 2Thess 1Tim 2Tim "
+    "Titus Phlm Heb Jas 1Pet 2Pet 1John 2John 3John Jude Rev".split()
+)  # the Protestant canon, in order (OSIS names)
+
+_DROPPED = regex.compile(r"<(note|title)\b[^>]*>.*?</\1>", regex.S)  # footnotes, titles
+_TAG = regex.compile(r"<[^>]*>")
+_SPACE_BEFORE = regex.compile(r"\s+([,.;:!?’”)\]»])")
+_SPACES = regex.compile(r"\s+")
+
+
+def clean_osis(markup: str) -> str:
+    """A verse's words from its OSIS markup: footnotes and titles dropped (leaving a space
+    where they stood), every other tag removed, entities decoded, spaces made single and
+    none left before closing punctuation."""
+    text = _TAG.sub(" ", _DROPPED.sub(" ", markup)).replace("¶", " ")
+    text = _SPACE_BEFORE.sub(r"\1", _SPACES.sub(" ", html.unescape(text)))
+    return text.strip()
+
+
+def sword_roots(data_dir: str | Path | None = None) -> list[Path]:
+    """Where SWORD modules are looked for, in order."""
+    from neuralab.data.store import cache_root
+
+    roots = []
+    if data_dir is not None:
+        roots.append(Path(data_dir).expanduser() / "sword")
+    elif os.environ.get("NEURALAB_DATA"):
+        roots.append(Path(os.environ["NEURALAB_DATA"]).expanduser() / "sword")
+    return [*roots, cache_root() / "sword", SYSTEM_SWORD]
+
+
+def find_module(translation: str, data_dir: str | Path | None = None) -> Path:
+    """The SWORD library directory that holds ``translation``'s module."""
+    if translation not in MODULES:
+        raise UserError(f"translation must be one of {', '.join(MODULES)}, got {translation!r}")
+    module = MODULES[translation]
+    roots = sword_roots(data_dir)
+    for root in roots:
+        if (root / "mods.d" / f"{module.lower()}.conf").is_file() or (
+            root / "mods.d" / f"{module}.conf"
+        ).is_file():
+            return root
+    raise UserError(
+        f"the Bible module {module} ({translation}) was not found in "
+        f"{', '.join(str(r) for r in roots)}; to get it: apt-get install "
+        f"{PACKAGES[translation]}, or copy a SWORD library (mods.d/ and modules/) to DIR/sword "
+        f"and pass --data-dir DIR (or set NEURALAB_DATA=DIR)"
+    )
+
+
+def _fingerprint(root: Path, module: str) -> str:
+    """A hash of the module's files (names, sizes, times) and of this reader's version."""
+    h = hashlib.sha256(f"{READER_VERSION}:{module}".encode())
+    files = sorted(p for p in root.rglob("*") if p.is_file() and module.lower() in str(p).lower())
+    for p in files:
+        stat = p.stat()
+        h.update(f"{p.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _read_module(root: Path, module: str) -> dict[str, str]:
+    """Every verse of the canon's books in ``module``, as {"Gen 1:1": text}; empty verses
+    are left out."""
+    from pysword.modules import SwordModules
+
+    library = SwordModules(str(root))
+    try:
+        library.parse_modules()
+        bible = library.get_bible_from_module(module)
+    except Exception as err:  # pysword raises bare exceptions on broken libraries
+        raise UserError(f"cannot read the SWORD module {module} in {root}: {err}") from None
+    blocks: dict[tuple[int, int], bytes] = {}
+    decompress = bible._decompressed_text  # pysword's own, once per block rather than verse
+
+    def once(testament: object, block: int) -> bytes:
+        key = (id(testament), block)
+        if key not in blocks:
+            blocks[key] = decompress(testament, block)
+        return blocks[key]
+
+    bible._decompressed_text = once
+    verses = {}
+    books = bible.get_structure().get_books()
+    for testament in ("ot", "nt"):
+        for book in books.get(testament, []):
+            if book.osis_name not in GENRE_OF:
+                continue
+            for chapter, length in enumerate(book.chapter_lengths, start=1):
+                for verse in range(1, length + 1):
+                    markup = bible.get(
+                        books=[book.osis_name], chapters=[chapter], verses=[verse], clean=False
+                    )
+                    text = clean_osis(markup)
+                    if text:
+                        verses[f"{book.osis_name} {chapter}:{verse}"] = text
+    return verses
+
+
+def read_verses(translation: str, data_dir: str | Path | None = None) -> dict[str, str]:
+    """{"Gen 1:1": text} of a translation's canon, read once and cached."""
+    from neuralab.data.store import cache_root
+
+    root = find_module(translation, data_dir)
+    module = MODULES[translation]
+    cache = cache_root() / "bible" / f"{translation}-{_fingerprint(root, module)}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    verses = _read_module(root, module)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp")
+    tmp.write_text(json.dumps(verses, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(cache)
+    return verses
+
+
+def parse_ref(ref: str) -> tuple[str, int, int]:
+    """("Gen", 1, 1) of "Gen 1:1"."""
+    book, place = ref.split(" ")
+    chapter, verse = place.split(":")
+    return book, int(chapter), int(verse)
+
+
+def genre_split(split: str, data_dir: str | Path | None = None) -> tuple[list[str], list[int]]:
+    """(texts, genre ids) of ``split`` of ``bible-genre``: WEB verses, test from chapters
+    10, 20, ..., val from chapters 5, 15, ..., train from the rest; in canon order."""
+    if split not in ("train", "val", "test"):
+        raise UserError(f"split must be train, val or test, got {split!r}")
+    genres = list(GENRES)
+    texts, labels = [], []
+    for ref, text in read_verses("web", data_dir).items():
+        book, chapter, _ = parse_ref(ref)
+        where = "test" if chapter % 10 == 0 else "val" if chapter % 10 == 5 else "train"
+        if where == split:
+            texts.append(text)
+            labels.append(genres.index(GENRE_OF[book]))
+    return texts, labels

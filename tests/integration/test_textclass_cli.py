@@ -47,6 +47,30 @@ def test_a_genre_classifier_trains_tests_and_predicts(tmp_path, arch):
                       "classifies texts: pass them with --text")  # fmt: skip
 
 
+def test_fortunes_info_and_a_short_run(tmp_path):
+    """`data info fortunes` counts the 32 categories' 14,691 fortunes by split; the CNN
+    preset trains a few steps on them and reports macro-F1 beside the majority class."""
+    require_dataset("fortunes")
+    info = json.loads(neuralab("data", "info", "fortunes", "--json", cwd=tmp_path).stdout)
+    assert info["classes"] == 32
+    assert sum(s["texts"] for s in info["splits"].values()) == 14691
+    assert info["splits"]["test"]["majority"] < 0.1
+    result = json.loads(
+        neuralab(
+            "train",
+            "fortunes_cnn",
+            *SMALL,
+            "model.filters=8",
+            "--run-dir",
+            "f",
+            "--json",
+            cwd=tmp_path,
+        ).stdout  # fmt: skip
+    )
+    assert result["test/examples"] == info["splits"]["test"]["texts"]
+    assert 0 <= result["test/macro_f1"] <= 1
+
+
 def test_a_text_classifier_on_images_is_refused(tmp_path):
     proc = neuralab("train", "bible_genre_cnn", "data.name=digits", cwd=tmp_path, check=False)
     assert_user_error(proc, "text classification needs labelled texts")

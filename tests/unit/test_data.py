@@ -40,9 +40,9 @@ def roots(tmp_path, monkeypatch):
 
 
 def test_registry_and_specs():
-    """The four image datasets, tiny shakespeare, the two scene sets, the captioned one and
-    the clips and the Bible's genres are registered with the documented classes, shapes,
-    augmentation defaults and a sha256 (64 hex digits) for every canonical file."""
+    """The four image datasets, tiny shakespeare, the two scene sets, the captioned one, the
+    clips, the Bible's genres and the fortunes are registered with the documented classes,
+    shapes, augmentation defaults and a sha256 (64 hex digits) for every canonical file."""
     assert DATASETS.names() == [
         "bible-genre",
         "cifar10",
@@ -50,6 +50,7 @@ def test_registry_and_specs():
         "fashion-mnist",
         "fashion-scenes",
         "fashion-scenes-captions",
+        "fortunes",
         "mnist",
         "mnist-scenes",
         "moving-fashion",

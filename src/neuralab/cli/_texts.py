@@ -11,6 +11,37 @@ from neuralab.cli.common import print_json
 from neuralab.errors import UserError
 
 
+def text_info(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the texts are, and per split: texts, texts per class, words per text."""
+    import statistics
+
+    from neuralab import data
+    from neuralab.config import DataConfig
+    from neuralab.tasks.textclass import split_texts
+
+    cfg = DataConfig(name=args.name, data_dir=args.data_dir or "")
+    spec = data.DATASETS.get(args.name)
+    info: dict[str, Any] = {
+        "name": args.name,
+        "kind": spec.kind,
+        "where": str(data.locate(args.name, args.data_dir)),
+        "classes": len(spec.classes),
+        "splits": {},
+    }
+    for split in ("train", "val", "test"):
+        texts, labels = split_texts(cfg, split)
+        words = sorted(len(t.split()) for t in texts)
+        counts = labels.bincount(minlength=len(spec.classes)).tolist()
+        info["splits"][split] = {
+            "texts": len(texts),
+            "per_class": dict(zip(spec.classes, counts, strict=True)),
+            "majority": round(max(counts) / max(len(texts), 1), 4),
+            "words_median": statistics.median(words) if words else 0,
+            "words_p90": words[int(0.9 * (len(words) - 1))] if words else 0,
+        }
+    return info
+
+
 def predict_texts(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any) -> int:
     """The top classes of each ``--text``; a text longer than the run's ``data.max_tokens``
     is cut there, with a warning on stderr."""

@@ -38,7 +38,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     lines = [
         [
             r["name"],
-            "x".join(map(str, r["shape"])) if r["kind"] != "text" else "text",
+            "x".join(map(str, r["shape"])) if "text" not in r["kind"] else r["kind"],
             r["classes"] or "-",
             r["where"] or f"missing: {r['how_to_get']}",
         ]
@@ -148,6 +148,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         from neuralab.cli._clips import clip_info
 
         info = clip_info(args)
+    elif kind == "labelled-text":
+        from neuralab.cli._texts import text_info
+
+        info = text_info(args)
     else:
         info = data.info(args.name, args.data_dir)
     if args.json:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 from pathlib import Path
 
 import regex
@@ -73,14 +72,9 @@ def clean_osis(markup: str) -> str:
 
 def sword_roots(data_dir: str | Path | None = None) -> list[Path]:
     """Where SWORD modules are looked for, in order."""
-    from neuralab.data.store import cache_root
+    from neuralab.data.store import package_dirs
 
-    roots = []
-    if data_dir is not None:
-        roots.append(Path(data_dir).expanduser() / "sword")
-    elif os.environ.get("NEURALAB_DATA"):
-        roots.append(Path(os.environ["NEURALAB_DATA"]).expanduser() / "sword")
-    return [*roots, cache_root() / "sword", SYSTEM_SWORD]
+    return package_dirs("sword", SYSTEM_SWORD, data_dir)
 
 
 def find_module(translation: str, data_dir: str | Path | None = None) -> Path:

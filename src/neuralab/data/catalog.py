@@ -20,6 +20,7 @@ import numpy as np
 
 from neuralab.data.bible import GENRES
 from neuralab.data.cifar import SOURCES, read_cifar10
+from neuralab.data.fortunes import CATEGORIES, find_fortunes
 from neuralab.data.idx import read_mnist_like
 from neuralab.data.spec import DATASETS, DatasetSpec, RawData, RemoteFile
 from neuralab.errors import UserError
@@ -282,9 +283,9 @@ DATASETS.add(
 )
 
 
-def _bible_library(directory: Path) -> RawData:
+def _labelled_text(directory: Path) -> RawData:
     raise UserError(
-        f"bible-genre is read from SWORD modules (neuralab.data.bible), not {directory}"
+        f"labelled texts are read by neuralab.data.bible and .fortunes, not {directory}"
     )
 
 
@@ -302,9 +303,24 @@ DATASETS.add(
         channels=1,
         height=1,
         width=1,
-        read=_bible_library,
+        read=_labelled_text,
         how_to_get="apt-get install sword-text-web (the World English Bible, public domain)",
         bundled=_sword_web,
+        kind="labelled-text",
+    ),
+)
+
+DATASETS.add(
+    "fortunes",
+    DatasetSpec(
+        name="fortunes",
+        classes=CATEGORIES,
+        channels=1,
+        height=1,
+        width=1,
+        read=_labelled_text,
+        how_to_get="apt-get install fortunes fortunes-min",
+        bundled=find_fortunes,
         kind="labelled-text",
     ),
 )

@@ -46,6 +46,13 @@ def search_roots(data_dir: str | Path | None = None) -> list[tuple[str, Path]]:
     return roots
 
 
+def package_dirs(sub: str, system: Path, data_dir: str | Path | None = None) -> list[Path]:
+    """Where data that a Debian package installs at ``system`` is looked for: ``<root>/<sub>``
+    under the roots the user names (``data_dir``, else ``NEURALAB_DATA``) and the cache,
+    then ``system``."""
+    return [root / sub for label, root in search_roots(data_dir) if label != "system"] + [system]
+
+
 def find(name: str, data_dir: str | Path | None = None) -> tuple[str, Path]:
     """(label of the root, dataset directory) of the first complete copy of ``name``."""
     spec = DATASETS.get(name)

@@ -1,7 +1,8 @@
-"""Classification of texts (``bible-genre``): a byte-level BPE tokenizer learnt from the
-train texts (saved in the run directory), token ids padded to the longest text of the set
-(at most ``data.max_tokens``, the rest cut), cross-entropy, and accuracy beside macro-F1,
-the mean over classes of each class's F1, which a majority-class guess cannot fake."""
+"""Classification of texts (``bible-genre``, ``fortunes``): a byte-level BPE tokenizer learnt
+from the train texts (saved in the run directory), token ids padded to the longest text of
+the set (at most ``data.max_tokens``, the rest cut), cross-entropy, and accuracy beside
+macro-F1, the mean over classes of each class's F1, which a majority-class guess cannot
+fake."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from neuralab import data
-from neuralab.data import bible
+from neuralab.data import bible, fortunes
 from neuralab.data.batches import ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
@@ -50,8 +51,12 @@ def encode_texts(tokenizer: BPETokenizer, texts: list[str], max_tokens: int) -> 
     return ids, sum(len(e) > longest for e in encoded)
 
 
+READERS = {"bible-genre": bible.genre_split, "fortunes": fortunes.fortune_split}
+
+
 def split_texts(cfg: DataConfig, split: str) -> tuple[list[str], Tensor]:
-    texts, labels = bible.genre_split(split, cfg.data_dir or None)
+    """(texts, labels) of ``split`` of the labelled-text dataset ``cfg.name``."""
+    texts, labels = READERS[cfg.name](split, cfg.data_dir or None)
     return texts, torch.tensor(labels, dtype=torch.int64)
 
 
@@ -71,13 +76,13 @@ class TextClassTask(ClassifyTask):
         spec = data.DATASETS.get(cfg.data.name)
         if spec.kind != "labelled-text":
             raise UserError(
-                f"text classification needs labelled texts (data.name: bible-genre), "
-                f"not {cfg.data.name!r}"
+                f"text classification needs labelled texts (data.name: "
+                f"{' or '.join(READERS)}), not {cfg.data.name!r}"
             )
         return cls(spec.classes, cfg.train.label_smoothing)
 
     def check_data(self, cfg: RunConfig) -> None:
-        bible.find_module("web", cfg.data.data_dir or None)
+        data.locate(cfg.data.name, cfg.data.data_dir or None)
 
     def tokenizer(self, cfg: RunConfig, run_dir: Path, texts: list[str] | None) -> BPETokenizer:
         """The run's tokenizer: read from the run directory, else learnt from ``texts``

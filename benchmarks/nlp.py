@@ -18,7 +18,6 @@ Targets (2 CPU cores): every neural model beats TF-IDF + LR on macro-F1, the bes
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from vision import emit
 from neuralab import config
 from neuralab.data import bible
 from neuralab.text.bpe import BYTE_RANK, BPETokenizer
-from neuralab.train import fit, load_model, new_run_dir
+from neuralab.train import fit, load_model, new_run_dir, test
 
 PRESETS = ("cnn", "bilstm", "transformer")
 
@@ -109,8 +108,8 @@ def main() -> None:
         preset = f"bible_genre_{arch}"
         cfg = config.load(preset, args.overrides)
         run_dir = new_run_dir(Path(args.out) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}", cfg)
-        summary = fit(cfg, run_dir, progress=False)  # tests the best checkpoint too
-        result = json.loads((run_dir / "results.json").read_text())
+        summary = fit(cfg, run_dir, progress=False)
+        result = test(run_dir)
         emit(
             {
                 "what": preset,

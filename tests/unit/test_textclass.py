@@ -28,6 +28,14 @@ def test_macro_f1_equals_scikit_learns():
     assert macro_f1(confusion_matrix(p, y, 5)) == pytest.approx(expected, abs=1e-12)
 
 
+def test_the_best_checkpoint_is_the_highest_macro_f1_or_accuracy():
+    from neuralab.tasks.textclass import TextClassTask
+
+    task = TextClassTask(("a", "b"))
+    assert task.higher_is_better("val/macro_f1") and task.higher_is_better("val/acc")
+    assert not task.higher_is_better("val/loss")
+
+
 def test_texts_are_padded_to_the_longest_and_cut_at_max_tokens():
     tok = BPETokenizer.train("a bb ccc dddd " * 20, 270, special=["<pad>", "<cls>"])
     ids, cut = encode_texts(tok, ["a", "a bb ccc dddd a bb ccc dddd", ""], 5)

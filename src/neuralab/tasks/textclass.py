@@ -81,6 +81,9 @@ class TextClassTask(ClassifyTask):
             )
         return cls(spec.classes, cfg.train.label_smoothing)
 
+    def higher_is_better(self, monitor: str) -> bool:
+        return monitor in ("val/macro_f1", "val/acc")
+
     def check_data(self, cfg: RunConfig) -> None:
         data.locate(cfg.data.name, cfg.data.data_dir or None)
 

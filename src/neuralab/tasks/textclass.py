@@ -70,6 +70,7 @@ class TextClassTask(ClassifyTask):
     def __init__(self, classes: tuple[str, ...], label_smoothing: float = 0.0) -> None:
         super().__init__(len(classes), label_smoothing)
         self.classes = classes
+        self.pad_id = 0  # the tokenizer's, once prepare has read it
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> TextClassTask:
@@ -104,6 +105,7 @@ class TextClassTask(ClassifyTask):
         and the model."""
         texts, y_train = split_texts(cfg.data, "train")
         tokenizer = self.tokenizer(cfg, run_dir, texts)
+        self.pad_id = tokenizer.special["<pad>"]
         x_train, cut = encode_texts(tokenizer, texts, cfg.data.max_tokens)
         val_texts, y_val = split_texts(cfg.data, "val")
         x_val, _ = encode_texts(tokenizer, val_texts, cfg.data.max_tokens)
@@ -127,6 +129,12 @@ class TextClassTask(ClassifyTask):
             ),  # fmt: skip
         }
         return Setup(model, batches, (x_val, y_val), sizes)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The classification loss of a batch cut to its longest text: the models give
+        the same logits however much padding follows (tested), so this saves only time."""
+        width = int((x != self.pad_id).sum(1).max().clamp(min=1))
+        return super().loss(model, x[:, :width], y)
 
     def validate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
         result = self.evaluate(model, x, y, batch_size)

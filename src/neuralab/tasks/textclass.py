@@ -126,7 +126,7 @@ class TextClassTask(ClassifyTask):
             "train/texts_cut": cut,
             "train/tokens_per_text": round(
                 (x_train != tokenizer.special["<pad>"]).sum().item() / max(len(x_train), 1), 2
-            ),  # fmt: skip
+            ),
         }
         return Setup(model, batches, (x_val, y_val), sizes)
 

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from neuralab.cli.common import print_json
+from neuralab.cli.common import print_json, top_classes
 from neuralab.errors import UserError
 
 
@@ -140,12 +140,7 @@ def predict_clips(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any)
         x = read_clip(path, cfg.data.frames, cfg.data.clip_size)
         with torch.no_grad():
             probs = model(x).softmax(dim=1)[0]
-        top = probs.topk(min(args.top_k, len(classes)))
-        preds = [
-            {"class": classes[i], "index": int(i), "prob": float(p)}
-            for p, i in zip(top.values, top.indices, strict=True)
-        ]
-        out.append({"clip": str(path), "top": preds})
+        out.append({"clip": str(path), "top": top_classes(probs, classes, args.top_k)})
     if args.json:
         print_json({"run": str(run_dir), "predictions": out})
         return 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from neuralab.cli.common import print_json
+from neuralab.cli.common import print_json, top_classes
 from neuralab.errors import UserError
 
 
@@ -71,12 +71,8 @@ def predict_texts(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any)
             )
         with torch.no_grad():
             probs = model(ids).softmax(dim=1)[0]
-        top = probs.topk(min(args.top_k, len(classes)))
-        preds = [
-            {"class": classes[i], "index": int(i), "prob": float(p)}
-            for p, i in zip(top.values, top.indices, strict=True)
-        ]
-        out.append({"text": text, "tokens": int(ids.shape[1]), "top": preds})
+        top = top_classes(probs, classes, args.top_k)
+        out.append({"text": text, "tokens": int(ids.shape[1]), "top": top})
     if args.json:
         print_json({"run": str(run_dir), "predictions": out})
         return 0

@@ -123,3 +123,13 @@ def comma_list(text: str, what: str, convert: Callable[[str], Any], example: str
     if not values:
         raise UserError(f"{what} needs at least one value, e.g. {example}")
     return values
+
+
+def top_classes(probs: Any, classes: Any, k: int) -> list[dict[str, Any]]:
+    """The ``k`` likeliest of (C,) class probabilities, likeliest first, as
+    {"class", "index", "prob"} (``predict``'s JSON)."""
+    top = probs.topk(min(k, len(classes)))
+    return [
+        {"class": classes[i], "index": int(i), "prob": float(p)}
+        for p, i in zip(top.values, top.indices, strict=True)
+    ]

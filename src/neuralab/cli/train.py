@@ -18,6 +18,7 @@ from neuralab.cli.common import (
     print_json,
     resolve_run,
     table,
+    top_classes,
 )
 from neuralab.errors import UserError
 
@@ -249,7 +250,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     dark = border_mean(x_train[:1000]) < 0.5
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
-    k = min(args.top_k, spec.num_classes)
     out = []
     for path in args.images:
         image, inverted = read_image(
@@ -257,12 +257,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         with torch.no_grad():
             probs = model(image.unsqueeze(0)).softmax(dim=1)[0]
-        top = probs.topk(k)
-        preds = [
-            {"class": spec.classes[i], "index": int(i), "prob": float(p)}
-            for p, i in zip(top.values, top.indices, strict=True)
-        ]
-        out.append({"image": str(path), "inverted": inverted, "top": preds})
+        top = top_classes(probs, spec.classes, args.top_k)
+        out.append({"image": str(path), "inverted": inverted, "top": top})
     if args.json:
         print_json({"run": str(run_dir), "predictions": out})
         return 0

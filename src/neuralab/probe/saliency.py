@@ -223,11 +223,12 @@ def saliency(
     return _method(method)(model, x, target, **kw)
 
 
-def _heat(maps: Tensor) -> Tensor:
-    """(B, C, H, W) attributions -> (B, H, W) heat in [0, 1]: |map| summed over channels,
-    divided by each image's maximum, so every picture uses its full colour scale."""
-    heat = maps.detach().abs().sum(dim=1).float().cpu()  # (B, H, W)
-    return heat / heat.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+def _heat(maps: Tensor, channels: int = 1) -> Tensor:
+    """(B, C, H, W) attributions -> (B, H, W) heat in [0, 1] (or (B, T, C, H, W) with
+    ``channels=2`` -> (B, T, H, W)): |map| summed over channels, divided by each example's
+    maximum, so every picture (every clip, all its frames alike) uses its full colour scale."""
+    heat = maps.detach().abs().sum(dim=channels).float().cpu()
+    return heat / heat.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, *[1] * (heat.ndim - 1))
 
 
 def plot_saliency(
@@ -285,8 +286,7 @@ def plot_clip_saliency(
     """A PNG with two rows per clip (B, T, C, H, W) in [0, 1]: every ``every``-th frame, and
     under it that frame's saliency heat (|map| summed over channels, normalised by the
     clip's maximum, so the frames compare), titled with the frame's share of the clip's."""
-    heat = maps.detach().abs().sum(dim=2).float().cpu()  # (B, T, H, W)
-    heat = heat / heat.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    heat = _heat(maps, channels=2)  # (B, T, H, W)
     shares = frame_shares(maps)
     shown = range(0, clips.shape[1], every)
     fig, axes = subplots(

@@ -191,6 +191,15 @@ def loss_and_confusion(
     return total_loss, confusion
 
 
+def dataset_of_kind(cfg: RunConfig, kind: str, needs: str) -> data.DatasetSpec:
+    """The spec of ``cfg.data.name``, which a kind of run needs to be of dataset ``kind``;
+    else the one-line error "{needs}, not 'name'"."""
+    spec = data.DATASETS.get(cfg.data.name)
+    if spec.kind != kind:
+        raise UserError(f"{needs}, not {cfg.data.name!r}")
+    return spec
+
+
 TASKS: Registry[type[Task]] = Registry("task")
 
 

@@ -26,14 +26,13 @@ from neuralab.attack.base import eval_mode
 from neuralab.data import captions
 from neuralab.data.batches import Batch, ImageBatches
 from neuralab.data.caption_grammar import fact_scores
-from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import unwrap
 from neuralab.models.caption_search import decode
 from neuralab.models.captioner import BOS, Captioner
 from neuralab.runs import write_atomic
 from neuralab.seed import derived_generator, seed_everything
-from neuralab.tasks.base import TASKS, Setup, Task
+from neuralab.tasks.base import TASKS, Setup, Task, dataset_of_kind
 from neuralab.tasks.caption_metrics import bleu, cider_d
 
 if TYPE_CHECKING:
@@ -87,11 +86,9 @@ class CaptionTask(Task):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> CaptionTask:
-        if data.DATASETS.get(cfg.data.name).kind != "captions":
-            raise UserError(
-                f"captioning needs a captioned scene set (data.name: {captions.NAME}), "
-                f"not {cfg.data.name!r}"
-            )
+        dataset_of_kind(
+            cfg, "captions", f"captioning needs a captioned scene set (data.name: {captions.NAME})"
+        )
         return cls()
 
     def check_data(self, cfg: RunConfig) -> None:

@@ -19,10 +19,9 @@ from torch import Tensor, nn
 from neuralab import data
 from neuralab.data import scenes
 from neuralab.data.batches import Batch, ImageBatches
-from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.seed import seed_everything
-from neuralab.tasks.base import TASKS, Setup, Task, loss_and_confusion
+from neuralab.tasks.base import TASKS, Setup, Task, dataset_of_kind, loss_and_confusion
 
 if TYPE_CHECKING:
     from neuralab.config import DataConfig, RunConfig
@@ -62,13 +61,8 @@ class SceneTask(Task):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> SceneTask:
-        spec = data.DATASETS.get(cfg.data.name)
-        if spec.kind != "scenes":
-            raise UserError(
-                f"{cls.purpose} needs a scene set (data.name: {', '.join(scenes.SOURCES)}), "
-                f"not {cfg.data.name!r}"
-            )
-        return cls(spec.classes)
+        needs = f"{cls.purpose} needs a scene set (data.name: {', '.join(scenes.SOURCES)})"
+        return cls(dataset_of_kind(cfg, "scenes", needs).classes)
 
     def check_data(self, cfg: RunConfig) -> None:
         """The scenes are generated on first use; their source images must be here."""

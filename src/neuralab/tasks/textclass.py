@@ -18,7 +18,7 @@ from neuralab.data.batches import ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.seed import seed_everything
-from neuralab.tasks.base import TASKS, Setup
+from neuralab.tasks.base import TASKS, Setup, dataset_of_kind
 from neuralab.tasks.classify import ClassifyTask
 from neuralab.text.bpe import BPETokenizer
 
@@ -74,12 +74,8 @@ class TextClassTask(ClassifyTask):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> TextClassTask:
-        spec = data.DATASETS.get(cfg.data.name)
-        if spec.kind != "labelled-text":
-            raise UserError(
-                f"text classification needs labelled texts (data.name: "
-                f"{' or '.join(READERS)}), not {cfg.data.name!r}"
-            )
+        needs = f"text classification needs labelled texts (data.name: {' or '.join(READERS)})"
+        spec = dataset_of_kind(cfg, "labelled-text", needs)
         return cls(spec.classes, cfg.train.label_smoothing)
 
     def higher_is_better(self, monitor: str) -> bool:

@@ -17,7 +17,7 @@ from neuralab.data.batches import Batch, ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.seed import seed_everything
-from neuralab.tasks.base import TASKS, Setup
+from neuralab.tasks.base import TASKS, Setup, dataset_of_kind
 from neuralab.tasks.classify import ClassifyTask
 
 if TYPE_CHECKING:
@@ -71,11 +71,8 @@ class VideoTask(ClassifyTask):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> VideoTask:
-        if data.DATASETS.get(cfg.data.name).kind != "clips":
-            raise UserError(
-                f"video classification needs a clip set (data.name: {moving.NAME}), "
-                f"not {cfg.data.name!r}"
-            )
+        needs = f"video classification needs a clip set (data.name: {moving.NAME})"
+        dataset_of_kind(cfg, "clips", needs)
         if cfg.data.videos_test and cfg.data.video_frames < cfg.data.frames:
             raise UserError(
                 f"data.video_frames ({cfg.data.video_frames}) must be at least data.frames "

@@ -84,10 +84,13 @@ class DataConfig:
     clips_test: int = field(default=2000, metadata=bounds(1))
     video_frames: int = field(default=24, metadata=bounds(4, 64))
     videos_test: int = field(default=500, metadata=bounds(0))
-    # labelled text (bible-genre): the BPE vocabulary learnt from the train texts (special
-    # tokens included), and the most tokens of a text a classifier reads (the rest is cut)
+    # labelled and parallel text: the BPE vocabulary learnt from the train texts (special
+    # tokens included), and the most tokens of a text a model reads (the rest is cut)
     vocab_size: int = field(default=4000, metadata=bounds(258, 65536))
     max_tokens: int = field(default=96, metadata=bounds(1, 4096))
+    # parallel text (bible-en-es, bible-kjv-web): only these books (OSIS names, comma-
+    # separated, e.g. "Gen,Ruth,Judg"); "" = every book. The split of a book is fixed.
+    books: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from neuralab.data.captions import Vocabulary
 from neuralab.data.image_files import read_image
 from neuralab.errors import UserError
 from neuralab.models.base import unwrap
-from neuralab.models.caption_search import decode
 from neuralab.models.captioner import Captioner
+from neuralab.models.search import decode
 
 
 def _scene(cfg: Any, path: str) -> torch.Tensor:

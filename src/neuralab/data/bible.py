@@ -182,3 +182,95 @@ def genre_split(split: str, data_dir: str | Path | None = None) -> tuple[list[st
             texts.append(text)
             labels.append(genres.index(GENRE_OF[book]))
     return texts, labels
+
+
+# --------------------------------------------------------------------------- translation
+
+PAIRS = {"bible-en-es": ("web", "rv1909"), "bible-kjv-web": ("kjv", "web")}
+# whole books, so that no passage told twice (Kings and Chronicles, the Gospels) is on both
+# sides of a split; each split spans the Old and New Testaments and several genres
+TEST_BOOKS = ("Judg", "Prov", "Rom", "Heb")
+VAL_BOOKS = ("Ruth", "Eccl", "Jonah", "Gal", "Jas")
+RATIO = (0.5, 2.0)  # the character-length ratios (target / source) of an aligned pair
+OUTLIERS_PER_CHAPTER = 3  # a chapter with this many pairs outside RATIO is shifted
+
+
+def _ratio_ok(source: str, target: str) -> bool:
+    return RATIO[0] <= len(target) / max(len(source), 1) <= RATIO[1]
+
+
+def aligned_pairs(
+    source: str, target: str, data_dir: str | Path | None = None
+) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+    """The verses both translations have, as (ref, source text, target text), less those that
+    are not translations of each other, and how many each rule dropped. Versifications differ
+    in places (NRSVA and KJV number Hosea 11-12 or Numbers 12-13 differently, and an offset
+    runs on into the next chapter), so:
+
+    1. a chapter whose verse count differs between the two, and the chapter after it, are
+       dropped (``versification``);
+    2. a chapter with ``OUTLIERS_PER_CHAPTER`` or more pairs whose character-length ratio
+       lies outside ``RATIO`` is dropped (``shifted``: an offset with equal counts);
+    3. any other pair outside ``RATIO`` is dropped (``ratio``)."""
+    a, b = read_verses(source, data_dir), read_verses(target, data_dir)
+    counts: dict[str, dict[tuple[str, int], int]] = {"a": {}, "b": {}}
+    for side, verses in (("a", a), ("b", b)):
+        for ref in verses:
+            book, chapter, _ = parse_ref(ref)
+            counts[side][book, chapter] = counts[side].get((book, chapter), 0) + 1
+    uneven = {
+        k
+        for k in counts["a"].keys() | counts["b"].keys()
+        if counts["a"].get(k) != counts["b"].get(k)
+    }
+    uneven |= {(book, chapter + 1) for book, chapter in uneven}
+    common = [ref for ref in a if ref in b]
+    outliers: dict[tuple[str, int], int] = {}
+    for ref in common:
+        if not _ratio_ok(a[ref], b[ref]):
+            key = parse_ref(ref)[:2]
+            outliers[key] = outliers.get(key, 0) + 1
+    shifted = {k for k, n in outliers.items() if n >= OUTLIERS_PER_CHAPTER} - uneven
+    dropped = {"versification": 0, "shifted": 0, "ratio": 0}
+    pairs = []
+    for ref in common:
+        chapter = parse_ref(ref)[:2]
+        if chapter in uneven:
+            dropped["versification"] += 1
+        elif chapter in shifted:
+            dropped["shifted"] += 1
+        elif not _ratio_ok(a[ref], b[ref]):
+            dropped["ratio"] += 1
+        else:
+            pairs.append((ref, a[ref], b[ref]))
+    return pairs, dropped
+
+
+def split_of_book(book: str) -> str:
+    """The split a book's verses belong to in the translation sets."""
+    return "test" if book in TEST_BOOKS else "val" if book in VAL_BOOKS else "train"
+
+
+def translation_split(
+    name: str, split: str, data_dir: str | Path | None = None, books: tuple[str, ...] = ()
+) -> list[tuple[str, str, str]]:
+    """(ref, source, target) of ``split`` of the parallel set ``name`` (``PAIRS``), in canon
+    order; ``books`` (OSIS names) keeps those books only."""
+    if name not in PAIRS:
+        raise UserError(f"parallel texts are {', '.join(PAIRS)}, not {name!r}")
+    if split not in ("train", "val", "test"):
+        raise UserError(f"split must be train, val or test, got {split!r}")
+    unknown = [b for b in books if b not in GENRE_OF]
+    if unknown:
+        raise UserError(f"unknown books {', '.join(unknown)}; the books are: {' '.join(BOOKS)}")
+    pairs, _ = aligned_pairs(*PAIRS[name], data_dir)
+    out = [
+        p
+        for p in pairs
+        if split_of_book(book := parse_ref(p[0])[0]) == split and (not books or book in books)
+    ]
+    if not out:
+        wanted = {"test": TEST_BOOKS, "val": VAL_BOOKS}.get(split, ())
+        hint = f": data.books must include one of {', '.join(wanted)}" if wanted else ""
+        raise UserError(f"{name} has no {split} pairs in the books asked for{hint}")
+    return out

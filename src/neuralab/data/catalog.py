@@ -14,11 +14,12 @@ published by the dataset authors and torchvision agree with them):
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from neuralab.data.bible import GENRES
+from neuralab.data.bible import GENRES, PAIRS, find_module
 from neuralab.data.cifar import SOURCES, read_cifar10
 from neuralab.data.fortunes import CATEGORIES, find_fortunes
 from neuralab.data.idx import read_mnist_like
@@ -284,15 +285,18 @@ DATASETS.add(
 
 
 def _labelled_text(directory: Path) -> RawData:
-    raise UserError(
-        f"labelled texts are read by neuralab.data.bible and .fortunes, not {directory}"
-    )
+    raise UserError(f"texts are read by neuralab.data.bible and .fortunes, not {directory}")
 
 
 def _sword_web() -> Path:
-    from neuralab.data.bible import find_module
-
     return find_module("web")
+
+
+def _sword_pair(name: str) -> Callable[[], Path]:
+    def find() -> Path:
+        return [find_module(t) for t in PAIRS[name]][-1]
+
+    return find
 
 
 DATASETS.add(
@@ -324,3 +328,30 @@ DATASETS.add(
         kind="labelled-text",
     ),
 )
+
+for _name, _what, _packages in (
+    (
+        "bible-en-es",
+        "English (WEB) to Spanish (Reina-Valera 1909)",
+        "sword-text-web sword-text-sparv",
+    ),
+    (
+        "bible-kjv-web",
+        "the King James Version to the World English Bible",
+        "sword-text-kjv sword-text-web",
+    ),
+):
+    DATASETS.add(
+        _name,
+        DatasetSpec(
+            name=_name,
+            classes=(),
+            channels=1,
+            height=1,
+            width=1,
+            read=_labelled_text,
+            how_to_get=f"apt-get install {_packages} ({_what}, verse by verse; public domain)",
+            bundled=_sword_pair(_name),
+            kind="parallel-text",
+        ),
+    )

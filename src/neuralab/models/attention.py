@@ -1,4 +1,5 @@
-"""Multi-head self-attention and the pre-LayerNorm Transformer block that GPT and ViT share.
+"""Multi-head self-attention, cross-attention, and the pre-LayerNorm Transformer block that GPT
+and ViT share.
 
 Attention (Vaswani et al. 2017, "Attention Is All You Need", §3.2): each of ``n_heads`` heads
 projects the tokens to queries, keys and values of size ``d_head = d_model / n_heads`` and
@@ -180,6 +181,55 @@ class MultiHeadSelfAttention(nn.Module):
         weights = torch.softmax(scores, dim=-1)  # (B, nh, T, S), rows sum to 1
         y = self.attn_dropout(weights) @ v  # (B, nh, T, S) @ (B, nh, S, hs) -> (B, nh, T, hs)
         return y, weights
+
+
+class CrossAttention(nn.Module):
+    """Attention of ``n_heads`` heads from (B, T, d_model) queries to (B, S, d_model) memory
+    (an encoder's output): the decoder's "encoder-decoder attention" (Vaswani et al. 2017,
+    §3.2.3). ``memory_kv(memory)`` projects the memory to keys and values once, so that a
+    decoder generating word by word does not redo it; ``forward(x, kv, keep)`` attends, and
+    a memory position where ``keep`` (B, S) is False (padding) gets no weight. With
+    ``need_weights`` it also returns the (B, nh, T, S) weights (each row sums to 1)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        check(
+            n_heads >= 1 and d_model % n_heads == 0,
+            f"d_model={d_model} must be a multiple of n_heads={n_heads}",
+        )
+        self.n_heads, self.d_head = n_heads, d_model // n_heads
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, d_model) -> keys and values, each (B, nh, S, hs)."""
+        B, S, _ = memory.shape
+        k, v = self.kv(memory).view(B, S, 2, self.n_heads, self.d_head).unbind(2)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor],
+        keep: torch.Tensor,
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        q = self.q(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = kv
+        mask = keep[:, None, None, :]  # (B, 1, 1, S)
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, nh, T, S)
+            weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            y = weights @ v
+        else:
+            p = self.dropout if self.training else 0.0
+            y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
+        y = self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+        return (y, weights) if need_weights else y
 
 
 class ReLUSquared(nn.Module):

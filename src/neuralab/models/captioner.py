@@ -14,7 +14,7 @@ is a tanh layer of the mean feature. Its loss adds the doubly stochastic regular
 cells, as the authors' code and common reimplementations scale it).
 
 Both decode one word at a time through the same three methods, which the searches of
-``caption_search`` drive: ``encode(x)`` -> memory, ``start(memory)`` -> state,
+``models.search`` drive: ``encode(x)`` -> memory, ``start(memory)`` -> state,
 ``step(memory, state, words)`` -> (logits, state, attention weights or None). ``forward(x,
 words)`` is teacher forcing: logits of every next word at once.
 """
@@ -94,6 +94,8 @@ class Captioner(nn.Module):
     Config: ClassVar[type[CaptionerConfig]] = CaptionerConfig
     kind: ClassVar[str] = "caption"
     attends: ClassVar[bool] = False
+    bos: ClassVar[int] = BOS  # the ids models.search reads
+    eos: ClassVar[int] = EOS
 
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()

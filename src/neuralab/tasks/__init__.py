@@ -13,6 +13,7 @@ from neuralab.tasks import (
     masked,
     segment,
     textclass,
+    translate,
     video,
 )
 from neuralab.tasks.base import TASKS, Setup, Task, build_task, task_name
@@ -35,5 +36,6 @@ __all__ = [
     "segment",
     "task_name",
     "textclass",
+    "translate",
     "video",
 ]

@@ -71,6 +71,7 @@ class Task:
         if model_kind(cfg.model.name) != self.model_kind:
             what = {
                 "text": "text",
+                "seq2seq": f"parallel texts ({cfg.data.name})",
                 "segment": f"pixel classes ({cfg.data.name})",
                 "detect": f"object boxes ({cfg.data.name})",
             }.get(self.model_kind, f"images ({cfg.data.name})")

@@ -28,8 +28,8 @@ from neuralab.data.batches import Batch, ImageBatches
 from neuralab.data.caption_grammar import fact_scores
 from neuralab.models import create_model
 from neuralab.models.base import unwrap
-from neuralab.models.caption_search import decode
 from neuralab.models.captioner import BOS, Captioner
+from neuralab.models.search import decode
 from neuralab.runs import write_atomic
 from neuralab.seed import derived_generator, seed_everything
 from neuralab.tasks.base import TASKS, Setup, Task, dataset_of_kind

@@ -1,51 +1,70 @@
-"""Decoding a captioner: greedy, beam search and temperature sampling, batched.
+"""Decoding a captioner or a translator: greedy, beam search and temperature sampling,
+batched.
 
-Each returns, per image, the word ids before ``<eos>`` and the (words, P) attention weights
-that chose them ((words, 0) for a model that does not attend).
+A decoder is a model with ``encode(x)`` -> memory, ``start(memory)`` -> state and
+``step(memory, state, words)`` -> (logits, state, attention weights), where memory and
+state are tuples of tensors whose first dimension is the batch, and with the ids ``bos``
+(the first input) and ``eos`` (the end). Each search returns, per input (an image, a
+source sentence), the word ids before ``<eos>`` and the (words, P) attention weights that
+chose them ((words, 0) for a model that does not attend).
 
-Beam search keeps the ``beam`` likeliest partial captions of every image; a caption that
-ends (``<eos>``) leaves the beam with its score normalised by length, ``log p / len^α``
-(Wu et al. 2016's simpler form; α = 0 is the raw log-probability), and an image stops when
-``beam`` captions have ended — so beam 1 is greedy decoding. Captions still open at
+Beam search keeps the ``beam`` likeliest partial outputs of every input; one that ends
+(``<eos>``) leaves the beam with its score normalised by length, ``log p / len^α`` (Wu et
+al. 2016's simpler form; α = 0 is the raw log-probability), and an input stops when
+``beam`` outputs have ended — so beam 1 is greedy decoding. Outputs still open at
 ``max_len`` end there.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
 from neuralab.models.base import check
-from neuralab.models.captioner import BOS, EOS, Captioner
 
 
-def _begin(model: Captioner, x: Tensor, copies: int = 1):
+class Decoder(Protocol):
+    bos: int
+    eos: int
+
+    def encode(self, x: Tensor) -> tuple[Tensor, ...]: ...
+
+    def start(self, memory: tuple[Tensor, ...]) -> tuple[Tensor, ...]: ...
+
+    def step(
+        self, memory: tuple[Tensor, ...], state: tuple[Tensor, ...], words: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]: ...
+
+
+def _begin(model: Decoder, x: Tensor, copies: int = 1):
     memory = model.encode(x)
     if copies > 1:
         memory = tuple(m.repeat_interleave(copies, 0) for m in memory)
     state = model.start(memory)
-    words = torch.full((len(x) * copies,), BOS, dtype=torch.long, device=x.device)
+    words = torch.full((len(x) * copies,), model.bos, dtype=torch.long, device=x.device)
     return memory, state, words
 
 
-def _cut(ids: Tensor, alphas: Tensor) -> list[tuple[list[int], Tensor]]:
+def _cut(ids: Tensor, alphas: Tensor, eos: int) -> list[tuple[list[int], Tensor]]:
     """Each row's ids before its first <eos>, and their attention weights."""
     out = []
     for row, alpha in zip(ids.tolist(), alphas, strict=True):
-        n = row.index(EOS) if EOS in row else len(row)
+        n = row.index(eos) if eos in row else len(row)
         out.append((row[:n], alpha[:n]))
     return out
 
 
 @torch.no_grad()
-def greedy(model: Captioner, x: Tensor, max_len: int) -> list[tuple[list[int], Tensor]]:
+def greedy(model: Decoder, x: Tensor, max_len: int) -> list[tuple[list[int], Tensor]]:
     """The likeliest word at every step."""
     return sample(model, x, max_len, temperature=0.0)
 
 
 @torch.no_grad()
 def sample(
-    model: Captioner,
+    model: Decoder,
     x: Tensor,
     max_len: int,
     temperature: float = 1.0,
@@ -65,23 +84,23 @@ def sample(
             words = torch.multinomial(probs, 1, generator=generator)[:, 0]
         ids.append(words)
         alphas.append(alpha)
-        done |= words == EOS
+        done |= words == model.eos
         if done.all():
             break
-    return _cut(torch.stack(ids, 1), torch.stack(alphas, 1).float().cpu())
+    return _cut(torch.stack(ids, 1), torch.stack(alphas, 1).float().cpu(), model.eos)
 
 
 @torch.no_grad()
 def beam_search(
-    model: Captioner, x: Tensor, max_len: int, beam: int = 3, alpha: float = 0.7
+    model: Decoder, x: Tensor, max_len: int, beam: int = 3, alpha: float = 0.7
 ) -> list[tuple[list[int], Tensor]]:
-    """The best of each image's ``beam`` ended captions by length-normalised log-probability
+    """The best of each input's ``beam`` ended outputs by length-normalised log-probability
     (``alpha``: the exponent of the length)."""
     check(beam >= 1, f"beam must be >= 1, got {beam}")
     n = len(x)
     memory, state, words = _begin(model, x, beam)
     scores = torch.full((n, beam), float("-inf"), device=x.device)
-    scores[:, 0] = 0.0  # one live caption per image at first
+    scores[:, 0] = 0.0  # one live output per input at first
     history = torch.zeros(n * beam, 0, dtype=torch.long, device=x.device)
     attention = None
     ended: list[list[tuple[float, list[int], Tensor]]] = [[] for _ in range(n)]
@@ -94,20 +113,20 @@ def beam_search(
         total = (scores[..., None] + logp).view(n, -1)  # (N, beam·V)
         top_scores, top = total.topk(min(2 * beam, total.shape[1]), dim=1)
         origin = torch.zeros(n, beam, dtype=torch.long)
-        chosen = torch.full((n, beam), EOS, dtype=torch.long)
+        chosen = torch.full((n, beam), model.eos, dtype=torch.long)
         new_scores = torch.full((n, beam), float("-inf"))
         vocab = logp.shape[-1]
         for i in range(n):
             if len(ended[i]) >= beam:
-                continue  # this image is done; its rows run on, unused
+                continue  # this input is done; its rows run on, unused
             kept = 0
             for score, flat in zip(top_scores[i].tolist(), top[i].tolist(), strict=True):
                 if score == float("-inf"):
                     break
                 b, word = divmod(flat, vocab)
                 row = i * beam + b
-                if word == EOS or t == max_len - 1:
-                    ids = history[row].tolist() + ([] if word == EOS else [word])
+                if word == model.eos or t == max_len - 1:
+                    ids = history[row].tolist() + ([] if word == model.eos else [word])
                     normalised = score / (t + 1) ** alpha  # t + 1 words, <eos> included
                     ended[i].append((normalised, ids, attention[row, : len(ids)].float().cpu()))
                     if len(ended[i]) >= beam:
@@ -129,7 +148,7 @@ def beam_search(
 
 
 def decode(
-    model: Captioner,
+    model: Decoder,
     x: Tensor,
     max_len: int,
     beam: int = 1,

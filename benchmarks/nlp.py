@@ -17,8 +17,8 @@ EN→ES BLEU: no attention < attention (≥ 15) < Transformer (≥ 20), each in 
 
     python benchmarks/nlp.py                       # tokenizer, baseline, the classifiers
     python benchmarks/nlp.py --only baseline cnn   # some of them
-    python benchmarks/nlp.py --only cnn train.epochs=2
-    python benchmarks/nlp.py --only en_es_transformer train.epochs=6
+    python benchmarks/nlp.py train.epochs=2 --only cnn
+    python benchmarks/nlp.py train.epochs=6 --only en_es_transformer
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from neuralab.data import caption_grammar as grammar
 from neuralab.data.captions import EOS, PAD, UNK, Vocabulary
 from neuralab.errors import UserError
 from neuralab.models import create_model
-from neuralab.models.search import beam_search, greedy, sample
 from neuralab.models.captioner import BOS, Captioner, CaptionerConfig, doubly_stochastic
+from neuralab.models.search import beam_search, greedy, sample
 from neuralab.tasks.caption_metrics import bleu, cider_d
 
 BAG, BOOT, SHIRT = 8, 9, 6

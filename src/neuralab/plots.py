@@ -1,5 +1,5 @@
-"""PNG plots of a run (learning curves, the test confusion matrix, attack curves) and the
-two helpers every plot in neuralab is drawn with.
+"""PNG plots of a run (learning curves, the test confusion matrix, attack curves, attention
+pictures) and the two helpers every plot in neuralab is drawn with.
 
 Figures are ``matplotlib.figure.Figure`` objects owned by their caller, never pyplot's: this
 module neither selects a backend nor imports ``matplotlib.pyplot``, so importing neuralab in
@@ -381,4 +381,19 @@ def plot_caption_attention(
         light = (weights / weights.max().clamp(min=1e-12)).numpy()[..., None]
         ax.imshow(rgb * (0.15 + 0.85 * light))
         ax.set_title(word, fontsize=8)
+    return save_figure(fig, out)
+
+
+def plot_alignment(
+    source: Sequence[str], target: Sequence[str], weights: torch.Tensor, out: Path
+) -> Path:
+    """Bahdanau et al.'s alignment picture: the (target, source) attention weights as a grey
+    matrix, a row per written token and a column per source token (white: all weight)."""
+    weights = weights.float().numpy()
+    fig, ax = subplots(figsize=(1.0 + 0.3 * len(source), 1.0 + 0.3 * len(target)))
+    ax.imshow(weights, cmap="gray", vmin=0, vmax=max(float(weights.max()), 1e-12))
+    ax.set_xticks(range(len(source)), [repr(s)[1:-1] for s in source], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(target)), [repr(t)[1:-1] for t in target], fontsize=7)
+    ax.set_xlabel("source tokens")
+    ax.set_ylabel("written tokens")
     return save_figure(fig, out)

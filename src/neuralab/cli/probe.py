@@ -138,7 +138,14 @@ def cmd_probe_attention(args: argparse.Namespace) -> int:
     from neuralab.models import model_kind
     from neuralab.probe.attention import attention_run
 
-    captions = model_kind(config_lib.load_run(Path(args.run)).model.name) == "caption"
+    kind = model_kind(config_lib.load_run(Path(args.run)).model.name)
+    if kind == "seq2seq":
+        from neuralab.cli.translate import probe_translation_attention
+
+        return probe_translation_attention(args)
+    if args.source:
+        raise UserError("--source is for translation runs; a GPT run reads --text")
+    captions = kind == "caption"
     if captions != (args.image is not None):
         raise UserError(
             "a caption run needs an image: neuralab probe attention RUN scene.png"
@@ -253,12 +260,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = probe_sub.add_parser(
         "attention",
-        help="attention maps of every head of a GPT run; a captioner's attention for each word",
+        help="attention maps of every head of a GPT run; a captioner's attention for each "
+        "word; a translator's alignment of written and source tokens",
     )
     p.add_argument("run")
     p.add_argument("image", nargs="?", help="caption runs: the scene to caption")
     p.add_argument("--text", help="the characters to look at (default: the test text's start)")
-    p.add_argument("--out", help="caption runs: the PNG (default: IMAGE_attention.png)")
+    p.add_argument("--source", help="translation runs: the sentence to translate and look at")
+    p.add_argument(
+        "--out",
+        help="caption and translation runs: the PNG (default: IMAGE_attention.png; "
+        "RUN/plots/alignment.png)",
+    )
     add_which(p)
     add_json(p)
     p.set_defaults(func=cmd_probe_attention)

@@ -203,6 +203,7 @@ def trained_run(args: argparse.Namespace, kinds: tuple[str, ...] = ("image",)):
                 "caption": "captioners",
                 "video": "clip classifiers",
                 "textclass": "text classifiers",
+                "seq2seq": "translators",
             }[k]
             for k in kinds
         )

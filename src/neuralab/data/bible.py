@@ -251,6 +251,23 @@ def split_of_book(book: str) -> str:
     return "test" if book in TEST_BOOKS else "val" if book in VAL_BOOKS else "train"
 
 
+def check_books(books: tuple[str, ...]) -> None:
+    """Refuse unknown book names, and a choice of books that leaves a split empty."""
+    unknown = [b for b in books if b not in GENRE_OF]
+    if unknown:
+        raise UserError(f"unknown books {', '.join(unknown)}; the books are: {' '.join(BOOKS)}")
+    have = {split_of_book(b) for b in books}
+    for split, wanted in (("test", TEST_BOOKS), ("val", VAL_BOOKS)):
+        if books and split not in have:
+            raise UserError(
+                f"data.books leaves no {split} pairs: include one of {', '.join(wanted)}"
+            )
+    if books and "train" not in have:
+        raise UserError(
+            "data.books leaves no train pairs: include a book outside the val and test books"
+        )
+
+
 def translation_split(
     name: str, split: str, data_dir: str | Path | None = None, books: tuple[str, ...] = ()
 ) -> list[tuple[str, str, str]]:
@@ -260,17 +277,10 @@ def translation_split(
         raise UserError(f"parallel texts are {', '.join(PAIRS)}, not {name!r}")
     if split not in ("train", "val", "test"):
         raise UserError(f"split must be train, val or test, got {split!r}")
-    unknown = [b for b in books if b not in GENRE_OF]
-    if unknown:
-        raise UserError(f"unknown books {', '.join(unknown)}; the books are: {' '.join(BOOKS)}")
+    check_books(books)
     pairs, _ = aligned_pairs(*PAIRS[name], data_dir)
-    out = [
+    return [
         p
         for p in pairs
         if split_of_book(book := parse_ref(p[0])[0]) == split and (not books or book in books)
     ]
-    if not out:
-        wanted = {"test": TEST_BOOKS, "val": VAL_BOOKS}.get(split, ())
-        hint = f": data.books must include one of {', '.join(wanted)}" if wanted else ""
-        raise UserError(f"{name} has no {split} pairs in the books asked for{hint}")
-    return out

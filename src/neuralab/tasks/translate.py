@@ -49,6 +49,7 @@ TOKENIZER = "tokenizer.json"
 TEST_BEAM = 4
 BUCKET = 50  # batches sorted by length together
 EXAMPLES = 30  # test translations kept in test_translations.json
+LENGTH = (2, 10)  # a translation has at most 2 S + 10 tokens (and max_len) for S source tokens
 
 
 def books_of(cfg: DataConfig) -> tuple[str, ...]:
@@ -143,7 +144,8 @@ def translate_ids(
     model: nn.Module, src: Tensor, batch_size: int, beam: int = 1
 ) -> list[tuple[list[int], Tensor]]:
     """Each source's target ids (and attention weights) by greedy decoding (``beam`` 1) or
-    beam search, in eval mode; batches of similar length go together."""
+    beam search, in eval mode, at most ``LENGTH`` tokens long; batches of similar length go
+    together."""
     translator = unwrap(model, Seq2Seq)
     pad = translator.config.pad_id
     order = (src != pad).sum(1).argsort().tolist()
@@ -152,7 +154,7 @@ def translate_ids(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             xb = trim(src[idx], pad)
-            max_len = translator.config.max_len
+            max_len = min(translator.config.max_len, LENGTH[0] * xb.shape[1] + LENGTH[1])
             found = (
                 greedy(translator, xb, max_len)
                 if beam == 1
@@ -160,6 +162,39 @@ def translate_ids(
             )
             for i, result in zip(idx, found, strict=True):
                 out[i] = result
+    return out
+
+
+def translate_texts(
+    model: nn.Module, tokenizer: BPETokenizer, texts: list[str], beam: int = TEST_BEAM
+) -> list[dict[str, Any]]:
+    """Each text's translation by beam search (``beam`` 1: greedy), in eval mode: a dict of
+    ``translation``, the ``source`` and ``target`` tokens (as text), the (target, source)
+    attention ``weights`` ((target, 0) for a model that does not attend) and whether the
+    text was ``cut`` at the model's ``max_len`` tokens. An empty text is a one-line error;
+    every other text encodes (byte-level BPE has no unknown token)."""
+    if any(not t.strip() for t in texts):
+        raise UserError("a text to translate is empty: there is nothing to translate")
+    if beam < 1:
+        raise UserError(f"the beam must be >= 1, got {beam}")
+    translator = unwrap(model, Seq2Seq)
+    x, _ = encode_sources(tokenizer, texts, translator.config.max_len)
+    piece = lambda i: tokenizer.decode_bytes([i]).decode("utf-8", errors="replace")  # noqa: E731
+    out = []
+    for text, row, (ids, weights) in zip(
+        texts, x, translate_ids(model, x, len(texts), beam), strict=True
+    ):
+        source = [i for i in row.tolist() if i != translator.config.pad_id]
+        out.append(
+            {
+                "text": text,
+                "translation": tokenizer.decode(ids),
+                "source": [piece(i) for i in source],
+                "target": [piece(i) for i in ids],
+                "weights": weights[:, : len(source)],
+                "cut": len(tokenizer.encode_ordinary(text)) > translator.config.max_len,
+            }
+        )
     return out
 
 
@@ -184,6 +219,7 @@ class TranslateTask(Task):
         return cls(cfg.train.label_smoothing)
 
     def check_data(self, cfg: RunConfig) -> None:
+        bible.check_books(books_of(cfg.data))
         for translation in bible.PAIRS[cfg.data.name]:
             bible.find_module(translation, cfg.data.data_dir or None)
 

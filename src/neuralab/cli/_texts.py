@@ -1,4 +1,5 @@
-"""What `neuralab predict` does for a text classification run."""
+"""What `neuralab predict` and `data info` do for text classification, and `data info` for
+parallel texts."""
 
 from __future__ import annotations
 
@@ -39,6 +40,37 @@ def text_info(args: argparse.Namespace) -> dict[str, Any]:
             "words_median": statistics.median(words) if words else 0,
             "words_p90": words[int(0.9 * (len(words) - 1))] if words else 0,
         }
+    return info
+
+
+def pairs_info(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the two translations are, how many verse pairs the alignment rule dropped, and
+    per split: its books, pairs, and words per source and target (median, 90th percentile)."""
+    import statistics
+
+    from neuralab.data import bible
+
+    source, target = bible.PAIRS[args.name]
+    _, dropped = bible.aligned_pairs(source, target, args.data_dir)
+    info: dict[str, Any] = {
+        "name": args.name,
+        "kind": "parallel-text",
+        "source": f"{bible.MODULES[source]} in {bible.find_module(source, args.data_dir)}",
+        "target": f"{bible.MODULES[target]} in {bible.find_module(target, args.data_dir)}",
+        "dropped": dropped,
+        "splits": {},
+    }
+    for split in ("train", "val", "test"):
+        pairs = bible.translation_split(args.name, split, args.data_dir)
+        books = sorted({bible.parse_ref(p[0])[0] for p in pairs}, key=bible.BOOKS.index)
+        row: dict[str, Any] = {"pairs": len(pairs), "books": len(books)}
+        if split != "train":
+            row["books"] = books
+        for side, k in (("source", 1), ("target", 2)):
+            words = sorted(len(p[k].split()) for p in pairs)
+            row[f"{side}_words_median"] = statistics.median(words)
+            row[f"{side}_words_p90"] = words[int(0.9 * (len(words) - 1))]
+        info["splits"][split] = row
     return info
 
 

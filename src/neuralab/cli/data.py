@@ -152,6 +152,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         from neuralab.cli._texts import text_info
 
         info = text_info(args)
+    elif kind == "parallel-text":
+        from neuralab.cli._texts import pairs_info
+
+        info = pairs_info(args)
     else:
         info = data.info(args.name, args.data_dir)
     if args.json:

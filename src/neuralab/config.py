@@ -121,6 +121,9 @@ class TrainConfig:
     accum_steps: int = field(default=1, metadata=bounds(1))
     compile: bool = False  # torch.compile the model for training (checkpoints stay eager)
     label_smoothing: float = field(default=0.0, metadata=bounds(0, 1, high_open=True))
+    # classification: weigh each class's loss by N / (classes · its train examples)
+    # ("balanced", as scikit-learn's class_weight), which favours macro-F1 over accuracy
+    class_weights: str = field(default="none", metadata=choices("none", "balanced"))
     grad_clip: float = field(default=0.0, metadata=bounds(0))  # max global grad norm; 0 = off
     # EMA decay of the weights (e.g. 0.999); 0 = off
     ema: float = field(default=0.0, metadata=bounds(0, 1, high_open=True))

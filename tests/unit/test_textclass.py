@@ -4,8 +4,10 @@ kind of run training and resuming on the real corpus."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import require_dataset
 from sklearn.metrics import f1_score
 
@@ -106,3 +108,28 @@ def test_bible_genre_runs_resume_bit_identically(tmp_path, monkeypatch):
          "train.max_steps=6", "train.val_every=3", "train.log_every=1", "model.filters=8"],
     )  # fmt: skip
     straight_and_resumed(tmp_path, cfg, stop_at=3)
+
+
+def test_balanced_class_weights_are_scikit_learns_and_weigh_the_loss():
+    """N / (C · n_c), as sklearn's compute_class_weight("balanced"); the weighted loss is
+    torch's weighted cross-entropy; a kind of run that does not weigh classes refuses it."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from neuralab import config
+    from neuralab.errors import UserError
+    from neuralab.tasks import build_task
+    from neuralab.tasks.textclass import TextClassTask
+
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    task = TextClassTask(("a", "b", "c"))
+    task.weigh_classes(config.load("bible_genre_cnn", ["train.class_weights=balanced"]), y)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y.numpy())
+    torch.testing.assert_close(task.weight, torch.tensor(expected, dtype=torch.float32))
+    logits = torch.randn(6, 3, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    model = lambda x: logits  # noqa: E731
+    loss, _ = task.loss(model, torch.ones(6, 2, dtype=torch.long), labels)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, labels, task.weight))
+    cfg = config.load("moving_fashion_single", ["train.class_weights=balanced"])
+    with pytest.raises(UserError, match="train.class_weights=balanced is for image and text"):
+        build_task(cfg).check(cfg)

@@ -64,6 +64,8 @@ def catastrophic_overfitting(
 class AdversarialTask(ClassifyTask):
     """Classification trained on adversarial examples, validated on clean and attacked data."""
 
+    weighs_classes = False
+
     monitors = ("val/acc", "val/loss", "val/robust_acc", "val/fgsm_acc")
 
     def __init__(self, num_classes: int, adv: AdvConfig, label_smoothing: float = 0.0) -> None:

@@ -56,6 +56,7 @@ class Task:
     command: ClassVar[str] = "neuralab train"  # the command that trains (and resumes) it
     model_kind: ClassVar[str] = "image"  # the kind of registered model it trains
     monitors: ClassVar[tuple[str, ...]] = ("val/loss",)  # what validate measures
+    weighs_classes: ClassVar[bool] = False  # whether it reads train.class_weights
     num_classes: int = 0
 
     @classmethod
@@ -85,6 +86,11 @@ class Task:
                 f"train.monitor={cfg.train.monitor} is not measured by {task_name(cfg)} runs "
                 f"(set train.monitor to one of {', '.join(self.monitors)}); it is measured by: "
                 f"{', '.join(others) or 'no kind of run'}"
+            )
+        if cfg.train.class_weights != "none" and not self.weighs_classes:
+            raise UserError(
+                f"train.class_weights={cfg.train.class_weights} is for image and text "
+                f"classification runs, not {task_name(cfg)} runs"
             )
         self.check_data(cfg)
 

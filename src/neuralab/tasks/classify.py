@@ -64,10 +64,20 @@ class ClassifyTask(Task):
     """Loss and metrics of a batch of (images, labels) for a model that returns logits."""
 
     monitors = ("val/acc", "val/loss")
+    weighs_classes = True
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0) -> None:
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.weight: Tensor | None = None  # per class, for train.class_weights = "balanced"
+
+    def weigh_classes(self, cfg: RunConfig, y_train: Tensor) -> None:
+        """The loss weights ``train.class_weights`` asks for: N / (C · n_c) for "balanced"
+        (a class absent from the train split weighs 0)."""
+        if cfg.train.class_weights == "balanced":
+            counts = torch.bincount(y_train, minlength=self.num_classes).double()
+            weight = len(y_train) / (self.num_classes * counts.clamp(min=1))
+            self.weight = torch.where(counts > 0, weight, 0.0).float()
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> ClassifyTask:
@@ -76,12 +86,16 @@ class ClassifyTask(Task):
 
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
         """The train and val images (augmented batches of the train split) and the model."""
-        return prepare_images(cfg, build_image_model)
+        setup = prepare_images(cfg, build_image_model)
+        self.weigh_classes(cfg, setup.batches.y)
+        return setup
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training loss (with label smoothing) and the batch's correct-prediction count."""
+        """Training loss (with label smoothing and class weights) and the batch's
+        correct-prediction count."""
         logits = model(x)  # (B, num_classes)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        weight = None if self.weight is None else self.weight.to(logits.device)
+        loss = F.cross_entropy(logits, y, weight, label_smoothing=self.label_smoothing)
         correct = (logits.detach().argmax(dim=1) == y).sum()
         return loss, {"correct": correct, "count": torch.tensor(len(y))}
 

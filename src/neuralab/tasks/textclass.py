@@ -115,6 +115,7 @@ class TextClassTask(ClassifyTask):
             max_tokens=cfg.data.max_tokens,
             **cfg.model.options,
         )
+        self.weigh_classes(cfg, y_train)
         batches = ImageBatches(x_train, y_train, cfg.train.batch_size, cfg.seed)
         sizes = {
             "train/examples": len(x_train),

@@ -63,6 +63,8 @@ class VideoTask(ClassifyTask):
     """A clip's class from its frames: ``model(x)`` gives (B, classes) logits of (B, T, C,
     H, W) clips."""
 
+    weighs_classes = False
+
     model_kind = "video"
 
     def __init__(self, classes: tuple[str, ...]) -> None:

@@ -84,6 +84,9 @@ class DataConfig:
     clips_test: int = field(default=2000, metadata=bounds(1))
     video_frames: int = field(default=24, metadata=bounds(4, 64))
     videos_test: int = field(default=500, metadata=bounds(0))
+    # text runs (language models): read characters, or byte-level BPE tokens learnt from the
+    # train split (data.vocab_size of them)
+    tokenizer: str = field(default="char", metadata=choices("char", "bpe"))
     # labelled and parallel text: the BPE vocabulary learnt from the train texts (special
     # tokens included), and the most tokens of a text a model reads (the rest is cut)
     vocab_size: int = field(default=4000, metadata=bounds(258, 65536))

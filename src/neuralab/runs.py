@@ -81,7 +81,9 @@ def release_run_dir(path: str | Path) -> None:
 
 # what a run that stopped before its first checkpoint leaves behind (a failed or interrupted
 # set-up, a kill before the first validation): nothing to resume, so such a directory is reused
-UNSTARTED = {LOCK_FILE, "config.toml", "vocab.json", "metrics.jsonl", "tensorboard"}
+UNSTARTED = {
+    LOCK_FILE, "config.toml", "vocab.json", "tokenizer.json", "metrics.jsonl", "tensorboard"
+}  # fmt: skip
 
 
 def make_run_dir(

@@ -233,3 +233,62 @@ def test_streams_need_a_recurrent_model(tmp_path, text_file):
     cfg = _cfg(text_file, GPT, ["data.batching=streams"])
     with pytest.raises(UserError, match="does not have; use data.batching=windows"):
         fit(cfg, new_run_dir(tmp_path / "run", cfg), progress=False)
+
+
+# ---- BPE tokens (data.tokenizer = "bpe") -----------------------------------------------------
+
+
+def test_bpe_splits_learn_merges_from_the_train_split_only(text_file):
+    """The splits are cut by characters, as for characters; the merges are those learnt from
+    the train part alone, so nothing of val or test shapes the vocabulary; the splits'
+    tokens decode back to the text."""
+    from neuralab.data.text import BPETextTokenizer
+    from neuralab.text.bpe import BPETokenizer
+
+    cfg = config.load("shakespeare_gpt", [f"data.path={text_file}", "data.tokenizer=bpe",
+                                          "data.vocab_size=300"]).data  # fmt: skip
+    tokenizer, splits = load_token_splits(cfg)
+    text = text_file.read_text(encoding="utf-8")
+    bounds = split_bounds(len(text), cfg.val_fraction)
+    assert isinstance(tokenizer, BPETextTokenizer) and tokenizer.vocab_size == 300
+    assert tokenizer.bpe.merges == BPETokenizer.train(text[: bounds["train"][1]], 300).merges
+    assert "".join(tokenizer.decode(splits[s]) for s in ("train", "val", "test")) == text
+    assert len(splits["train"]) < 0.5 * bounds["train"][1]  # a token is several characters
+
+
+def test_bpe_text_streams_whole_characters():
+    """A character whose UTF-8 bytes span two tokens is written once, when complete."""
+    from neuralab.data.text import BPETextTokenizer
+    from neuralab.text.bpe import BPETokenizer
+
+    tokenizer = BPETextTokenizer(BPETokenizer({}))  # bytes only: "é" is two tokens
+    ids = tokenizer.encode("né!")
+    assert len(ids) == 4
+    assert list(tokenizer.decode_stream(ids.split(1))) == ["n", "é", "!"]
+
+
+def test_a_bpe_language_model_reports_bits_per_character_and_samples(tmp_path, text_file):
+    """Bits per character are the loss per token times the test split's tokens per
+    character over ln 2; the run keeps tokenizer.json, samples from it and resumes
+    bit-identically; the character-cell probes refuse it."""
+    from test_train import straight_and_resumed
+
+    from neuralab.data.text import load_run_tokenizer
+    from neuralab.errors import UserError
+    from neuralab.probe.lstm_cells import lstm_run
+    from neuralab.train import sample
+
+    cfg = _cfg(text_file, LSTM, ["train.max_steps=20", "data.tokenizer=bpe",
+                                 "data.vocab_size=300", "train.log_every=1"])  # fmt: skip
+    run_dir = new_run_dir(tmp_path / "run", cfg)
+    fit(cfg, run_dir, progress=False)
+    assert (run_dir / "tokenizer.json").is_file() and not (run_dir / "vocab.json").exists()
+    result = run_test(run_dir)
+    tokenizer, splits = load_token_splits(cfg.data, load_run_tokenizer(run_dir))
+    test = splits["test"]
+    per_char = len(test) / len(tokenizer.decode(test))
+    assert result["test/bpc"] == pytest.approx(result["test/loss"] * per_char / 0.6931471805599453)
+    assert len(sample(run_dir, "To be", 10, seed=1)) > 10
+    with pytest.raises(UserError, match="reads BPE tokens"):
+        lstm_run(run_dir, "to be or not to be")
+    straight_and_resumed(tmp_path / "resume", cfg, stop_at=7)

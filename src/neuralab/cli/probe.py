@@ -203,13 +203,14 @@ def _probe_text(args: argparse.Namespace, default_chars: int) -> str:
     """--text, else the contents of --text-file, else the start of the run's test text."""
     from neuralab import config as config_lib
     from neuralab import data
+    from neuralab.data.text import load_run_tokenizer
 
     if args.text is not None:
         return args.text
     if getattr(args, "text_file", None):
         return data.read_text_file(args.text_file)
     cfg = config_lib.load_run(Path(args.run))
-    tokenizer = data.CharTokenizer.load(Path(args.run) / "vocab.json")
+    tokenizer = load_run_tokenizer(Path(args.run))
     _, splits = data.load_token_splits(cfg.data, tokenizer)
     return tokenizer.decode(splits["test"][:default_chars])
 

@@ -302,7 +302,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for ch in stream:
         sys.stdout.write(ch)
         sys.stdout.flush()
-        written += 1
+        written += len(ch)
     sys.stdout.write("\n")
     seconds = time.perf_counter() - start
     rate = written / max(seconds, 1e-9)

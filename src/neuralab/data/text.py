@@ -2,7 +2,10 @@
 
 Character-level language modelling (Karpathy's char-rnn, nanoGPT's shakespeare_char) reads a
 text one character at a time: the vocabulary is the set of characters of the text, saved
-with every run as JSON so that sampling from a trained model needs no data at all.
+with every run as JSON (``vocab.json``) so that sampling from a trained model needs no data
+at all. With ``data.tokenizer = "bpe"`` a run reads byte-level BPE tokens instead
+(``neuralab.text.bpe``), learnt from the train split only (``data.vocab_size`` tokens) and
+saved as ``tokenizer.json``.
 
 Splits are contiguous, not shuffled: shuffled windows of one text overlap, so a shuffled val
 split would share most of its characters with training. The last 5% of the text is always
@@ -12,9 +15,10 @@ the ``val_fraction`` before it is the val split; the rest, from the start, is tr
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +28,7 @@ from torch import Tensor
 from neuralab.data.spec import DATASETS
 from neuralab.data.store import located
 from neuralab.errors import UserError
+from neuralab.text.bpe import BPETokenizer
 
 if TYPE_CHECKING:
     from neuralab.config import DataConfig
@@ -68,6 +73,10 @@ class CharTokenizer:
         values = ids.tolist() if isinstance(ids, Tensor) else ids
         return "".join(self.chars[i] for i in values)
 
+    def decode_stream(self, tokens: Iterable[Tensor]) -> Iterator[str]:
+        """The text of each (1,) token as it comes."""
+        return (self.decode(token) for token in tokens)
+
     def to_json(self) -> dict:
         return {"kind": "char", "chars": self.chars}
 
@@ -89,6 +98,68 @@ class CharTokenizer:
         if not isinstance(obj, dict) or obj.get("kind") != "char" or "chars" not in obj:
             raise UserError(f'{path} is not a vocabulary file (expected {{"kind": "char", ...}})')
         return cls(obj["chars"])
+
+
+class BPETextTokenizer:
+    """A byte-level BPE tokenizer with the character tokenizer's interface (ids as tensors),
+    for language models that read ``data.tokenizer = "bpe"``."""
+
+    FILE = "tokenizer.json"
+
+    def __init__(self, bpe: BPETokenizer) -> None:
+        self.bpe = bpe
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> BPETextTokenizer:
+        return cls(BPETokenizer.train(text, vocab_size))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.bpe.vocab_size
+
+    def encode(self, text: str) -> Tensor:
+        return torch.tensor(self.bpe.encode_ordinary(text), dtype=torch.int64)
+
+    def decode(self, ids: Tensor | Sequence[int]) -> str:
+        return self.bpe.decode(ids.tolist() if isinstance(ids, Tensor) else ids)
+
+    def decode_stream(self, tokens: Iterable[Tensor]) -> Iterator[str]:
+        """The text of the tokens as they come: a character whose UTF-8 bytes span several
+        tokens appears once its last byte has."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for token in tokens:
+            text = decoder.decode(self.bpe.decode_bytes(token.tolist()))
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def save(self, path: Path) -> None:
+        self.bpe.save(path)
+
+    @classmethod
+    def load(cls, path: Path) -> BPETextTokenizer:
+        return cls(BPETokenizer.load(path))
+
+
+Tokenizer = CharTokenizer | BPETextTokenizer
+
+
+def load_run_tokenizer(run_dir: Path) -> Tokenizer:
+    """The tokenizer a language-model run saved: ``tokenizer.json`` (BPE), else
+    ``vocab.json`` (characters)."""
+    bpe = Path(run_dir) / BPETextTokenizer.FILE
+    return (
+        BPETextTokenizer.load(bpe)
+        if bpe.is_file()
+        else CharTokenizer.load(Path(run_dir) / "vocab.json")
+    )
+
+
+def tokenizer_file(tokenizer: Tokenizer) -> str:
+    """The name a run directory keeps ``tokenizer`` under."""
+    return BPETextTokenizer.FILE if isinstance(tokenizer, BPETextTokenizer) else "vocab.json"
 
 
 def read_text_file(path: str | Path) -> str:
@@ -179,12 +250,17 @@ def text_datasets() -> str:
 
 
 def load_token_splits(
-    cfg: DataConfig, tokenizer: CharTokenizer | None = None
-) -> tuple[CharTokenizer, dict[str, Tensor]]:
-    """The tokenizer (built from the whole text unless given) and the token ids of the
-    train, val and test splits of a run's text."""
+    cfg: DataConfig, tokenizer: Tokenizer | None = None
+) -> tuple[Tokenizer, dict[str, Tensor]]:
+    """The tokenizer (unless given: ``data.tokenizer``'s, the characters of the whole text or
+    BPE learnt from the train split) and the token ids of the train, val and test splits of
+    a run's text, split by characters."""
     text, _ = load_text(cfg)
-    tokenizer = tokenizer or CharTokenizer.from_text(text)
-    tokens = tokenizer.encode(text)
-    bounds = split_bounds(len(tokens), cfg.val_fraction)
-    return tokenizer, {name: tokens[a:b] for name, (a, b) in bounds.items()}
+    bounds = split_bounds(len(text), cfg.val_fraction)
+    parts = {name: text[a:b] for name, (a, b) in bounds.items()}
+    if tokenizer is None:
+        if cfg.tokenizer == "bpe":
+            tokenizer = BPETextTokenizer.train(parts["train"], cfg.vocab_size)
+        else:
+            tokenizer = CharTokenizer.from_text(text)
+    return tokenizer, {name: tokenizer.encode(part) for name, part in parts.items()}

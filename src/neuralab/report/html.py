@@ -134,7 +134,7 @@ def _sample(run_dir: Path) -> str:
         text = sample(run_dir, "\n", 300, temperature=0.8, seed=0)
     finally:
         torch.set_num_threads(threads)
-    intro = "<h2>Sample</h2><p>300 characters, temperature 0.8, seed 0:</p>"
+    intro = "<h2>Sample</h2><p>300 tokens, temperature 0.8, seed 0:</p>"
     return f"{intro}<pre>{html.escape(text)}</pre>"
 
 
@@ -161,7 +161,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         if (plots / name).exists():
             sections += [f"<h2>{title}</h2>", image(plots / name)]
     sections += _scenes(run_dir, results)
-    if (run_dir / "vocab.json").exists() and (run_dir / "checkpoints" / "best").exists():
+    if "test/bpc" in results and (run_dir / "checkpoints" / "best").exists():  # a language model
         sections.append(_sample(run_dir))
     if (run_dir / "attacks").is_dir():
         sections += ["<h2>Attacks</h2>", _attacks(run_dir)]

@@ -1,5 +1,9 @@
 """Language modelling: next-token cross-entropy, bits per character and perplexity.
 
+A run reads characters or, with ``data.tokenizer = "bpe"``, BPE tokens; bits per character
+are then the bits per token times the split's tokens per character, so the two compare
+(perplexity and accuracy stay per token).
+
 With ``carry=True`` (stream batches, truncated BPTT) the task keeps a recurrent model's
 hidden state from one batch to the next, detached so that gradients flow back one chunk
 only; ``state_dict`` holds it, so a resumed run continues the streams exactly.
@@ -17,6 +21,7 @@ from torch import Tensor, nn
 
 from neuralab import data
 from neuralab.data.batches import RandomWindows, Streams
+from neuralab.data.text import BPETextTokenizer, Tokenizer, load_run_tokenizer, tokenizer_file
 from neuralab.errors import UserError
 from neuralab.models import LanguageModel, create_model
 from neuralab.models.rnn import detach_state
@@ -27,6 +32,13 @@ if TYPE_CHECKING:
     from neuralab.config import DataConfig, RunConfig
 
 EVAL_CHUNK = 512  # a recurrent model reads long eval streams this many tokens at a time
+
+
+def tokens_per_char(tokenizer: Tokenizer, tokens: Tensor) -> float:
+    """How many tokens a character of this split is: 1 for characters."""
+    if not isinstance(tokenizer, BPETextTokenizer):
+        return 1.0
+    return len(tokens) / max(len(tokenizer.decode(tokens)), 1)
 
 
 def build_language_model(cfg: RunConfig, vocab_size: int) -> LanguageModel:
@@ -46,6 +58,7 @@ class LanguageModelTask(Task):
         self.label_smoothing = 0.0
         self.carry = carry
         self.state: Any = None
+        self.tokens_per_char = 1.0  # of the val split
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> LanguageModelTask:
@@ -63,14 +76,14 @@ class LanguageModelTask(Task):
         super().check(cfg, world_size)
 
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
-        """The text's train and val tokens and the model. The vocabulary is saved in the run
-        directory (``vocab.json``) at the start and read back on resume, so token ids never
-        change under a run, and sampling needs no data."""
-        vocab_path = run_dir / "vocab.json"
-        tokenizer = data.CharTokenizer.load(vocab_path) if resume else None
+        """The text's train and val tokens and the model. The tokenizer is saved in the run
+        directory (``vocab.json``, or ``tokenizer.json`` for BPE) at the start and read back
+        on resume, so token ids never change under a run, and sampling needs no data."""
+        tokenizer = load_run_tokenizer(run_dir) if resume else None
         tokenizer, splits = data.load_token_splits(cfg.data, tokenizer)
         if not resume:
-            tokenizer.save(vocab_path)
+            tokenizer.save(run_dir / tokenizer_file(tokenizer))
+        self.tokens_per_char = tokens_per_char(tokenizer, splits["val"])
         self.num_classes = tokenizer.vocab_size
         seed_everything(cfg.seed)
         model = build_language_model(cfg, tokenizer.vocab_size)
@@ -87,6 +100,8 @@ class LanguageModelTask(Task):
                 "does not have; use data.batching=windows"
             )
         sizes = {"train/tokens": len(splits["train"]), "val/tokens": len(splits["val"])}
+        if isinstance(tokenizer, BPETextTokenizer):
+            sizes["train/tokens_per_char"] = round(tokens_per_char(tokenizer, splits["train"]), 4)
         return Setup(model, batches, val, sizes)
 
     def reset(self) -> None:
@@ -115,9 +130,12 @@ class LanguageModelTask(Task):
         return {f"val/{k}": result[k] for k in ("loss", "bpc", "ppl", "acc")}
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict:
-        """Mean cross-entropy per token over (x, y), in nats (loss), bits (bpc) and as
-        perplexity, with next-token accuracy. Rows of x are windows for a Transformer
+    def evaluate(
+        self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int, per_char: float = 0.0
+    ) -> dict:
+        """Mean cross-entropy per token over (x, y), in nats (loss), bits per character (bpc:
+        ``per_char`` tokens a character, the val split's by default) and as perplexity, with
+        next-token accuracy. Rows of x are windows for a Transformer
         and whole streams for a recurrent model, which reads them with its state carried.
         ``batch_size`` counts tokens per forward pass."""
         was_training = model.training
@@ -140,7 +158,7 @@ class LanguageModelTask(Task):
         loss = total_loss / n
         return {
             "loss": loss,
-            "bpc": loss / math.log(2),
+            "bpc": loss * (per_char or self.tokens_per_char) / math.log(2),
             "ppl": math.exp(min(loss, 50.0)),
             "acc": correct / n,
             "tokens": y.numel(),
@@ -157,13 +175,14 @@ class LanguageModelTask(Task):
         """Loss, bits per character and perplexity on the test split, read with the run's own
         vocabulary: windows of the model's context for a Transformer, long streams with the
         state carried for a recurrent model (as in validation)."""
-        tokenizer = data.CharTokenizer.load(run_dir / "vocab.json")
+        tokenizer = load_run_tokenizer(run_dir)
         _, splits = data.load_token_splits(data_cfg, tokenizer)
         if model.recurrent:
             x, y = data.eval_streams(splits["test"])
         else:
             x, y = data.eval_windows(splits["test"], model.config.block_size)
-        result = self.evaluate(model, x, y, cfg.train.eval_batch_size)
+        per_char = tokens_per_char(tokenizer, splits["test"])
+        result = self.evaluate(model, x, y, cfg.train.eval_batch_size, per_char)
         return {f"test/{k}": v for k, v in result.items()}
 
     def describe(self, run_dir: Path, summary: dict, test: dict) -> list[list[str]]:
@@ -174,7 +193,7 @@ class LanguageModelTask(Task):
             ["best step", str(summary["best_step"])],
             [
                 "test loss",
-                f"{test['test/loss']:.4f} nats/char on {test['test/tokens']:,} characters",
+                f"{test['test/loss']:.4f} nats/token on {test['test/tokens']:,} tokens",
             ],
             ["test bpc", f"{test['test/bpc']:.4f} bits/char (perplexity {test['test/ppl']:.2f})"],
         ]

@@ -1,6 +1,7 @@
 """Sampling text from a trained language model: ``neuralab sample`` and ``neuralab.sample``.
 
-The run's vocabulary (``vocab.json``) and checkpoint are all it needs: no data is read.
+The run's tokenizer (``vocab.json`` or ``tokenizer.json``) and checkpoint are all it needs:
+no data is read.
 A seed makes the sample reproducible: the same run, prompt, settings and seed give the
 same text.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from neuralab.data.text import CharTokenizer
+from neuralab.data.text import load_run_tokenizer
 from neuralab.errors import UserError
 from neuralab.train.evaluate import load_model
 
@@ -27,12 +28,12 @@ def sample_stream(
     seed: int = 0,
     which: str = "best",
 ) -> Iterator[str]:
-    """The characters that follow ``prompt``, yielded one by one as the model samples them.
+    """The text that follows ``prompt``, yielded token by token as the model samples it.
 
     Bad input (no such run, a prompt outside the vocabulary) fails here, before the first
     character, so a caller never prints half an answer before an error."""
     run_dir = Path(run_dir)
-    tokenizer = CharTokenizer.load(run_dir / "vocab.json")
+    tokenizer = load_run_tokenizer(run_dir)
     model = load_model(run_dir, which)
     if getattr(model, "kind", None) != "text":
         raise UserError(f"{run_dir} holds an image model; sampling needs a language model")
@@ -43,7 +44,7 @@ def sample_stream(
     idx = tokenizer.encode(prompt)[None, :]  # (1, T)
     generator = torch.Generator().manual_seed(seed)
     stream = model.generate_stream(idx, tokens, temperature, top_k, generator)
-    return (tokenizer.decode(token) for token in stream)
+    return tokenizer.decode_stream(stream)
 
 
 def sample(
@@ -56,7 +57,8 @@ def sample(
     seed: int = 0,
     which: str = "best",
 ) -> str:
-    """The ``tokens`` characters a trained language model writes after ``prompt``."""
+    """The ``tokens`` tokens (characters for a character-level run) a trained language model
+    writes after ``prompt``."""
     stream = sample_stream(
         run_dir, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed, which=which
     )

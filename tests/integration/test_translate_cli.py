@@ -32,6 +32,8 @@ def test_a_transformer_translates_and_shows_its_alignment(tmp_path):
     assert result["test/bleu_signature"].startswith("nrefs:1|case:mixed")
     saved = json.loads((tmp_path / "r" / "results.json").read_text())
     assert "train/wall_s" in saved and saved["test/chrf"] == pytest.approx(result["test/chrf"])
+    printed = neuralab("test", "r", cwd=tmp_path).stdout
+    assert "test verses (Heb), scored by sacreBLEU" in printed and "source copied" in printed
     examples = json.loads((tmp_path / "r" / "test_translations.json").read_text())
     assert examples[0]["ref"] == "Heb 1:1" and {"greedy", "beam4"} <= set(examples[0])
 

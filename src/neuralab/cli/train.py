@@ -129,9 +129,21 @@ def cmd_test(args: argparse.Namespace) -> int:
     print(f"{args.run} ({args.which} checkpoint, step {result['test/step']})")
     if "test/bpc" in result:
         print(
-            f"test loss {result['test/loss']:.4f} nats/char, {result['test/bpc']:.4f} bits/char, "
-            f"perplexity {result['test/ppl']:.2f}, on {result['test/tokens']:,} characters"
+            f"test loss {result['test/loss']:.4f} nats/token, {result['test/bpc']:.4f} "
+            f"bits/char, perplexity {result['test/ppl']:.2f}, on {result['test/tokens']:,} tokens"
         )
+        return 0
+    if "test/bleu" in result:
+        beam = result["test/beam"]
+        rows = [
+            [f"beam {beam}", f"{result['test/bleu']:.2f}", f"{result['test/chrf']:.2f}"],
+            ["greedy", f"{result['test/greedy_bleu']:.2f}", f"{result['test/greedy_chrf']:.2f}"],
+            ["source copied", f"{result['test/copy_bleu']:.2f}", f"{result['test/copy_chrf']:.2f}"],
+        ]
+        books = ", ".join(result["test/books"])
+        print(f"{result['test/examples']} test verses ({books}), scored by sacreBLEU:")
+        print(table(rows, ["translation", "BLEU", "chrF"]))
+        print(f"BLEU: {result['test/bleu_signature']}\nchrF: {result['test/chrf_signature']}")
         return 0
     if "test/fact_f1" in result:
         from neuralab.cli._captions import print_caption_test

@@ -244,3 +244,19 @@ def test_the_real_pairs_and_a_run_that_resumes_bit_identically(tmp_path):
          "model.d_embed=16", "model.hidden=16", "model.attention=8"],
     )  # fmt: skip
     straight_and_resumed(tmp_path, cfg, stop_at=3)
+
+
+def test_a_missing_bible_module_says_which_package_to_install(tmp_path, monkeypatch):
+    """With no SWORD library anywhere, a translation run is refused before it starts, in one
+    line naming the Debian package and the directory that would do instead."""
+    from neuralab import config
+    from neuralab.errors import UserError
+    from neuralab.tasks import build_task
+
+    monkeypatch.setattr(bible, "SYSTEM_SWORD", tmp_path / "nowhere")
+    monkeypatch.setenv("NEURALAB_DATA", str(tmp_path))
+    monkeypatch.setenv("NEURALAB_CACHE", str(tmp_path / "cache"))
+    cfg = config.load("bible_en_es_gru")
+    with pytest.raises(UserError, match="apt-get install sword-text-web") as err:
+        build_task(cfg).check(cfg)
+    assert "\n" not in str(err.value) and "DIR/sword" in str(err.value)

@@ -15,7 +15,8 @@ per line.
 
 Targets (2 CPU cores): every neural model beats TF-IDF + LR on macro-F1, the best reaches
 80% accuracy on bible-genre and 50% on fortunes; our encode throughput within 5× of
-``tokenizers``' with identical output; EN→ES BLEU: no attention < attention (≥ 15) < Transformer (≥ 20), each in 45 minutes.
+``tokenizers``' with identical output; EN→ES BLEU: no attention < attention (≥ 15) <
+Transformer (≥ 20), each in 45 minutes.
 
     python benchmarks/nlp.py                       # tokenizer, baseline, the classifiers
     python benchmarks/nlp.py --only baseline cnn   # some of them

@@ -103,7 +103,9 @@ def trim(ids: Tensor, pad: int) -> Tensor:
 
 class BucketBatches(ImageBatches):
     """Sources and targets of a permutation drawn from (seed, epoch), sorted by target length
-    within windows of ``BUCKET`` batches, the batches of each window in a shuffled order."""
+    within windows of ``BUCKET`` batches, the batches of each window in a shuffled order (a
+    window's remainder short of a batch is left for the end of the epoch, which is dropped
+    as every run drops the last partial batch)."""
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, pad: int) -> None:
         super().__init__(x, y, batch_size, seed)
@@ -116,14 +118,16 @@ class BucketBatches(ImageBatches):
             perm = torch.randperm(len(self.x), generator=gen)
             lengths = (self.y != self.pad).sum(1)
             window = BUCKET * self.batch_size
-            order = []
+            order, rest = [], []
             for start in range(0, len(perm), window):
                 chunk = perm[start : start + window]
                 chunk = chunk[lengths[chunk].argsort(stable=True)]
                 batches = list(chunk.split(self.batch_size))
+                if len(batches[-1]) < self.batch_size:
+                    rest.append(batches.pop())  # the epoch's dropped remainder, at the end
                 for j in torch.randperm(len(batches), generator=gen).tolist():
                     order.append(batches[j])
-            self._perm, self._epoch = torch.cat(order), epoch
+            self._perm, self._epoch = torch.cat(order + rest), epoch
         idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
         return Batch(trim(self.x[idx], self.pad), trim(self.y[idx], self.pad))
 

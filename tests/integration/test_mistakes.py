@@ -81,6 +81,11 @@ def test_check_refuses_a_bad_value_with_exit_2_not_1(tmp_path):
     assert_user_error(proc, "train.batch_size")
 
 
+def test_check_says_which_kinds_of_run_it_covers(tmp_path):
+    proc = neuralab("check", "bible_en_es_gru", cwd=tmp_path, check=False)
+    assert_user_error(proc, "is a translate run, which it does not check")
+
+
 def test_testing_another_checkpoint_keeps_the_headline_result(tmp_path):
     """``test --which last`` is recorded as test/last/..., beside the best checkpoint's
     test/... that ``train`` wrote; it never replaces it."""

@@ -29,10 +29,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     from neuralab import config as config_lib
     from neuralab.probe import format_results, run_checks
     from neuralab.runs import set_threads
-    from neuralab.tasks import build_task
+    from neuralab.tasks import build_task, task_name
 
     cfg = config_lib.load(args.config, [*args.overrides, *data_dir_override(args)])
     check_trains_with(cfg, "neuralab train")
+    kind = task_name(cfg)
+    if kind not in ("classify", "adversarial", "language_model"):
+        raise UserError(
+            f"neuralab check covers image classification and language models; {args.config} "
+            f"is a {kind} run, which it does not check"
+        )
     build_task(cfg).check(cfg)
     set_threads(cfg.train.threads)
     out_dir = (

@@ -41,8 +41,9 @@ def roots(tmp_path, monkeypatch):
 
 def test_registry_and_specs():
     """The four image datasets, tiny shakespeare, the two scene sets, the captioned one, the
-    clips, the Bible's genres, its two translation pairs and the fortunes are registered with the documented classes,
-    shapes, augmentation defaults and a sha256 (64 hex digits) for every canonical file."""
+    clips, the Bible's genres, its two translation pairs and the fortunes are registered with
+    the documented classes, shapes, augmentation defaults and a sha256 (64 hex digits) for
+    every canonical file."""
     assert DATASETS.names() == [
         "bible-en-es",
         "bible-genre",

@@ -21,7 +21,7 @@ Transformer (≥ 20), each in 45 minutes.
     python benchmarks/nlp.py                       # tokenizer, baseline, the classifiers
     python benchmarks/nlp.py --only baseline cnn   # some of them
     python benchmarks/nlp.py train.epochs=2 --only cnn
-    python benchmarks/nlp.py train.epochs=6 --only en_es_transformer
+    python benchmarks/nlp.py --only en_es_transformer   # 6 epochs, about 40 minutes
 """
 
 from __future__ import annotations

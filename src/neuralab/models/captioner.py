@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from neuralab.models.base import ImageModelConfig, Normalize, check, register_model
 from neuralab.models.dense import BLOCK_OPTIONS, conv_bn_relu
 from neuralab.models.resnet import stage
+from neuralab.models.search import step_through
 
 PAD, BOS, EOS = 0, 1, 2  # the ids the caption vocabulary reserves (data.captions)
 
@@ -120,14 +121,7 @@ class Captioner(nn.Module):
     def forward(self, x: Tensor, words: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher forcing: (B, T) input words (``<bos>`` first) -> (B, T, V) logits of the
         words after each, and (B, T, P) attention weights ((B, T, 0) without attention)."""
-        memory = self.encode(x)
-        state = self.start(memory)
-        logits, alphas = [], []
-        for t in range(words.shape[1]):
-            step_logits, state, alpha = self.step(memory, state, words[:, t])
-            logits.append(step_logits)
-            alphas.append(alpha)
-        return torch.stack(logits, 1), torch.stack(alphas, 1)
+        return step_through(self, x, words)
 
     def loss(self, out: tuple[Tensor, Tensor], targets: Tensor) -> tuple[Tensor, dict]:
         """Mean cross-entropy of the (B, T) target words (``<pad>`` ignored), plus the

@@ -38,6 +38,24 @@ class Decoder(Protocol):
     ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]: ...
 
 
+def teacher_inputs(targets: Tensor, bos: int) -> Tensor:
+    """The decoder's inputs for (B, T) targets: ``<bos>`` and every target but the last."""
+    return torch.cat([torch.full_like(targets[:, :1], bos), targets[:, :-1]], 1)
+
+
+def step_through(model: Decoder, x: Tensor, words: Tensor) -> tuple[Tensor, Tensor]:
+    """Teacher forcing by stepping: (B, T) input words (``<bos>`` first) read one at a time
+    -> (B, T, V) logits of the words after each and (B, T, P) attention weights."""
+    memory = model.encode(x)
+    state = model.start(memory)
+    logits, weights = [], []
+    for t in range(words.shape[1]):
+        step_logits, state, alpha = model.step(memory, state, words[:, t])
+        logits.append(step_logits)
+        weights.append(alpha)
+    return torch.stack(logits, 1), torch.stack(weights, 1)
+
+
 def _begin(model: Decoder, x: Tensor, copies: int = 1):
     memory = model.encode(x)
     if copies > 1:

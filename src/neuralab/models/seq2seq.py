@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuralab.models.base import check, register_model
+from neuralab.models.search import step_through
 
 ARCHS = ("gru", "attention", "transformer")
 State = tuple[Tensor, ...]  # every tensor's first dimension is the batch
@@ -107,15 +108,8 @@ class Seq2Seq(nn.Module):
     def forward(self, src: Tensor, words: Tensor, need_weights: bool = False):
         """Teacher forcing: (B, T) input words (``<bos>`` first) -> (B, T, V) logits of the
         words after each (and the (B, T, S) attention weights if asked)."""
-        memory = self.encode(src)
-        state = self.start(memory)
-        logits, weights = [], []
-        for t in range(words.shape[1]):
-            step_logits, state, alpha = self.step(memory, state, words[:, t])
-            logits.append(step_logits)
-            weights.append(alpha)
-        out = torch.stack(logits, 1)
-        return (out, torch.stack(weights, 1)) if need_weights else out
+        logits, weights = step_through(self, src, words)
+        return (logits, weights) if need_weights else logits
 
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -29,7 +29,7 @@ from neuralab.data.caption_grammar import fact_scores
 from neuralab.models import create_model
 from neuralab.models.base import unwrap
 from neuralab.models.captioner import BOS, Captioner
-from neuralab.models.search import decode
+from neuralab.models.search import decode, teacher_inputs
 from neuralab.runs import write_atomic
 from neuralab.seed import derived_generator, seed_everything
 from neuralab.tasks.base import TASKS, Setup, Task, dataset_of_kind
@@ -51,12 +51,6 @@ class CaptionBatches(ImageBatches):
         gen = derived_generator(self.seed, step, 1)
         pick = torch.randint(yb.shape[1], (len(yb),), generator=gen)
         return Batch(xb.float().div_(255), yb[torch.arange(len(yb)), pick])
-
-
-def teacher_inputs(targets: Tensor) -> Tensor:
-    """The decoder's inputs for (B, T) targets: ``<bos>`` and every target but the last."""
-    bos = torch.full_like(targets[:, :1], BOS)
-    return torch.cat([bos, targets[:, :-1]], 1)
 
 
 @torch.no_grad()
@@ -128,7 +122,7 @@ class CaptionTask(Task):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Teacher-forced cross-entropy of the words (``train/acc``: words right)."""
-        return unwrap(model, Captioner).loss(model(x, teacher_inputs(y)), y)
+        return unwrap(model, Captioner).loss(model(x, teacher_inputs(y, BOS)), y)
 
     def evaluate(
         self, model: nn.Module, split: captions.CaptionSplit, batch_size: int, beam: int = 1
@@ -154,7 +148,7 @@ class CaptionTask(Task):
             for start in range(0, len(x), batch_size):
                 xb = x[start : start + batch_size].float().div(255)
                 yb = y[start : start + batch_size, 0]
-                _, stats = captioner.loss(model(xb, teacher_inputs(yb)), yb)
+                _, stats = captioner.loss(model(xb, teacher_inputs(yb, BOS)), yb)
                 total += float(stats["ce"]) * int(stats["count"])
                 words += int(stats["count"])
         return total / max(words, 1)

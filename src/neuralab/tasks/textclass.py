@@ -38,17 +38,20 @@ def macro_f1(confusion: Tensor) -> float:
     return f1.mean().item()
 
 
+def pad_ids(rows: list[list[int]], pad: int) -> Tensor:
+    """(N, L) int64 ids of the rows, each padded with ``pad`` to the longest (L >= 1)."""
+    ids = torch.full((len(rows), max(max((len(r) for r in rows), default=1), 1)), pad)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
+    return ids
+
+
 def encode_texts(tokenizer: BPETokenizer, texts: list[str], max_tokens: int) -> tuple[Tensor, int]:
     """(ids (N, L) int64 padded with ``<pad>``, L the longest text's tokens up to
     ``max_tokens``; how many texts were cut)."""
-    pad = tokenizer.special["<pad>"]
     encoded = [tokenizer.encode_ordinary(t) for t in texts]
-    longest = min(max(max((len(e) for e in encoded), default=1), 1), max_tokens)
-    ids = torch.full((len(texts), longest), pad, dtype=torch.int64)
-    for i, e in enumerate(encoded):
-        e = e[:longest]
-        ids[i, : len(e)] = torch.tensor(e, dtype=torch.int64)
-    return ids, sum(len(e) > longest for e in encoded)
+    ids = pad_ids([e[:max_tokens] for e in encoded], tokenizer.special["<pad>"])
+    return ids, sum(len(e) > max_tokens for e in encoded)
 
 
 READERS = {"bible-genre": bible.genre_split, "fortunes": fortunes.fortune_split}

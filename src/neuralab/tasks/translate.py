@@ -34,11 +34,12 @@ from neuralab.data.batches import Batch, ImageBatches
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import unwrap
-from neuralab.models.search import beam_search, greedy
+from neuralab.models.search import beam_search, greedy, teacher_inputs
 from neuralab.models.seq2seq import Seq2Seq, label_smoothed_loss
 from neuralab.runs import write_atomic
 from neuralab.seed import derived_generator, seed_everything
 from neuralab.tasks.base import TASKS, Setup, Task, dataset_of_kind
+from neuralab.tasks.textclass import encode_texts, pad_ids
 from neuralab.text.bpe import BPETokenizer
 
 if TYPE_CHECKING:
@@ -61,17 +62,6 @@ def split_pairs(cfg: DataConfig, split: str) -> list[tuple[str, str, str]]:
     return bible.translation_split(cfg.name, split, cfg.data_dir or None, books_of(cfg))
 
 
-def encode_sources(
-    tokenizer: BPETokenizer, texts: list[str], max_tokens: int
-) -> tuple[Tensor, int]:
-    """(ids (N, S) padded with ``<pad>``, S the longest up to ``max_tokens``; how many were
-    cut)."""
-    encoded = [tokenizer.encode_ordinary(t) for t in texts]
-    return _pad(tokenizer, [e[:max_tokens] for e in encoded]), sum(
-        len(e) > max_tokens for e in encoded
-    )
-
-
 def encode_targets(
     tokenizer: BPETokenizer, texts: list[str], max_tokens: int
 ) -> tuple[Tensor, int]:
@@ -79,21 +69,7 @@ def encode_targets(
     eos = tokenizer.special["<eos>"]
     encoded = [tokenizer.encode_ordinary(t) for t in texts]
     rows = [e[: max_tokens - 1] + [eos] for e in encoded]
-    return _pad(tokenizer, rows), sum(len(e) > max_tokens - 1 for e in encoded)
-
-
-def _pad(tokenizer: BPETokenizer, rows: list[list[int]]) -> Tensor:
-    ids = torch.full(
-        (len(rows), max(max((len(r) for r in rows), default=1), 1)), tokenizer.special["<pad>"]
-    )
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
-    return ids
-
-
-def teacher_inputs(targets: Tensor, bos: int) -> Tensor:
-    """The decoder's inputs for (B, T) targets: ``<bos>`` and every target but the last."""
-    return torch.cat([torch.full_like(targets[:, :1], bos), targets[:, :-1]], 1)
+    return pad_ids(rows, tokenizer.special["<pad>"]), sum(len(e) > max_tokens - 1 for e in encoded)
 
 
 def trim(ids: Tensor, pad: int) -> Tensor:
@@ -182,13 +158,15 @@ def translate_texts(
     if beam < 1:
         raise UserError(f"the beam must be >= 1, got {beam}")
     translator = unwrap(model, Seq2Seq)
-    x, _ = encode_sources(tokenizer, texts, translator.config.max_len)
+    max_len = translator.config.max_len
+    encoded = [tokenizer.encode_ordinary(t) for t in texts]
+    x = pad_ids([e[:max_len] for e in encoded], tokenizer.special["<pad>"])
     piece = lambda i: tokenizer.decode_bytes([i]).decode("utf-8", errors="replace")  # noqa: E731
     out = []
-    for text, row, (ids, weights) in zip(
-        texts, x, translate_ids(model, x, len(texts), beam), strict=True
+    for text, whole, (ids, weights) in zip(
+        texts, encoded, translate_ids(model, x, len(texts), beam), strict=True
     ):
-        source = [i for i in row.tolist() if i != translator.config.pad_id]
+        source = whole[:max_len]
         out.append(
             {
                 "text": text,
@@ -196,7 +174,7 @@ def translate_texts(
                 "source": [piece(i) for i in source],
                 "target": [piece(i) for i in ids],
                 "weights": weights[:, : len(source)],
-                "cut": len(tokenizer.encode_ordinary(text)) > translator.config.max_len,
+                "cut": len(whole) > max_len,
             }
         )
     return out
@@ -255,9 +233,9 @@ class TranslateTask(Task):
         sources, targets = [p[1] for p in train], [p[2] for p in train]
         tokenizer = self.load_tokenizer(cfg, run_dir, sources + targets)
         length = cfg.data.max_tokens
-        x_train, src_cut = encode_sources(tokenizer, sources, length)
+        x_train, src_cut = encode_texts(tokenizer, sources, length)
         y_train, tgt_cut = encode_targets(tokenizer, targets, length)
-        x_val, _ = encode_sources(tokenizer, [p[1] for p in val], length)
+        x_val, _ = encode_texts(tokenizer, [p[1] for p in val], length)
         y_val, _ = encode_targets(tokenizer, [p[2] for p in val], length)
         self.val_references = [p[2] for p in val]
         seed_everything(cfg.seed)
@@ -330,7 +308,7 @@ class TranslateTask(Task):
         tokenizer = self.load_tokenizer(cfg, run_dir, None)
         pairs = split_pairs(data_cfg, "test")
         sources, references = [p[1] for p in pairs], [p[2] for p in pairs]
-        x, _ = encode_sources(tokenizer, sources, cfg.data.max_tokens)
+        x, _ = encode_texts(tokenizer, sources, cfg.data.max_tokens)
         batch_size = cfg.train.eval_batch_size
         greedy_out = self.translations(model, x, batch_size)
         beamed = self.translations(model, x, max(batch_size // TEST_BEAM, 1), TEST_BEAM)

@@ -157,6 +157,18 @@ def load_run_tokenizer(run_dir: Path) -> Tokenizer:
     )
 
 
+def char_tokenizer_of(run_dir: Path) -> CharTokenizer:
+    """The character vocabulary of a language-model run, for the probes that label
+    characters; a BPE run is a one-line error."""
+    tokenizer = load_run_tokenizer(run_dir)
+    if not isinstance(tokenizer, CharTokenizer):
+        raise UserError(
+            f"{run_dir} reads BPE tokens; this probe labels characters and needs a "
+            "character-level run (data.tokenizer=char)"
+        )
+    return tokenizer
+
+
 def tokenizer_file(tokenizer: Tokenizer) -> str:
     """The name a run directory keeps ``tokenizer`` under."""
     return BPETextTokenizer.FILE if isinstance(tokenizer, BPETextTokenizer) else "vocab.json"

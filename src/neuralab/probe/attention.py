@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neuralab.data.text import CharTokenizer, load_run_tokenizer
+from neuralab.data.text import char_tokenizer_of
 from neuralab.errors import UserError
 from neuralab.plots import save_figure, subplots
 
@@ -62,12 +62,7 @@ def attention_run(run_dir: str | Path, text: str, which: str = "best") -> dict[s
     from neuralab.train import load_model  # lazily: probes never import training at import
 
     run_dir = Path(run_dir)
-    tokenizer = load_run_tokenizer(run_dir)
-    if not isinstance(tokenizer, CharTokenizer):
-        raise UserError(
-            f"{run_dir} reads BPE tokens; this probe labels characters and needs a "
-            "character-level run (data.tokenizer=char)"
-        )
+    tokenizer = char_tokenizer_of(run_dir)
     model = load_model(run_dir, which)
     if not hasattr(model, "attention_maps"):
         raise UserError(

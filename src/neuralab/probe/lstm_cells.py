@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neuralab.data.text import CharTokenizer, load_run_tokenizer
+from neuralab.data.text import char_tokenizer_of
 from neuralab.errors import UserError
 from neuralab.plots import save_figure, subplots
 
@@ -130,12 +130,7 @@ def lstm_run(run_dir: str | Path, text: str, which: str = "best", top: int = 2) 
     from neuralab.train import load_model  # lazily: probes never import training at import
 
     run_dir = Path(run_dir)
-    tokenizer = load_run_tokenizer(run_dir)
-    if not isinstance(tokenizer, CharTokenizer):
-        raise UserError(
-            f"{run_dir} reads BPE tokens; this probe labels characters and needs a "
-            "character-level run (data.tokenizer=char)"
-        )
+    tokenizer = char_tokenizer_of(run_dir)
     model = load_model(run_dir, which)
     if getattr(model.config, "cell", None) != "lstm":
         raise UserError(f"{run_dir} does not hold an LSTM; probe lstm needs an lstm run")

@@ -110,3 +110,17 @@ def page_health(proc: subprocess.CompletedProcess) -> tuple[int, int, list[str]]
     if "data-errors" in body:
         errors.append("a script error fired")
     return images, bad, errors
+
+
+def require_synthesizers() -> None:
+    """Skip (or fail under NEURALAB_REQUIRE_DATA=1) when the speech synthesizers that build
+    the speech sets (espeak-ng, flite, festival) are not installed."""
+    from neuralab.data.speech import synthesizer_versions
+    from neuralab.errors import UserError
+
+    try:
+        synthesizer_versions()
+    except UserError as err:
+        if os.environ.get("NEURALAB_REQUIRE_DATA") == "1":
+            pytest.fail(f"NEURALAB_REQUIRE_DATA=1 but a synthesizer is missing: {err}")
+        pytest.skip(str(err))

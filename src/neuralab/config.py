@@ -94,6 +94,14 @@ class DataConfig:
     # parallel text (bible-en-es, bible-kjv-web): only these books (OSIS names, comma-
     # separated, e.g. "Gen,Ruth,Judg"); "" = every book. The split of a book is fixed.
     books: str = ""
+    # speech sets (spoken-digits, spoken-commands): utterances per split (test: the unseen
+    # voices' set and the seen voices' set each), log-mel bands, and the units a CTC model
+    # writes (words of the closed vocabulary, or characters)
+    utterances_train: int = field(default=6000, metadata=bounds(1))
+    utterances_val: int = field(default=600, metadata=bounds(1))
+    utterances_test: int = field(default=600, metadata=bounds(1))
+    mels: int = field(default=40, metadata=bounds(16, 128))
+    units: str = field(default="words", metadata=choices("words", "chars"))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def caption(model: Any, image: torch.Tensor, beam: int, temperature: float, seed
 
 
 def check_options(args: argparse.Namespace) -> None:
-    if args.beam < 1:
+    if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     if args.temperature < 0:
         raise UserError(f"--temperature must be >= 0, got {args.temperature}")
@@ -46,7 +46,7 @@ def predict_captions(args: argparse.Namespace, run_dir: Path, cfg: Any, model: A
     vocab = Vocabulary.load(run_dir / "vocab.json")
     out = []
     for path in args.images:
-        ids, _ = caption(model, _scene(cfg, path), args.beam, args.temperature, args.seed)
+        ids, _ = caption(model, _scene(cfg, path), args.beam or 1, args.temperature, args.seed)
         out.append({"image": str(path), "caption": vocab.decode(ids)})
     if args.json:
         print_json(out[0] if len(out) == 1 else {"run": str(run_dir), "predictions": out})

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from neuralab.cli.common import print_json, top_classes
+from neuralab.cli.common import print_json, table, top_classes
 from neuralab.errors import UserError
 
 
@@ -111,4 +111,19 @@ def predict_texts(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any)
     for item in out:
         shown = item["text"] if len(item["text"]) <= 60 else item["text"][:57] + "..."
         print(f"{shown!r}: " + ", ".join(f"{p['class']} {p['prob']:.1%}" for p in item["top"]))
+    return 0
+
+
+def print_translation_test(result: dict) -> int:
+    """BLEU and chrF of the beam, greedy decoding and the source copied, with signatures."""
+    beam = result["test/beam"]
+    rows = [
+        [f"beam {beam}", f"{result['test/bleu']:.2f}", f"{result['test/chrf']:.2f}"],
+        ["greedy", f"{result['test/greedy_bleu']:.2f}", f"{result['test/greedy_chrf']:.2f}"],
+        ["source copied", f"{result['test/copy_bleu']:.2f}", f"{result['test/copy_chrf']:.2f}"],
+    ]
+    books = ", ".join(result["test/books"])
+    print(f"{result['test/examples']} test verses ({books}), scored by sacreBLEU:")
+    print(table(rows, ["translation", "BLEU", "chrF"]))
+    print(f"BLEU: {result['test/bleu_signature']}\nchrF: {result['test/chrf_signature']}")
     return 0

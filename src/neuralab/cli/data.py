@@ -148,6 +148,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         from neuralab.cli._clips import clip_info
 
         info = clip_info(args)
+    elif kind == "speech":
+        from neuralab.cli._speech import speech_info
+
+        info = speech_info(args)
     elif kind == "labelled-text":
         from neuralab.cli._texts import text_info
 
@@ -169,7 +173,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from neuralab import data
 
-    if data.DATASETS.get(args.name).kind in ("scenes", "captions", "clips"):
+    if data.DATASETS.get(args.name).kind in ("scenes", "captions", "clips", "speech"):
         raise UserError(f"{args.name} is generated, not downloaded: neuralab data make {args.name}")
     path = data.fetch(args.name, args.data_dir)
     print(f"{args.name} is in {path}")
@@ -179,6 +183,12 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 def cmd_data_make(args: argparse.Namespace) -> int:
     import time
 
+    from neuralab.data import DATASETS
+
+    if DATASETS.get(args.name).kind == "speech":
+        from neuralab.cli._speech import make_speech
+
+        return make_speech(args)
     scenes, spec = _scene_spec(args)
     for split, n in _sizes(args).items():
         start = time.perf_counter()
@@ -201,6 +211,12 @@ def cmd_data_show(args: argparse.Namespace) -> int:
         from neuralab.cli._clips import show_clips
 
         return show_clips(args)
+    if DATASETS.get(args.name).kind == "speech":
+        from neuralab.cli._speech import show_speech
+
+        return show_speech(args)
+    if args.split in ("val", "test_seen"):
+        raise UserError(f"only a speech set has a {args.split} split")
     if args.split == "test_comp":
         raise UserError("only a captioned scene set has a test_comp split")
     scenes, spec = _scene_spec(args)
@@ -250,7 +266,7 @@ def _add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "name",
         help="a scene set: fashion-scenes, mnist-scenes (show: also fashion-scenes-captions, "
-        "moving-fashion)",
+        "moving-fashion, spoken-digits, spoken-commands)",
     )
     p.add_argument(
         "--size", type=int, help="canvas side in pixels (default: 96; captioned scenes: 64)"
@@ -258,9 +274,15 @@ def _add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-iou", type=float, default=0.3, help="most overlap of two boxes")
     p.add_argument("--seed", type=int, default=0, help="same seed, same scenes (default: 0)")
     p.add_argument(
-        "--train", type=int, help="train scenes (default: 20000) or clips (default: 8000)"
+        "--train",
+        type=int,
+        help="train scenes (default: 20000), clips (default: 8000) or utterances (6000)",
     )
-    p.add_argument("--test", type=int, help="test scenes (default: 2000) or clips (default: 2000)")
+    p.add_argument(
+        "--test",
+        type=int,
+        help="test scenes (default: 2000), clips (default: 2000) or utterances (600; val too)",
+    )
     p.add_argument(
         "--variant",
         choices=["motion", "appearance", "mixed"],
@@ -309,14 +331,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="moving-fashion: what labels a clip (default: motion)",
     )
     p.add_argument("--size", type=int, help="moving-fashion: frame side (default: 64)")
-    p.add_argument("--train", type=int, help="moving-fashion: train clips (default: 8000)")
-    p.add_argument("--test", type=int, help="moving-fashion: test clips (default: 2000)")
+    p.add_argument(
+        "--train", type=int, help="train clips (default: 8000) or utterances (default: 6000)"
+    )
+    p.add_argument(
+        "--test", type=int, help="test clips (default: 2000) or utterances (default: 600; val too)"
+    )
     p.set_defaults(func=cmd_data_info)
     p = data_sub.add_parser("fetch", help="download from the canonical source, check sha256")
     p.add_argument("name")
     p.add_argument("--data-dir", help="download here instead of the user cache")
     p.set_defaults(func=cmd_data_fetch)
-    p = data_sub.add_parser("make", help="generate a scene set's train and test splits")
+    p = data_sub.add_parser(
+        "make", help="generate a scene set's train and test splits (a speech set's four splits)"
+    )
     _add_scene_options(p)
     p.set_defaults(func=cmd_data_make)
     p = data_sub.add_parser(
@@ -326,9 +354,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=16, help="scenes (or clips) to draw (default: 16)")
     p.add_argument(
         "--split",
-        choices=["train", "test", "test_comp"],
+        choices=["train", "val", "test", "test_comp", "test_seen"],
         default="test",
-        help="test_comp: a captioned set's compositional test split",
+        help="test_comp: a captioned set's compositional test split; val, test_seen: a "
+        "speech set's",
     )
     p.add_argument("--out", default="scenes.png", help="the PNG (default: scenes.png)")
     p.set_defaults(func=cmd_data_show)

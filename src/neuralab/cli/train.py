@@ -4,6 +4,7 @@ craft for any kind of run that learns from labels (``neuralab.tasks``)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import time
@@ -23,6 +24,14 @@ from neuralab.cli.common import (
 from neuralab.errors import UserError
 
 ORDER = 1
+# what predicts for a run trained on a dataset of each kind, other than image classifiers
+PREDICTORS = {
+    "labelled-text": ("_texts", "predict_texts"),
+    "speech": ("_speech", "predict_speech"),
+    "captions": ("_captions", "predict_captions"),
+    "scenes": ("_scenes", "predict_scenes"),
+    "clips": ("_clips", "predict_clips"),
+}
 
 
 def check_trains_with(cfg, command: str, run: Any = None) -> None:
@@ -134,17 +143,13 @@ def cmd_test(args: argparse.Namespace) -> int:
         )
         return 0
     if "test/bleu" in result:
-        beam = result["test/beam"]
-        rows = [
-            [f"beam {beam}", f"{result['test/bleu']:.2f}", f"{result['test/chrf']:.2f}"],
-            ["greedy", f"{result['test/greedy_bleu']:.2f}", f"{result['test/greedy_chrf']:.2f}"],
-            ["source copied", f"{result['test/copy_bleu']:.2f}", f"{result['test/copy_chrf']:.2f}"],
-        ]
-        books = ", ".join(result["test/books"])
-        print(f"{result['test/examples']} test verses ({books}), scored by sacreBLEU:")
-        print(table(rows, ["translation", "BLEU", "chrF"]))
-        print(f"BLEU: {result['test/bleu_signature']}\nchrF: {result['test/chrf_signature']}")
-        return 0
+        from neuralab.cli._texts import print_translation_test
+
+        return print_translation_test(result)
+    if "test_seen/wer" in result:
+        from neuralab.cli._speech import print_speech_test
+
+        return print_speech_test(result)
     if "test/fact_f1" in result:
         from neuralab.cli._captions import print_caption_test
 
@@ -233,32 +238,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from neuralab.data.image_files import border_mean, read_image
 
     run_dir, cfg, model, spec = trained_run(
-        args, ("image", "segment", "detect", "caption", "video", "textclass")
+        args, ("image", "segment", "detect", "caption", "video", "textclass", "speech")
     )
     if not 0 <= args.min_score <= 1:
         raise UserError(f"--min-score must be in [0, 1], got {args.min_score}")
-    if spec.kind == "labelled-text":
-        from neuralab.cli._texts import predict_texts
-
-        return predict_texts(args, run_dir, cfg, model)
-    if args.text:
+    if args.text and spec.kind != "labelled-text":
         raise UserError(f"--text is for text classification runs; {run_dir} is not one")
-    if not args.images:
+    if args.beam is not None and args.beam < 1:
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    if not args.images and spec.kind not in ("labelled-text", "speech"):
         raise UserError("give the image files to predict (or --text for a text classifier)")
-    if spec.kind == "captions":
-        from neuralab.cli._captions import predict_captions
-
-        return predict_captions(args, run_dir, cfg, model)
-    if args.beam != 1 or args.temperature != 0:
-        raise UserError(f"--beam and --temperature are for caption runs; {run_dir} is not one")
-    if spec.kind == "scenes":
-        from neuralab.cli._scenes import predict_scenes
-
-        return predict_scenes(args, run_dir, cfg, model)
-    if spec.kind == "clips":
-        from neuralab.cli._clips import predict_clips
-
-        return predict_clips(args, run_dir, cfg, model)
+    if spec.kind not in ("captions", "speech") and (args.beam or 1, args.temperature) != (1, 0):
+        raise UserError(
+            f"--beam and --temperature are for caption and speech runs; {run_dir} is not one"
+        )
+    if spec.kind in PREDICTORS:  # a module of this package: cli/_texts.py, ...
+        module, function = PREDICTORS[spec.kind]
+        predict = getattr(importlib.import_module(f"neuralab.cli.{module}"), function)
+        return predict(args, run_dir, cfg, model)
     x_train, _ = data.load_split(cfg.data, "train")
     dark = border_mean(x_train[:1000]) < 0.5
     if args.top_k < 1:
@@ -383,7 +380,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="segmenters and detectors: the PNG to draw (a folder for several images; "
         "default: IMAGE_mask.png or IMAGE_boxes.png)",
     )
-    p.add_argument("--beam", type=int, default=1, help="captioners: beam size (1: greedy)")
+    p.add_argument(
+        "--beam", type=int, help="captioners: beam size (default 1: greedy); speech: (default 8)"
+    )
     p.add_argument(
         "--temperature", type=float, default=0.0, help="captioners: sample at this temperature"
     )

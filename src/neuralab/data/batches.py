@@ -64,6 +64,22 @@ class ImageBatches:
         return Batch(xb, self.y[idx])
 
 
+def bucket_order(lengths: Tensor, batch_size: int, window: int, gen: torch.Generator) -> Tensor:
+    """A permutation drawn from ``gen`` in which each run of ``batch_size`` examples has
+    similar ``lengths`` (little padding): the examples are sorted by length within windows of
+    ``window`` batches, and the batches of each window shuffled. A window's remainder short
+    of a batch goes to the end, where an epoch's last partial batch is dropped."""
+    perm = torch.randperm(len(lengths), generator=gen)
+    order, rest = [], []
+    for start in range(0, len(perm), window * batch_size):
+        chunk = perm[start : start + window * batch_size]
+        batches = list(chunk[lengths[chunk].argsort(stable=True)].split(batch_size))
+        if len(batches[-1]) < batch_size:
+            rest.append(batches.pop())
+        order += [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
+    return torch.cat(order + rest)
+
+
 def _check_length(tokens: Tensor, needed: int, what: str) -> None:
     if len(tokens) < needed:
         raise UserError(

@@ -24,6 +24,7 @@ from neuralab.data.cifar import SOURCES, read_cifar10
 from neuralab.data.fortunes import CATEGORIES, find_fortunes
 from neuralab.data.idx import read_mnist_like
 from neuralab.data.spec import DATASETS, DatasetSpec, RawData, RemoteFile
+from neuralab.data.speech import vocabulary as speech_vocabulary
 from neuralab.errors import UserError
 
 
@@ -353,5 +354,26 @@ for _name, _what, _packages in (
             how_to_get=f"apt-get install {_packages} ({_what}, verse by verse; public domain)",
             bundled=_sword_pair(_name),
             kind="parallel-text",
+        ),
+    )
+
+for _name, _what in (
+    ("spoken-digits", "1-7 spoken digits, like TIDIGITS"),
+    ("spoken-commands", "30 spoken commands, like Speech Commands"),
+):
+    DATASETS.add(
+        _name,
+        DatasetSpec(
+            name=_name,
+            classes=speech_vocabulary(_name),
+            channels=1,
+            height=1,
+            width=1,
+            read=_generated,
+            how_to_get=(
+                f"synthesized on first use ({_what}): apt-get install espeak-ng flite festival "
+                "festvox-kallpc16k festvox-us-slt-hts"
+            ),
+            kind="speech",
         ),
     )

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from neuralab.attack.base import eval_mode
 from neuralab.data import bible
-from neuralab.data.batches import Batch, ImageBatches
+from neuralab.data.batches import Batch, ImageBatches, bucket_order
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.base import unwrap
@@ -79,9 +79,7 @@ def trim(ids: Tensor, pad: int) -> Tensor:
 
 class BucketBatches(ImageBatches):
     """Sources and targets of a permutation drawn from (seed, epoch), sorted by target length
-    within windows of ``BUCKET`` batches, the batches of each window in a shuffled order (a
-    window's remainder short of a batch is left for the end of the epoch, which is dropped
-    as every run drops the last partial batch)."""
+    within windows of ``BUCKET`` batches (``bucket_order``)."""
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, pad: int) -> None:
         super().__init__(x, y, batch_size, seed)
@@ -90,20 +88,10 @@ class BucketBatches(ImageBatches):
     def get(self, step: int) -> Batch:
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            gen = derived_generator(self.seed, epoch)
-            perm = torch.randperm(len(self.x), generator=gen)
             lengths = (self.y != self.pad).sum(1)
-            window = BUCKET * self.batch_size
-            order, rest = [], []
-            for start in range(0, len(perm), window):
-                chunk = perm[start : start + window]
-                chunk = chunk[lengths[chunk].argsort(stable=True)]
-                batches = list(chunk.split(self.batch_size))
-                if len(batches[-1]) < self.batch_size:
-                    rest.append(batches.pop())  # the epoch's dropped remainder, at the end
-                for j in torch.randperm(len(batches), generator=gen).tolist():
-                    order.append(batches[j])
-            self._perm, self._epoch = torch.cat(order + rest), epoch
+            gen = derived_generator(self.seed, epoch)
+            self._perm = bucket_order(lengths, self.batch_size, BUCKET, gen)
+            self._epoch = epoch
         idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
         return Batch(trim(self.x[idx], self.pad), trim(self.y[idx], self.pad))
 

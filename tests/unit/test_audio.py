@@ -97,3 +97,18 @@ def test_spec_augment_masks_inside_each_utterance_and_repeats_from_its_generator
         assert dead_frames[b, :n].sum() <= 2 * int(0.1 * n) + 2
     # no band wider than freq_width per mask, two masks: at most 16 mels dead everywhere
     assert ((masked == 0).all(1).sum(1) <= 16).all()
+
+
+def test_frequency_warping_moves_a_tone_as_a_higher_voice_would():
+    """VTLP with α = 1.15 moves the log-mel peak of a 1 kHz tone to where a 1.15 kHz tone's
+    peak is (within one band), α = 1 changes nothing, and α is drawn per utterance."""
+    feats = torch.stack(
+        [audio.log_mel(torch.from_numpy(tone(0.3, hz=hz)), 40) for hz in (1000, 1150)]
+    )
+    warped = audio.warp_frequency(feats[:1], torch.Generator().manual_seed(0), 1.15, 1.15)
+    peak = lambda f: f.mean(0).argmax().item()  # noqa: E731
+    assert abs(peak(warped[0]) - peak(feats[1])) <= 1 and peak(feats[0]) < peak(feats[1])
+    same = audio.warp_frequency(feats, torch.Generator().manual_seed(0), 1.0, 1.0)
+    assert torch.allclose(same, feats)
+    two = audio.warp_frequency(feats[[0, 0]], torch.Generator().manual_seed(1))
+    assert not torch.allclose(two[0], two[1])

@@ -108,3 +108,24 @@ def spec_augment(
         run = (frame_index >= start[:, None]) & (frame_index < (start + width)[:, None])
         keep &= ~run[:, :, None]
     return torch.where(keep, feats, fill)
+
+
+def warp_frequency(
+    feats: Tensor, gen: torch.Generator, low: float = 0.85, high: float = 1.15
+) -> Tensor:
+    """Vocal tract length perturbation (Jaitly & Hinton 2013) of (B, T, mels) features: per
+    utterance a factor α drawn from [``low``, ``high``] scales every frequency by α, as a
+    longer or shorter vocal tract would; band m takes the value the unwarped spectrum has at
+    its centre frequency / α, interpolated between bands (the band edges clamp)."""
+    b, _, mels = feats.shape
+    alpha = torch.empty(b, dtype=torch.float64).uniform_(low, high, generator=gen)
+    top = float(hz_to_mel(torch.tensor(SAMPLE_RATE / 2.0, dtype=torch.float64)))
+    step = top / (mels + 1)
+    centres = mel_to_hz(torch.arange(1, mels + 1, dtype=torch.float64) * step)  # Hz
+    source = hz_to_mel(centres[None, :] / alpha[:, None]) / step - 1  # (B, mels), in bands
+    source = source.clamp(0, mels - 1).float()
+    below = source.floor().long()
+    above = (below + 1).clamp(max=mels - 1)
+    w = (source - below)[:, None, :]
+    index = lambda i: i[:, None, :].expand(-1, feats.shape[1], -1)  # noqa: E731
+    return feats.gather(2, index(below)) * (1 - w) + feats.gather(2, index(above)) * w

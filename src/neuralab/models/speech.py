@@ -3,9 +3,12 @@ labels and the blank out.
 
 Both share a front-end of two 3×3 convolutions with stride 2 in frequency and ``time_stride``
 (2 or 4) in time overall, as in Deep Speech 2 (Amodei et al. 2016): a 10 ms frame rate
-becomes 20 or 40 ms, which shortens the sequence the recurrent or attention layers read. The
-input is normalised per mel band by the training set's mean and std (``mean``, ``std``), and
-frames past an utterance's length are zeroed, so padding carries nothing.
+becomes 20 or 40 ms, which shortens the sequence the recurrent or attention layers read. Each
+utterance's own mean of each mel band over its frames is subtracted (``utterance_norm``:
+cepstral mean normalisation, which removes a voice's or a channel's constant spectral
+tilt), then the features are normalised per mel band by the training set's mean and std
+(``mean``, ``std``, of features so treated), and frames past an utterance's length are
+zeroed, so padding carries nothing.
 
 - ``ctc_lstm``: a bidirectional LSTM (torch's fused one) over packed sequences, so the
   backward direction starts at each utterance's own last frame, not in its padding.
@@ -46,6 +49,9 @@ class SpeechConfig:
     n_heads: int = 4  # transformer
     mlp_ratio: int = 4  # transformer
     dropout: float = 0.1
+    # subtract each utterance's own mean of each mel band first (cepstral mean normalisation:
+    # a voice's or channel's constant spectral tilt is removed)
+    utterance_norm: bool = True
     mean: tuple[float, ...] = ()  # per mel band, of the training features; () = 0
     std: tuple[float, ...] = ()  # () = 1
 
@@ -68,6 +74,12 @@ class SpeechConfig:
 def conv_length(lengths: Tensor) -> Tensor:
     """Output frames of a 3-wide, stride-2, padding-1 convolution over ``lengths`` frames."""
     return (lengths - 1) // 2 + 1
+
+
+def utterance_mean(feats: Tensor, lengths: Tensor) -> Tensor:
+    """(B, 1, F): each utterance's mean of each band over its own ``lengths`` frames."""
+    keep = (torch.arange(feats.shape[1], device=feats.device) < lengths[:, None])[..., None]
+    return (feats * keep).sum(1, keepdim=True) / lengths.clamp(min=1)[:, None, None]
 
 
 class CTCModel(nn.Module):
@@ -104,6 +116,8 @@ class CTCModel(nn.Module):
             feats.dim() == 3 and feats.shape[2] == self.config.mels,
             f"expected (B, T, {self.config.mels}) log-mel features, got {tuple(feats.shape)}",
         )
+        if self.config.utterance_norm:
+            feats = feats - utterance_mean(feats, lengths)
         x = ((feats - self.mean) / self.std).unsqueeze(1)  # (B, 1, T, F)
         for i, conv in enumerate(self.front):
             if i:

@@ -5,7 +5,9 @@ that scores, at each output step, every label and the blank; the loss is ``F.ctc
 negative log of the summed probability of every path that reads as the transcript, per
 utterance. The labels are the set's words (``data.units = "words"``) or their characters and
 the space (``"chars"``). Training batches hold utterances of similar length (windows of
-``BUCKET`` batches sorted by frames), SpecAugment-ed (``data.augment``) from (seed, step).
+``BUCKET`` batches sorted by frames), augmented (``data.augment``) from (seed, step): each
+utterance's frequencies scaled by a factor in [0.85, 1.15] (vocal tract length
+perturbation, as if by another speaker), then SpecAugment's masks.
 Before training, every train and val utterance is checked to give enough output steps for
 its transcript (a one-line error otherwise, never an infinite loss).
 
@@ -34,9 +36,9 @@ from torch import Tensor, nn
 
 from neuralab.attack.base import eval_mode
 from neuralab.data import speech
-from neuralab.data.audio import log_mel, spec_augment
+from neuralab.data.audio import log_mel, spec_augment, warp_frequency
 from neuralab.data.batches import Batch, bucket_order
-from neuralab.models import create_model
+from neuralab.models import create_model, model_config
 from neuralab.models.ctc import as_tensor, beam_decode, check_lengths, greedy_decode
 from neuralab.runs import write_atomic
 from neuralab.seed import derived_generator, seed_everything
@@ -94,7 +96,8 @@ def unpack_targets(y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 class SpeechBatches:
     """Utterances of a permutation drawn from (seed, epoch), bucketed by length
-    (``bucket_order``), padded to the batch's longest, SpecAugment-ed from (seed, step)."""
+    (``bucket_order``), padded to the batch's longest; augmented from (seed, step) by vocal
+    tract length perturbation and SpecAugment."""
 
     def __init__(
         self, feats: list[Tensor], y: Tensor, batch_size: int, seed: int, augment: bool
@@ -115,6 +118,7 @@ class SpeechBatches:
         x, y = pad_features([self.feats[j] for j in idx]), self.y[idx]
         y = y[:, : 1 + max(int((y[:, 1:] > 0).sum(1).max()), 1)]
         if self.augment:
+            x = warp_frequency(x, derived_generator(self.seed, step, 4))
             x = spec_augment(x, y[:, 0], derived_generator(self.seed, step, 3), self.fill)
         return Batch(x, y)
 
@@ -158,13 +162,15 @@ class CTCTask(Task):
 
     def prepare(self, cfg: RunConfig, run_dir: Path, resume: bool) -> Setup:
         """The train and val utterances as log-mel features, and the model, normalising by
-        the train features' per-mel mean and std."""
+        the train features' per-mel mean and std (after each utterance's own mean is
+        subtracted, as the model does unless ``model.utterance_norm = false``)."""
         train = speech.load_speech_split(cfg.data, "train")
         val = speech.load_speech_split(cfg.data, "val")
         feats, frames = featurize(train, cfg.data.mels)
         val_feats, val_frames = featurize(val, cfg.data.mels)
-        every = torch.cat(feats)
         seed_everything(cfg.seed)
+        normed = model_config(cfg.model.name, **cfg.model.options).utterance_norm
+        every = torch.cat([f - f.mean(0) for f in feats] if normed else feats)
         model = create_model(
             cfg.model.name,
             mels=cfg.data.mels,

@@ -38,7 +38,9 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     lines = [
         [
             r["name"],
-            "x".join(map(str, r["shape"])) if "text" not in r["kind"] else r["kind"],
+            r["kind"]
+            if "text" in r["kind"] or r["kind"] == "speech"
+            else "x".join(map(str, r["shape"])),
             r["classes"] or "-",
             r["where"] or f"missing: {r['how_to_get']}",
         ]
@@ -302,12 +304,19 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         {"name": n, "kind": model_kind(n), "params": create_model(n).num_params()} for n in names
     ]
     if args.json:
-        inputs = {"image": "1x28x28, 10 classes", "text": "65-character vocabulary"}
+        inputs = {
+            "image": "1x28x28, 10 classes",
+            "text": "65-character vocabulary",
+            "speech": "40 mels, 10 labels and the blank",
+        }
         print_json({"inputs": inputs, "models": rows})
     else:
         lines = [[r["name"], r["kind"], f"{r['params']:,}"] for r in rows]
         print(table(lines, ["model", "kind", "params"]))
-        print("params at the defaults: images 1x28x28 with 10 classes; text with 65 characters")
+        print(
+            "params at the defaults: images 1x28x28 with 10 classes; text with 65 characters; "
+            "speech with 40 mels and 10 labels"
+        )
     return 0
 
 

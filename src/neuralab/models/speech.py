@@ -42,8 +42,8 @@ class SpeechConfig:
     arch: str = "lstm"
     channels: int = 32  # the front-end's convolutions
     time_stride: int = 4  # 2 or 4: frames per output step
-    hidden: int = 256  # lstm: each direction's state
-    layers: int = 3  # lstm
+    hidden: int = 128  # lstm: each direction's state
+    layers: int = 2  # lstm
     d_model: int = 144  # transformer
     n_layers: int = 4  # transformer
     n_heads: int = 4  # transformer
@@ -102,6 +102,9 @@ class CTCModel(nn.Module):
         )
         self.freq_out = conv_length(conv_length(torch.tensor(c.mels))).item()
         self.drop = nn.Dropout(c.dropout)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def out_lengths(self, lengths: Tensor) -> Tensor:
         """How many output steps ``lengths`` input frames give."""

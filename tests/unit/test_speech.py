@@ -58,6 +58,13 @@ def test_a_missing_synthesizer_names_its_package(monkeypatch):
     assert "\n" not in str(err.value)
 
 
+def test_a_missing_festival_voice_names_its_package(monkeypatch, tmp_path):
+    require_synthesizers()
+    monkeypatch.setattr(speech, "FESTIVAL_VOICES", tmp_path)
+    with pytest.raises(UserError, match="ked_diphone is not installed.*festvox-kdlpc16k"):
+        speech.synthesizer_versions()
+
+
 @pytest.mark.data
 def test_a_set_is_synthesized_by_its_split_voices_deterministically_and_cached(tmp_path):
     """Every utterance is spoken by one of its split's voices, at 16 kHz, the same from the

@@ -372,7 +372,7 @@ for _name, _what in (
             read=_generated,
             how_to_get=(
                 f"synthesized on first use ({_what}): apt-get install espeak-ng flite festival "
-                "festvox-kallpc16k festvox-us-slt-hts"
+                "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
             ),
             kind="speech",
         ),

@@ -3,8 +3,8 @@ test voices never heard in training.
 
 No speech corpus ships in a Debian package, but speech synthesizers do: ``espeak-ng`` (a
 formant synthesizer: accents, each with male, female and Klatt variants), ``flite`` (CMU's
-voices awb, rms, slt, kal, kal16) and ``festival`` (the Kal diphone voice and the HTS voice
-of CMU Arctic's slt). An utterance is a text (1–7 digits like TIDIGITS, or one of the
+voices awb, rms, slt, kal, kal16) and ``festival`` (the Kal and Ked diphone voices and the
+HTS voice of CMU Arctic's slt). An utterance is a text (1–7 digits like TIDIGITS, or one of the
 commands like Speech Commands) spoken by a voice at a random rate (and, for espeak-ng,
 pitch), resampled to 16 kHz, sped up or slowed by a random factor in [0.9, 1.1] (pitch and
 tempo together, Ko et al. 2015), padded with up to 0.15 s of silence at each end, mixed with
@@ -13,8 +13,8 @@ white, pink or babble noise (three other utterances of the same split) at a rand
 
 The voices are split by speaker, never by utterance (``VOICES``):
 
-- ``train``: espeak-ng's en-us, en-gb, en-gb-x-rp, en-gb-scotland and en-029, and flite's
-  awb and rms;
+- ``train``: espeak-ng's en-us, en-gb, en-gb-x-rp, en-gb-scotland and en-029, flite's awb
+  and rms, and festival's ked_diphone;
 - ``val``: espeak-ng's en-gb-x-gbclan, and the Kal speaker in all three engines (flite kal
   and kal16, festival kal_diphone);
 - ``test``, voices never heard in training nor validation: espeak-ng's en-gb-x-gbcwmd,
@@ -46,7 +46,7 @@ from neuralab.errors import UserError
 if TYPE_CHECKING:
     from neuralab.config import DataConfig
 
-GENERATOR_VERSION = 1  # bump when the same settings and seed would draw different audio
+GENERATOR_VERSION = 2  # bump when the same settings and seed would draw different audio
 NAMES = ("spoken-digits", "spoken-commands")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 COMMANDS = (
@@ -64,10 +64,11 @@ ESPEAK_VARIANTS = (
     *(f"f{i}" for i in range(1, 6)),
     *("klatt", "klatt2", "klatt3", "klatt4"),
 )
+FESTIVAL_VOICES = Path("/usr/share/festival/voices")
 PACKAGES = {
     "espeak-ng": "espeak-ng",
     "flite": "flite",
-    "festival": "festival festvox-kallpc16k festvox-us-slt-hts",
+    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
 }
 
 
@@ -89,6 +90,7 @@ VOICES = (
     ),
     Voice("flite", "awb", "awb", "train"),
     Voice("flite", "rms", "rms", "train"),
+    Voice("festival", "ked_diphone", "ked", "train"),
     Voice("espeak-ng", "en-gb-x-gbclan", "espeak-en-gb-x-gbclan", "val"),
     Voice("flite", "kal", "kal", "val"),
     Voice("flite", "kal16", "kal", "val"),
@@ -166,7 +168,14 @@ def synthesizer_versions() -> dict[str, str]:
                 f"built: apt-get install {PACKAGES[engine]}"
             )
         out = subprocess.run([engine, flag], capture_output=True, text=True, check=False)
-        versions[engine] = (out.stdout or out.stderr).strip().splitlines()[0]
+        lines = (out.stdout or out.stderr).strip().splitlines() or ["unknown"]
+        versions[engine] = next((x for x in lines if "version" in x.lower()), lines[0])
+    for voice in (v.name for v in VOICES if v.engine == "festival"):
+        if not list(FESTIVAL_VOICES.glob(f"*/{voice}")):
+            raise UserError(
+                f"festival's voice {voice} is not installed in {FESTIVAL_VOICES}, so the speech "
+                f"sets cannot be built: apt-get install {PACKAGES['festival']}"
+            )
     return versions
 
 

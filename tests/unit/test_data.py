@@ -41,7 +41,8 @@ def roots(tmp_path, monkeypatch):
 
 def test_registry_and_specs():
     """The four image datasets, tiny shakespeare, the two scene sets, the captioned one, the
-    clips, the Bible's genres, its two translation pairs and the fortunes are registered with
+    clips, the Bible's genres, its two translation pairs, the fortunes and the two speech
+    sets (their classes: the words of their transcripts) are registered with
     the documented classes, shapes, augmentation defaults and a sha256 (64 hex digits) for
     every canonical file."""
     assert DATASETS.names() == [
@@ -57,8 +58,13 @@ def test_registry_and_specs():
         "mnist",
         "mnist-scenes",
         "moving-fashion",
+        "spoken-commands",
+        "spoken-digits",
         "tinyshakespeare",
     ]
+    assert DATASETS.get("spoken-digits").classes[:3] == ("zero", "one", "two")
+    assert DATASETS.get("spoken-commands").kind == "speech"
+    assert len(DATASETS.get("spoken-commands").classes) == 28
     assert DATASETS.get("fashion-scenes").classes == DATASETS.get("fashion-mnist").classes
     fashion = DATASETS.get("fashion-mnist")
     assert fashion.classes[0] == "T-shirt/top" and fashion.classes[-1] == "Ankle boot"

@@ -102,7 +102,7 @@ def predict_speech(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any
     import torch
 
     from neuralab.data.audio import log_mel
-    from neuralab.data.wav import read_wav
+    from neuralab.data.wav import SAMPLE_RATE, read_wav
     from neuralab.models.ctc import beam_decode
     from neuralab.tasks.ctc import BEAM, Labels
 
@@ -119,7 +119,7 @@ def predict_speech(args: argparse.Namespace, run_dir: Path, cfg: Any, model: Any
         with torch.no_grad():
             logits, steps = model(feats, torch.tensor([feats.shape[1]]))
         text = labels.decode(beam_decode(logits, steps, beam)[0])
-        out.append({"file": str(path), "transcript": text, "seconds": len(wave) / 16000})
+        out.append({"file": str(path), "transcript": text, "seconds": len(wave) / SAMPLE_RATE})
     if args.json:
         print_json({"run": str(run_dir), "predictions": out})
         return 0

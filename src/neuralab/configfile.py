@@ -102,29 +102,33 @@ def section_values(section: str, cls: type, values: dict[str, Any]) -> dict[str,
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b.c": v}`` -> ``{"a": {"b": {"c": v}}}``; a key may not be both a value and a table."""
     nested: dict[str, Any] = {}
     for dotted, value in flat.items():
         parts = dotted.split(".")
-        if len(parts) > 2 or not all(parts):
+        if not all(parts):
             raise UserError(f"bad config key {dotted!r}; use 'section.key', e.g. optim.lr")
-        single, section = len(parts) == 1, isinstance(nested.get(parts[0]), dict)
-        if (single and section) or (not single and parts[0] in nested and not section):
-            raise UserError(f"config key {parts[0]!r} is given both as a value and as a section")
-        if single:
-            nested[parts[0]] = value
-        else:
-            nested.setdefault(parts[0], {})[parts[1]] = value
+        table = nested
+        for depth, part in enumerate(parts[:-1]):
+            if part in table and not isinstance(table[part], dict):
+                name = ".".join(parts[: depth + 1])
+                raise UserError(f"config key {name!r} is given both as a value and as a section")
+            table = table.setdefault(part, {})
+        if isinstance(table.get(parts[-1]), dict):
+            raise UserError(f"config key {dotted!r} is given both as a value and as a section")
+        table[parts[-1]] = value
     return nested
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``extra`` over ``base``, section by section (nested dicts as read from TOML)."""
+    """``extra`` over ``base``, table by table (nested dicts as read from TOML, merged at every
+    depth, so ``env.config.duration=20`` keeps the rest of a preset's ``[env.config]``)."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             if key == "model" and "name" in value and value["name"] != out[key].get("name"):
                 out[key] = {}  # another model: the old model's options no longer apply
-            out[key].update(value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -182,6 +186,9 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        items = (f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

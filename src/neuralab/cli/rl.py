@@ -1,4 +1,4 @@
-"""``neuralab rl train`` and ``neuralab rl eval``.
+"""``neuralab rl train``, ``neuralab rl eval`` and ``neuralab rl baselines``.
 
 Imports of Gymnasium and the algorithms happen inside the commands, so the
 rest of the CLI works without the ``rl`` extra; without it these commands say
@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 from neuralab.cli.common import Parser, add_json, add_run_options, add_which, resolve_run
+from neuralab.configfile import merge, parse_overrides
+from neuralab.errors import UserError
 
 ORDER = 6
 
@@ -45,9 +47,20 @@ def cmd_rl_train(args: argparse.Namespace) -> int:
             f"{results['train/wall_s']:.0f} s; greedy return "
             f"{results.get('eval/mean_return', float('nan')):.1f} ± "
             f"{results.get('eval/std_return', float('nan')):.1f} "
-            f"over {results.get('eval/episodes', 0)} episodes\nrun: {run_dir}"
+            f"over {results.get('eval/episodes', 0)} episodes{_driving_line(results)}"
+            f"\nrun: {run_dir}"
         )
     return 0
+
+
+def _driving_line(results: dict) -> str:
+    """A driving run's crash rate and speed, to follow its return."""
+    if results.get("eval/crash_rate") is None:
+        return ""
+    return (
+        f"; crash rate {results['eval/crash_rate']:.0%}, "
+        f"mean speed {results['eval/mean_speed']:.1f} m/s (rl baselines for the scripted drivers)"
+    )
 
 
 def cmd_rl_eval(args: argparse.Namespace) -> int:
@@ -57,14 +70,64 @@ def cmd_rl_eval(args: argparse.Namespace) -> int:
     result = eval_run(args.run, args.episodes, gif, args.which)
     if args.json:
         print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{result['env']}: return {result['mean_return']:.1f} ± {result['std_return']:.1f} "
+        f"over {result['episodes']} greedy episodes (min {result['min_return']:.1f}, "
+        f"max {result['max_return']:.1f})"
+    )
+    if "crash_rate" in result:
+        print(_driving_table({"agent": result}, result["episodes"]))
+    if gif is not None:
+        print(f"gif: {gif}")
+    return 0
+
+
+DRIVING_COLUMNS = [
+    ("return", "mean_return", "{:.1f}"),
+    ("± std", "std_return", "{:.1f}"),
+    ("crash rate", "crash_rate", "{:.0%}"),
+    ("success", "success_rate", "{:.0%}"),
+    ("speed m/s", "mean_speed", "{:.1f}"),
+    ("distance m", "mean_distance", "{:.0f}"),
+    ("lane changes/km", "lane_changes_per_km", "{:.1f}"),
+]
+
+
+def _driving_table(rows: dict[str, dict], episodes: int) -> str:
+    """Driving metrics, one row per driver, over ``episodes`` fixed-seed episodes."""
+    head = ["driver"] + [name for name, _, _ in DRIVING_COLUMNS]
+    body = [
+        [driver]
+        + ["—" if r[key] is None else fmt.format(r[key]) for _, key, fmt in DRIVING_COLUMNS]
+        for driver, r in rows.items()
+    ]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = [
+        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *body]
+    ]
+    return "\n".join([*lines, f"({episodes} episodes each, the evaluation seeds of rl eval)"])
+
+
+def cmd_rl_baselines(args: argparse.Namespace) -> int:
+    from neuralab.rl import config as rl_config
+    from neuralab.rl.drivers import BASELINES, baselines
+
+    try:
+        cfg = rl_config.load(args.env, args.overrides)
+    except UserError:  # not a config: an env id
+        values = {"algo": "ppo", "env": {"id": args.env}}
+        cfg = rl_config.build(merge(values, parse_overrides(args.overrides)))
+    names = args.drivers.split(",") if args.drivers else list(BASELINES)
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise UserError(f"unknown driver {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+    result = baselines(cfg.env, args.episodes, names)
+    if args.json:
+        print(json.dumps(result, indent=2))
     else:
-        print(
-            f"{result['env']}: return {result['mean_return']:.1f} ± {result['std_return']:.1f} "
-            f"over {result['episodes']} greedy episodes (min {result['min_return']:.1f}, "
-            f"max {result['max_return']:.1f})"
-        )
-        if gif is not None:
-            print(f"gif: {gif}")
+        print(f"{cfg.env.id}: scripted drivers")
+        print(_driving_table(result, args.episodes))
     return 0
 
 
@@ -82,3 +145,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_which(p)
     add_json(p)
     p.set_defaults(func=cmd_rl_eval)
+    p = rl_sub.add_parser(
+        "baselines", help="scripted drivers on a highway-env road: random, idle, slower, rules"
+    )
+    p.add_argument("env", help="a highway-env id (highway-fast-v0, merge-v0, ...) or an RL preset")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. env.config.vehicles_count=30"
+    )
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--drivers", help="comma-separated subset, e.g. slower,rules (default: all)")
+    add_json(p)
+    p.set_defaults(func=cmd_rl_baselines)

@@ -14,6 +14,7 @@ eps (CleanRL's and pg-pong's), not AdamW/SGD with weight-decay groups.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,13 @@ ALGOS = ("reinforce", "ppo", "dqn")
 
 @dataclass(frozen=True)
 class EnvConfig:
-    id: str = "CartPole-v1"  # any Gymnasium id with discrete actions
-    num_envs: int = 4  # in-process vector envs (reinforce: episodes per update)
+    id: str = "CartPole-v1"  # any Gymnasium or highway-env id with discrete actions
+    num_envs: int = 4  # vector envs (reinforce: episodes per update)
+    # sync: stepped in this process; async: each in a subprocess (pays for slow simulators)
+    vector: str = field(default="sync", metadata=choices("sync", "async"))
+    # highway-env's own config dict ([env.config] in TOML, env.config.KEY=VALUE on the
+    # command line), e.g. vehicles_count, duration, observation = {type = "OccupancyGrid"}
+    config: dict[str, Any] = field(default_factory=dict)
     preprocess: str = field(default="none", metadata=choices("none", "pong"))
     actions: tuple[int, ...] = ()  # a subset of the env's actions, e.g. [2, 3]; () = all
     max_episode_steps: int = 0  # 0 = the env's own time limit
@@ -144,13 +150,34 @@ def build(values: dict[str, Any]) -> RLConfig:
             if not isinstance(value, dict):
                 raise UserError(f"config key {key!r} must be a [{key}] section")
             cls = _SECTIONS[key]
-            kwargs[key] = cls(**config_lib.section_values(key, cls, value))
+            value, extra = dict(value), {}
+            if key == "env" and "config" in value:
+                extra["config"] = _env_config(value.pop("config"))
+                if not isinstance(extra["config"], dict):
+                    raise UserError(
+                        "config key 'env.config' must be a table of highway-env settings, "
+                        "e.g. env.config.duration=20"
+                    )
+            kwargs[key] = cls(**config_lib.section_values(key, cls, value), **extra)
         else:
             valid = ", ".join(["seed", "algo", *_SECTIONS])
             raise UserError(f"unknown config key {key!r}; valid top-level keys: {valid}")
     cfg = RLConfig(**kwargs)
     _check(cfg)
     return cfg
+
+
+def _env_config(value: Any) -> Any:
+    """highway-env's config table, its ``key=value`` strings read as JSON where they parse
+    (``20``, ``true``, ``[20, 30]``) and kept as strings where not (``OccupancyGrid``)."""
+    if isinstance(value, dict):
+        return {k: _env_config(v) for k, v in value.items()}
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def _check(cfg: RLConfig) -> None:

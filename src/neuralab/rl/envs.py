@@ -8,9 +8,10 @@ observation of the next episode, and the true last observation in
 ``infos["final_obs"]`` (needed to bootstrap truncated episodes). So every
 transition a learner sees is real; none needs masking.
 
-In-process (``SyncVectorEnv``) rather than subprocess vector envs: for
+In-process (``SyncVectorEnv``) by default rather than subprocess vector envs: for
 environments as cheap as CartPole or LunarLander, pickling observations between
-processes costs more than stepping the envs.
+processes costs more than stepping the envs. highway-env's simulators are slow enough
+(tens of steps per CPU-second) that subprocesses (``env.vector = "async"``) pay.
 
 Training episodes' returns and lengths are counted by Gymnasium's own
 ``RecordEpisodeStatistics`` vector wrapper (which counts SAME_STEP episodes right from
@@ -19,13 +20,16 @@ Gymnasium 1.4 on; earlier versions drop the first step of every episode after an
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from neuralab.errors import UserError
+from neuralab.rl import driving
 from neuralab.rl.config import EnvConfig
 
 try:
@@ -87,23 +91,45 @@ class ActionSubset(gym.ActionWrapper):
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """One environment as configured; unknown ids and unsupported spaces are UserErrors."""
-    kwargs = {"max_episode_steps": cfg.max_episode_steps} if cfg.max_episode_steps else {}
+    """One environment as configured; unknown ids and unsupported spaces are UserErrors.
+
+    highway-env's environments get ``cfg.config`` (its keys checked against the env's own
+    defaults), flat observations (a Kinematics table of V vehicles x F features becomes V*F
+    numbers) and ``driving.DrivingMetrics``.
+    """
+    kwargs: dict = {"max_episode_steps": cfg.max_episode_steps} if cfg.max_episode_steps else {}
     if cfg.id.startswith("ALE/"):
         import ale_py
 
         gym.register_envs(ale_py)
+    is_driving = driving.is_driving_id(cfg.id)
+    if cfg.config and cfg.id in gym.registry:  # (an unknown id is gym.make's to report)
+        if not is_driving:
+            raise UserError(
+                f"env.config holds highway-env's settings; {cfg.id} is not a highway-env "
+                "environment (e.g. highway-fast-v0, intersection-v0)"
+            )
+        driving.check_config(cfg.id, cfg.config)
+        kwargs["config"] = copy.deepcopy(cfg.config)
     try:
         env = gym.make(cfg.id, render_mode=render_mode, **kwargs)
     except gym.error.Error as err:
+        hint = "" if driving.register() else f"; highway-env's ids need {driving.INSTALL}"
         raise UserError(
             f"cannot make environment {cfg.id!r}: {err} "
-            "(e.g. CartPole-v1, LunarLander-v3, ALE/Pong-v5)"
+            f"(e.g. CartPole-v1, LunarLander-v3, ALE/Pong-v5, highway-fast-v0){hint}"
         ) from None
+    except (ValueError, KeyError, TypeError, AssertionError) as err:
+        if not is_driving:
+            raise
+        raise UserError(f"{cfg.id}: highway-env rejects env.config: {err}") from None
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise UserError(
             f"{cfg.id} has {env.action_space} actions; only discrete ones are supported"
         )
+    if is_driving:
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # its renderer needs no sound card
+        env = _driving(env, cfg)
     if cfg.preprocess == "pong":
         env = PongDifference(env)
     if cfg.actions:
@@ -116,13 +142,33 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     return env
 
 
+def _driving(env: gym.Env, cfg: EnvConfig) -> gym.Env:
+    """A highway-env env with its driving metrics and its observation flattened."""
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box):
+        kind = env.unwrapped.config["observation"].get("type")
+        raise UserError(
+            f"{cfg.id} with observation type {kind!r} gives {type(space).__name__} "
+            "observations; the networks here take one array (Kinematics, OccupancyGrid, "
+            "Lidar, TimeToCollision, GrayscaleObservation)"
+        )
+    env = driving.DrivingMetrics(env)
+    if len(space.shape) > 1:
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
 def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
-    """``cfg.num_envs`` envs stepped in this process, reset on the step that ends an episode;
-    that step's ``infos["episode"]`` holds the episode's return and length."""
-    envs = gym.vector.SyncVectorEnv(
-        [lambda: make_env(cfg) for _ in range(cfg.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    """``cfg.num_envs`` envs, reset on the step that ends an episode; that step's
+    ``infos["episode"]`` holds the episode's return and length. ``cfg.vector`` steps them in
+    this process (``sync``) or each in its own subprocess (``async``, forked: the slow
+    pure-Python simulators of highway-env then use every core)."""
+    make = [lambda: make_env(cfg) for _ in range(cfg.num_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if cfg.vector == "async":
+        envs = gym.vector.AsyncVectorEnv(make, autoreset_mode=mode, context="fork")
+    else:
+        envs = gym.vector.SyncVectorEnv(make, autoreset_mode=mode)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
@@ -166,6 +212,7 @@ class Episode:
     obs: np.ndarray  # (T, obs_dim)
     actions: np.ndarray  # (T,)
     rewards: np.ndarray  # (T,)
+    info: dict  # the last step's (a driving env's holds "driving", see driving.DrivingMetrics)
 
     @property
     def total(self) -> float:
@@ -187,11 +234,12 @@ def play_episodes(
     first = [env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]
     obs = {i: o for i, o in enumerate(first)}
     trajs: list[dict[str, list]] = [{"obs": [], "actions": [], "rewards": []} for _ in envs]
+    last: list[dict] = [{} for _ in envs]
     while obs:
         ids = list(obs)
         actions = act(np.stack([obs[i] for i in ids]))
         for i, a in zip(ids, actions, strict=True):
-            o, r, terminated, truncated, _ = envs[i].step(a)
+            o, r, terminated, truncated, last[i] = envs[i].step(a)
             if record:
                 trajs[i]["obs"].append(obs[i])
                 trajs[i]["actions"].append(a)
@@ -205,6 +253,7 @@ def play_episodes(
             obs=np.stack(t["obs"]) if record else np.zeros((0,)),
             actions=np.asarray(t["actions"], dtype=np.int64),
             rewards=np.asarray(t["rewards"], dtype=np.float32),
+            info=info,
         )
-        for t in trajs
+        for t, info in zip(trajs, last, strict=True)
     ]

@@ -15,8 +15,9 @@ from PIL import Image
 from torch import nn
 
 from neuralab.plots import save_gif
+from neuralab.rl import driving
 from neuralab.rl.config import RLConfig
-from neuralab.rl.envs import make_env, play_episodes
+from neuralab.rl.envs import Episode, make_env, play_episodes
 from neuralab.rl.nets import as_batch
 
 EVAL_SEED = 1_000_000
@@ -30,23 +31,32 @@ def _greedy(agent: nn.Module):
     return act
 
 
-def evaluate(cfg: RLConfig, agent: nn.Module, episodes: int) -> dict[str, float]:
-    """Mean and standard deviation of the return of ``episodes`` greedy episodes."""
+def evaluate(cfg: RLConfig, agent: nn.Module, episodes: int) -> dict[str, float | None]:
+    """``summary`` of ``episodes`` greedy episodes (mean and std of the return, ...)."""
     envs = [make_env(cfg.env) for _ in range(episodes)]
     played = play_episodes(
         envs, _greedy(agent), [EVAL_SEED + i for i in range(episodes)], record=False
     )
     for env in envs:
         env.close()
+    return summary(played)
+
+
+def summary(played: list[Episode]) -> dict[str, float | None]:
+    """Return statistics of finished episodes, and a driving env's metrics
+    (``driving.summarize``: crash rate, success rate, speed, distance, lane changes)."""
     returns = np.array([ep.total for ep in played])
-    return {
+    out = {
         "mean_return": float(returns.mean()),
         "std_return": float(returns.std()),
         "min_return": float(returns.min()),
         "max_return": float(returns.max()),
         "mean_length": float(np.mean([len(ep.rewards) for ep in played])),
-        "episodes": episodes,
+        "episodes": len(played),
     }
+    if all("driving" in ep.info for ep in played):
+        out.update(driving.summarize([ep.info["driving"] for ep in played]))
+    return out
 
 
 def record_gif(

@@ -39,12 +39,17 @@ from neuralab.train.metrics import MetricsLogger
 ALGORITHMS = {"reinforce": Reinforce, "ppo": PPO, "dqn": DQN}
 AGENTS = {"reinforce": PolicyNet, "ppo": ActorCritic, "dqn": QAgent}
 
+# a driving env's evaluation metrics logged at every checkpoint and plotted against steps
+DRIVING_CURVES = {"crash_rate": "crash rate", "mean_speed": "mean speed (m/s)"}
+
 # the names this record's fields had in checkpoints written before rl/ used runs.Progress
 _OLD_NAMES = {"env_steps": "step", "best_return": "best", "best_env_steps": "best_step"}
 
 
 def new_run_dir(run_dir: str | Path | None, cfg: RLConfig) -> Path:
-    """A fresh run directory holding the resolved config; an existing one is never reused."""
+    """A fresh run directory holding the resolved config; an existing one is never reused, and
+    none is made for an environment that cannot be made (``spaces`` makes it once)."""
+    spaces(cfg.env)
     name = cfg.env.id.split("/")[-1].split("-")[0].lower()
     return make_run_dir(run_dir, f"{name}_{cfg.algo}", rl_config.to_toml(cfg), "neuralab rl train")
 
@@ -100,7 +105,8 @@ def train(
                 best = False
                 if tc.eval_episodes:
                     ev = evaluate(cfg, algo.agent, tc.eval_episodes)
-                    record |= {f"eval/{k}": ev[k] for k in ("mean_return", "std_return")}
+                    keys = ("mean_return", "std_return", *DRIVING_CURVES)
+                    record |= {f"eval/{k}": ev[k] for k in keys if ev.get(k) is not None}
                     best = state.best is None or ev["mean_return"] > state.best
                 if best:
                     state.best, state.best_step = ev["mean_return"], state.step
@@ -173,7 +179,20 @@ def plot_returns(run_dir: Path) -> Path:
     ax.set(xlabel="environment steps", ylabel="episode return", title=run_dir.name)
     ax.grid(alpha=0.3)
     ax.legend()
+    if evals and "eval/crash_rate" in evals[0]:
+        plot_driving(run_dir, evals)
     return save_figure(fig, run_dir / "plots" / "returns.png")
+
+
+def plot_driving(run_dir: Path, evals: list[dict]) -> Path:
+    """A driving run's greedy crash rate and mean speed against environment steps."""
+    fig, axes = subplots(1, len(DRIVING_CURVES), figsize=(10, 3.5))
+    steps = [r["step"] for r in evals]
+    for ax, (key, label) in zip(axes, DRIVING_CURVES.items(), strict=True):
+        ax.plot(steps, [r[f"eval/{key}"] for r in evals], "o-", markersize=3)
+        ax.set(xlabel="environment steps", ylabel=label, title=f"greedy evaluation: {label}")
+        ax.grid(alpha=0.3)
+    return save_figure(fig, run_dir / "plots" / "driving.png")
 
 
 def load_agent(run_dir: str | Path, which: str = "best"):

@@ -1,0 +1,128 @@
+"""Driving on Farama's highway-env: its environments, and the metrics beyond return.
+
+Return alone lies on these roads: always braking scores nearly as well as a learnt
+policy, at a crawl. So every episode of a driving env also reports whether the ego
+vehicle crashed, whether it reached its goal (where the env has one), its mean speed,
+the distance it drove and its lane changes; ``summarize`` turns episodes into the table
+a person reads: crash rate, success rate, mean speed, distance, lane changes per km.
+
+highway-env is imported on first use (``import highway_env`` registers its ids with
+Gymnasium); without it a driving id is a one-line error saying how to install it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from neuralab.errors import UserError
+
+try:
+    import gymnasium as gym
+except ImportError:
+    raise UserError("reinforcement learning needs Gymnasium: pip install 'neuralab[rl]'") from None
+
+INSTALL = "pip install 'neuralab[rl]' (it installs highway-env)"
+
+
+def register() -> bool:
+    """Register highway-env's ids with Gymnasium; False when it is not installed."""
+    try:
+        importlib.import_module("highway_env")
+    except ImportError:
+        return False
+    return True
+
+
+def is_driving_id(env_id: str) -> bool:
+    """Whether ``env_id`` is one of highway-env's environments (registering them first)."""
+    if env_id not in gym.registry:
+        register()
+    spec = gym.registry.get(env_id)
+    return spec is not None and str(spec.entry_point).startswith("highway_env")
+
+
+def check_config(env_id: str, config: dict[str, Any]) -> None:
+    """A one-line error for a key the env's ``default_config`` does not have."""
+    creator = gym.envs.registration.load_env_creator(gym.registry[env_id].entry_point)
+    valid = creator.default_config()
+    unknown = sorted(set(config) - set(valid))
+    if unknown:
+        raise UserError(
+            f"unknown highway-env config key 'env.config.{unknown[0]}' for {env_id}; "
+            f"valid keys: {', '.join(sorted(valid))}"
+        )
+
+
+def ego(env: gym.Env):
+    """The (first) controlled vehicle of a highway-env environment."""
+    return env.unwrapped.vehicle
+
+
+def success(env: gym.Env, info: dict) -> bool | None:
+    """Whether the ego vehicle reached its goal, on envs that have one (else None):
+    intersection (it left through its exit), merge (past the end of the ramp), parking."""
+    u, v = env.unwrapped, ego(env)
+    name = type(u).__name__
+    if name.startswith("Intersection"):
+        return bool(u.has_arrived(v)) and not v.crashed
+    if name.startswith("Merge"):
+        return bool(v.position[0] > 370) and not v.crashed  # where merge-v0 ends the episode
+    if name.startswith("Parking"):
+        return bool(info.get("is_success")) and not v.crashed
+    return None
+
+
+class DrivingMetrics(gym.Wrapper):
+    """Adds ``info["driving"]`` on the step that ends an episode: ``crashed``, ``success``
+    (None without a goal), ``speed`` (mean m/s over the policy's steps), ``distance`` (m the
+    ego vehicle moved) and ``lane_changes`` (moves to a neighbouring lane of the same road)."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        v = ego(self.env)
+        self._speeds: list[float] = []
+        self._distance, self._lane_changes = 0.0, 0
+        self._position, self._lane = np.array(v.position, dtype=float), v.lane_index
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        v = ego(self.env)
+        position = np.array(v.position, dtype=float)
+        self._distance += float(np.linalg.norm(position - self._position))
+        self._position = position
+        self._speeds.append(float(v.speed))
+        lane = v.lane_index
+        if lane != self._lane and lane is not None and self._lane is not None:
+            self._lane_changes += lane[:2] == self._lane[:2]  # same road, another lane
+        self._lane = lane
+        if terminated or truncated:
+            info = dict(info)
+            info["driving"] = {
+                "crashed": bool(v.crashed),
+                "success": success(self.env, info),
+                "speed": float(np.mean(self._speeds)),
+                "distance": self._distance,
+                "lane_changes": self._lane_changes,
+            }
+        return obs, reward, terminated, truncated, info
+
+
+def summarize(episodes: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The driving table's row from episodes' ``info["driving"]``: crash and success rates
+    (fractions of episodes), mean speed (m/s, episodes' means averaged), mean distance (m)
+    and lane changes per km driven (all episodes' changes over all their kilometres)."""
+    if not episodes:
+        raise ValueError("no episodes to summarize")
+    goals = [e["success"] for e in episodes if e["success"] is not None]
+    km = sum(e["distance"] for e in episodes) / 1000
+    return {
+        "crash_rate": float(np.mean([e["crashed"] for e in episodes])),
+        "success_rate": float(np.mean(goals)) if goals else None,
+        "mean_speed": float(np.mean([e["speed"] for e in episodes])),
+        "mean_distance": float(np.mean([e["distance"] for e in episodes])),
+        "lane_changes_per_km": sum(e["lane_changes"] for e in episodes) / km if km else 0.0,
+    }

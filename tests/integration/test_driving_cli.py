@@ -1,0 +1,102 @@
+"""``neuralab rl`` on highway-env as a user runs it: train a driving preset for a few hundred
+steps, resume it exactly, evaluate it with the driving metrics and a GIF, score the scripted
+drivers, and refuse bad input with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+from test_cli import assert_user_error, neuralab
+
+pytest.importorskip("highway_env")
+
+SHORT = ["env.config.duration=8", "train.eval_episodes=2", "train.final_eval_episodes=2"]
+TUPLE = '{"type": "TupleObservation", "observation_configs": [{"type": "Kinematics"}]}'
+DRIVING_KEYS = {"mean_return", "std_return", "crash_rate", "mean_speed", "success_rate", "episodes"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """highway_dqn for 320 steps (20 updates of 2 envs x 8 steps; checkpoints every 5)."""
+    cwd = tmp_path_factory.mktemp("driving")
+    args = ["train.total_steps=320", "train.checkpoint_every=5", *SHORT]
+    proc = neuralab("rl", "train", "highway_dqn", *args, "--run-dir", "runs/d", "--json", cwd=cwd)
+    return cwd, json.loads(proc.stdout)
+
+
+def test_train_reports_driving_metrics_and_plots_them(run) -> None:
+    """The results hold the greedy crash rate and speed; the run has the driving curve."""
+    cwd, results = run
+    assert results["env/steps"] == 320
+    assert 0 <= results["eval/crash_rate"] <= 1 and results["eval/mean_speed"] > 0
+    assert results["eval/success_rate"] is None  # the highway has no goal
+    assert (cwd / "runs/d/plots/driving.png").is_file()
+    records = [json.loads(x) for x in (cwd / "runs/d/metrics.jsonl").read_text().splitlines()]
+    assert sum("eval/crash_rate" in r for r in records) == 4
+
+
+def test_ctrl_c_then_resume_ends_with_the_straight_runs_weights(run, tmp_path) -> None:
+    """The same run, stopped by a real Ctrl-C once it has a checkpoint (wherever it then is)
+    and resumed, ends with the very weights of the straight run: the subprocess envs are
+    re-seeded at each checkpoint exactly as the straight run re-seeds them."""
+    cwd, _ = run
+    args = ["train.total_steps=320", "train.checkpoint_every=5", *SHORT, "--run-dir", "r"]
+    env = {**os.environ, "NEURALAB_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neuralab", "rl", "train", "highway_dqn", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "r/checkpoints/last").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()
+    neuralab("rl", "train", "--resume", "r", cwd=tmp_path)
+    straight = (cwd / "runs/d/checkpoints/last/model.safetensors").read_bytes()
+    assert (tmp_path / "r/checkpoints/last/model.safetensors").read_bytes() == straight
+
+
+def test_eval_json_has_the_driving_keys_and_gif(run) -> None:
+    """rl eval --json: the contract's keys; --gif: an animated GIF of a driving episode."""
+    cwd, _ = run
+    out = neuralab("rl", "eval", "runs/d", "--episodes", "3", "--gif", "d.gif", "--json", cwd=cwd)
+    result = json.loads(out.stdout)
+    assert DRIVING_KEYS <= result.keys() and result["episodes"] == 3
+    with Image.open(cwd / "d.gif") as gif:
+        assert gif.n_frames > 3
+    table = neuralab("rl", "eval", "runs/d", "--episodes", "2", cwd=cwd).stdout
+    assert "crash rate" in table and "speed m/s" in table
+
+
+def test_baselines_json_has_each_scripted_driver(tmp_path) -> None:
+    """rl baselines ENV --json: {random, idle, slower, rules}, each with the eval keys."""
+    proc = neuralab("rl", "baselines", "highway-fast-v0", "env.config.duration=4",
+                    "--episodes", "2", "--json", cwd=tmp_path)  # fmt: skip
+    out = json.loads(proc.stdout)
+    assert list(out) == ["random", "idle", "slower", "rules"]
+    assert all(DRIVING_KEYS <= row.keys() for row in out.values())
+
+
+def test_driving_mistakes_exit_2_with_one_line(tmp_path) -> None:
+    """An unknown env id, a misspelt highway-env key, an observation the networks cannot take,
+    continuous actions, and scripted drivers on a non-driving env."""
+    cases = {
+        ("env.id=highway-fats-v0",): "cannot make environment 'highway-fats-v0'",
+        ("env.config.lane_count=2",): "unknown highway-env config key 'env.config.lane_count'",
+        (f"env.config.observation={TUPLE}",): "Tuple observations",
+        ("env.id=racetrack-v0",): "unknown highway-env config key 'env.config.vehicles_count'",
+        ("env.id=racetrack-v0", "env.config={}"): "only discrete ones are supported",
+    }
+    for overrides, message in cases.items():
+        proc = neuralab("rl", "train", "highway_dqn", *overrides, cwd=tmp_path, check=False)
+        assert_user_error(proc, message)
+    proc = neuralab("rl", "baselines", "CartPole-v1", cwd=tmp_path, check=False)
+    assert_user_error(proc, "not one of them")
+    assert not (tmp_path / "runs").exists()  # no run directory for a run that cannot start

@@ -1,0 +1,170 @@
+"""Driving on highway-env: its config in ours, the driving metrics, the scripted drivers and
+subprocess vector envs."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+pytest.importorskip("highway_env")
+
+from neuralab.errors import UserError  # noqa: E402
+from neuralab.rl import config as rl_config  # noqa: E402
+from neuralab.rl.drivers import BASELINES, baselines, rules_action  # noqa: E402
+from neuralab.rl.driving import summarize  # noqa: E402
+from neuralab.rl.envs import make_env, make_vector_env  # noqa: E402
+
+IDLE, LEFT, RIGHT, FASTER = 1, 0, 2, 3  # highway-fast-v0's meta-actions
+
+
+def env_of(*overrides: str):
+    return make_env(rl_config.load("highway_dqn", list(overrides)).env)
+
+
+def empty_road(*overrides: str):
+    """highway-fast-v0 with no other car, the ego on lane 1 at 25 m/s, 5 s long."""
+    return env_of(
+        "env.config.vehicles_count=0", "env.config.lanes_count=2", "env.config.duration=5",
+        "env.config.initial_lane_id=1", *overrides,
+    )  # fmt: skip
+
+
+def test_env_config_reaches_highway_env_and_round_trips_through_toml() -> None:
+    """env.config.KEY=VALUE overrides merge into the preset's [env.config] (JSON values parsed,
+    nested keys too), reach highway-env, and the run's config.toml reads back the same."""
+    cfg = rl_config.load(
+        "highway_dqn",
+        ["env.config.lanes_count=2", "env.config.observation.type=OccupancyGrid"],
+    )
+    assert cfg.env.config == {
+        "vehicles_count": 20, "lanes_count": 2, "observation": {"type": "OccupancyGrid"},
+    }  # fmt: skip
+    env = make_env(cfg.env)
+    assert env.unwrapped.config["lanes_count"] == 2
+    assert env.unwrapped.config["observation"]["type"] == "OccupancyGrid"
+    assert env.observation_space.shape == (int(np.prod(env.unwrapped.observation_space.shape)),)
+    assert rl_config.build(tomllib.loads(rl_config.to_toml(cfg))) == cfg
+
+
+def test_config_mistakes_are_one_line_errors() -> None:
+    """A misspelt highway-env key, env.config on a Gymnasium env, an unknown observation type
+    and observations the networks cannot take: each a UserError naming what to fix."""
+    with pytest.raises(
+        UserError, match="unknown highway-env config key 'env.config.vehicle_count'"
+    ):
+        env_of("env.config.vehicle_count=3")
+    with pytest.raises(UserError, match="CartPole-v1 is not a highway-env environment"):
+        make_env(rl_config.load("cartpole_ppo", ["env.config.duration=3"]).env)
+    with pytest.raises(UserError, match="rejects env.config: Unknown observation type"):
+        env_of("env.config.observation.type=Radar")
+    tuple_obs = '{"type": "TupleObservation", "observation_configs": [{"type": "Kinematics"}]}'
+    with pytest.raises(UserError, match="Tuple observations; the networks here take one array"):
+        env_of(f"env.config.observation={tuple_obs}")
+    with pytest.raises(UserError, match="only discrete ones are supported"):
+        env_of("env.id=parking-v0")
+
+
+def test_driving_metrics_of_scripted_episodes_match_hand_computation() -> None:
+    """On an empty road at 25 m/s: 5 one-second IDLE steps drive exactly 125 m at 25 m/s with
+    no lane change; LEFT, then RIGHT are two lane changes (the path barely longer than the
+    road's 125 m, the chord of each step); FASTER raises the mean speed."""
+    env = empty_road()
+    episodes = {}
+    scripts = {
+        "idle": [IDLE] * 5,
+        "weave": [LEFT, IDLE, IDLE, RIGHT, IDLE],
+        "faster": [FASTER, IDLE, IDLE, IDLE, IDLE],
+    }
+    for name, actions in scripts.items():
+        env.reset(seed=0)
+        for a in actions:
+            _, _, terminated, truncated, info = env.step(a)
+        assert truncated and not terminated
+        episodes[name] = info["driving"]
+    assert episodes["idle"] == {
+        "crashed": False, "success": None, "speed": 25.0, "distance": 125.0, "lane_changes": 0,
+    }  # fmt: skip
+    assert episodes["weave"]["lane_changes"] == 2
+    assert 124 < episodes["weave"]["distance"] < 125
+    assert episodes["faster"]["speed"] > 27
+    row = summarize(list(episodes.values()))
+    assert row["crash_rate"] == 0 and row["success_rate"] is None
+    km = sum(e["distance"] for e in episodes.values()) / 1000
+    assert row["lane_changes_per_km"] == pytest.approx(2 / km)
+    assert row["mean_speed"] == pytest.approx(np.mean([e["speed"] for e in episodes.values()]))
+
+
+def test_summarize_rates_by_hand() -> None:
+    """Crash and success rates are fractions of episodes; episodes without a goal (None) do not
+    count in the success rate."""
+    eps = [
+        {"crashed": True, "success": False, "speed": 10.0, "distance": 500.0, "lane_changes": 1},
+        {"crashed": False, "success": True, "speed": 20.0, "distance": 1500.0, "lane_changes": 3},
+        {"crashed": False, "success": None, "speed": 30.0, "distance": 0.0, "lane_changes": 0},
+    ]
+    assert summarize(eps) == {
+        "crash_rate": pytest.approx(1 / 3), "success_rate": 0.5, "mean_speed": 20.0,
+        "mean_distance": pytest.approx(2000 / 3), "lane_changes_per_km": 2.0,
+    }  # fmt: skip
+
+
+def _slow_car_ahead(policy, seconds: int = 20) -> dict:
+    """One lane, the ego at 25 m/s, a car at a constant 21 m/s 60 m ahead (braking to the
+    slowest target speed, 20 m/s, suffices); the episode's driving metrics."""
+    from highway_env.vehicle.kinematics import Vehicle
+
+    env = env_of(
+        "env.config.lanes_count=1", "env.config.vehicles_count=0",
+        f"env.config.duration={seconds}",
+    )  # fmt: skip
+    env.reset(seed=0)
+    u = env.unwrapped
+    u.road.vehicles.append(Vehicle(u.road, u.vehicle.position + [60.0, 0.0], 0.0, 21.0))
+    done = False
+    while not done:
+        _, _, terminated, truncated, info = env.step(policy(env))
+        done = terminated or truncated
+    return info["driving"]
+
+
+def test_rule_based_driver_brakes_where_braking_suffices() -> None:
+    """The scene is a crash for a driver that keeps its speed (the contrast), and the rule-based
+    driver gets through all 20 seconds without one."""
+    assert _slow_car_ahead(lambda env: IDLE)["crashed"]
+    safe = _slow_car_ahead(rules_action)
+    assert not safe["crashed"] and safe["speed"] < 25
+
+
+def test_baselines_score_every_driver_on_the_evaluation_seeds() -> None:
+    """Each scripted driver gets the eval metrics; always-SLOWER drives at about 20 m/s, and
+    a second call on the same seeds gives the same numbers (the random driver included)."""
+    cfg = rl_config.load("highway_dqn", ["env.config.duration=4"]).env
+    first = baselines(cfg, 2)
+    assert list(first) == list(BASELINES)
+    for row in first.values():
+        assert {"mean_return", "crash_rate", "mean_speed", "success_rate", "episodes"} <= row.keys()
+    assert first["slower"]["mean_speed"] < 22 and first["idle"]["lane_changes_per_km"] == 0
+    assert baselines(cfg, 2) == first
+    with pytest.raises(UserError, match="not one of them"):
+        baselines(rl_config.load("cartpole_ppo").env, 2)
+
+
+def test_async_vector_env_steps_exactly_like_the_in_process_one() -> None:
+    """Two highway envs in subprocesses give the very observations, rewards and episode ends
+    of the same two stepped in this process, for the same seeds and actions."""
+    outs = {}
+    for vector in ("sync", "async"):
+        cfg = rl_config.load("highway_dqn", [f"env.vector={vector}", "env.config.duration=6"]).env
+        envs = make_vector_env(cfg)
+        obs, _ = envs.reset(seed=7)
+        steps = [obs]
+        rng = np.random.default_rng(0)
+        for _ in range(10):
+            obs, reward, terminated, truncated, _ = envs.step(rng.integers(0, 5, size=2))
+            steps += [obs, reward, terminated, truncated]
+        envs.close()
+        outs[vector] = steps
+    for a, b in zip(outs["sync"], outs["async"], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -63,6 +63,14 @@ def test_ctrl_c_then_resume_ends_with_the_straight_runs_weights(run, tmp_path) -
     assert (tmp_path / "r/checkpoints/last/model.safetensors").read_bytes() == straight
 
 
+def test_highway_ppo_trains_through_the_cli(tmp_path) -> None:
+    """The PPO preset, on its four subprocess envs, for two short rollouts."""
+    args = ["train.total_steps=128", "ppo.num_steps=16", "ppo.num_minibatches=2", *SHORT]
+    proc = neuralab("rl", "train", "highway_ppo", *args, "--run-dir", "p", "--json", cwd=tmp_path)
+    results = json.loads(proc.stdout)
+    assert results["env/steps"] == 128 and 0 <= results["eval/crash_rate"] <= 1
+
+
 def test_eval_json_has_the_driving_keys_and_gif(run) -> None:
     """rl eval --json: the contract's keys; --gif: an animated GIF of a driving episode."""
     cwd, _ = run

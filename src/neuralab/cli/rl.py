@@ -103,9 +103,10 @@ def _driving_table(rows: dict[str, dict], episodes: int) -> str:
         for driver, r in rows.items()
     ]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = [
-        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *body]
-    ]
+    lines = []
+    for row in [head, *body]:
+        cells = [c.rjust(w) for c, w in zip(row, widths, strict=True)]
+        lines.append("  ".join([row[0].ljust(widths[0]), *cells[1:]]))
     return "\n".join([*lines, f"({episodes} episodes each, the evaluation seeds of rl eval)"])
 
 

@@ -128,7 +128,9 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
             f"{cfg.id} has {env.action_space} actions; only discrete ones are supported"
         )
     if is_driving:
-        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # its renderer needs no sound card
+        # its renderer draws off-screen: no display, no sound card
+        os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # ("dummy" draws black frames)
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
         env = _driving(env, cfg)
     if cfg.preprocess == "pong":
         env = PongDifference(env)

@@ -7,6 +7,7 @@ episodes. The policy is deterministic: the action of highest probability (or Q).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from neuralab.rl.envs import Episode, make_env, play_episodes
 from neuralab.rl.nets import as_batch
 
 EVAL_SEED = 1_000_000
+MAX_GIF_PIXELS = 320 * 240  # a GIF's frames are scaled down to about this many pixels
 
 
 def _greedy(agent: nn.Module):
@@ -77,8 +79,9 @@ def record_gif(
     env.close()
     k = -(-len(frames) // max_frames)  # ceil
     images = [Image.fromarray(f) for f in frames[::k]]
-    if images[0].width > 320:
-        size = (320, round(images[0].height * 320 / images[0].width))
+    scale = math.sqrt(MAX_GIF_PIXELS / (images[0].width * images[0].height))
+    if scale < 1:  # CartPole's 600x400 to 340x226; highway-env's 600x150 road to 554x138
+        size = (round(images[0].width * scale), round(images[0].height * scale))
         images = [im.resize(size) for im in images]
     save_gif([np.asarray(im) for im in images], out, round(1000 * k / fps))
     return {"gif": str(out), "gif_return": total, "gif_length": len(frames) - 1}

@@ -1,0 +1,140 @@
+"""Driving benchmarks on highway-env (issue 18). Prints one JSON object per measurement.
+
+    python benchmarks/driving.py                               # everything below, seed 0
+    python benchmarks/driving.py --only highway_dqn --seeds 0,1,2
+    python benchmarks/driving.py --only vector
+
+Benchmarks:
+  vector        environment steps/s on highway-fast-v0 (random actions): two envs stepped in
+                this process against the same two in subprocesses (env.vector = "async");
+                target: >= 1.6x. Medians of 3 alternating measurements.
+  baselines     the scripted drivers (random, idle, slower, rules) on 100 evaluation episodes
+                of highway-fast-v0, merge-v0 and intersection-v0
+  highway_dqn   the preset trained from scratch, then 100 greedy evaluation episodes;
+  highway_ppo   targets: crash rate <= 3% and mean speed >= 25 m/s within 30 minutes, and
+                better than every scripted driver on crash rate and on speed
+
+Run it alone: two jobs on 2 cores distort times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from vision import machine
+
+from neuralab.rl import config as rl_config
+from neuralab.rl.drivers import baselines
+from neuralab.rl.envs import make_vector_env
+from neuralab.rl.run import new_run_dir, train
+
+PRESETS = ("highway_dqn", "highway_ppo")
+BASELINE_ENVS = ("highway-fast-v0", "merge-v0", "intersection-v0")
+EPISODES = 100
+MAX_WALL_S = 1800.0
+
+
+def emit(result: dict) -> None:
+    print(json.dumps({**result, "machine": machine()}), flush=True)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def steps_per_s(vector: str, steps: int = 600) -> float:
+    cfg = rl_config.load("highway_dqn", [f"env.vector={vector}", "env.num_envs=2"]).env
+    envs = make_vector_env(cfg)
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(steps // 2):
+        envs.step(rng.integers(0, 5, size=2))
+    rate = steps / (time.perf_counter() - start)
+    envs.close()
+    return rate
+
+
+def bench_vector() -> None:
+    rates: dict[str, list[float]] = {"sync": [], "async": []}
+    for _ in range(3):
+        for vector in rates:
+            rates[vector].append(steps_per_s(vector))
+    sync, asyn = (statistics.median(rates[v]) for v in ("sync", "async"))
+    emit({
+        "benchmark": "vector", "env": "highway-fast-v0", "sync_steps_per_s": round(sync, 1),
+        "async_steps_per_s": round(asyn, 1), "speedup": round(asyn / sync, 2),
+        "target": 1.6, "passes": asyn / sync >= 1.6, "runs": rates,
+    })  # fmt: skip
+
+
+def bench_baselines(episodes: int) -> dict[str, dict]:
+    table = {}
+    for env_id in BASELINE_ENVS:
+        cfg = rl_config.build({"algo": "dqn", "env": {"id": env_id}}).env
+        start = time.perf_counter()
+        table[env_id] = baselines(cfg, episodes)
+        emit({
+            "benchmark": "baselines", "env": env_id, "episodes": episodes,
+            "wall_s": round(time.perf_counter() - start, 1), "drivers": table[env_id],
+        })  # fmt: skip
+    return table
+
+
+def bench_preset(preset: str, seed: int, out: Path, overrides: list[str], scripted: dict) -> None:
+    cfg = rl_config.load(preset, [*overrides, f"seed={seed}"])
+    run_dir = new_run_dir(out / f"{preset}-seed{seed}", cfg)
+    log(f"{preset} seed {seed}: training {cfg.train.total_steps} steps in {run_dir}")
+    results = train(cfg, run_dir, progress=False)
+    crash, speed = results["eval/crash_rate"], results["eval/mean_speed"]
+    beats = all(
+        crash < row["crash_rate"] or (crash == 0 and row["crash_rate"] == 0)
+        for row in scripted.values()
+    ) and all(speed > row["mean_speed"] for row in scripted.values())
+    emit({
+        "benchmark": preset, "seed": seed, "env": cfg.env.id,
+        "episodes": results["eval/episodes"], "mean_return": results["eval/mean_return"],
+        "crash_rate": crash, "mean_speed": speed,
+        "lane_changes_per_km": results["eval/lane_changes_per_km"],
+        "env_steps": results["env/steps"], "wall_s": results["train/wall_s"],
+        "steps_per_s": results["train/steps_per_s"],
+        "target": {"crash_rate": 0.03, "mean_speed": 25.0, "wall_s": MAX_WALL_S},
+        "passes": crash <= 0.03 and speed >= 25.0 and results["train/wall_s"] <= MAX_WALL_S,
+        "beats_every_scripted_driver": beats, "overrides": overrides, "run_dir": str(run_dir),
+    })  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("overrides", nargs="*", help="key=value for the trained presets")
+    parser.add_argument("--only", help="vector, baselines, highway_dqn or highway_ppo")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--episodes", type=int, default=EPISODES)
+    parser.add_argument("--out", help="where to keep the runs (default: a temporary folder)")
+    args = parser.parse_args()
+    names = [args.only] if args.only else ["vector", "baselines", *PRESETS]
+    out = Path(args.out or tempfile.mkdtemp(prefix="neuralab-driving-"))
+    overrides = [*args.overrides, f"train.final_eval_episodes={args.episodes}"]
+    scripted = None
+    for name in names:
+        if name == "vector":
+            bench_vector()
+        elif name == "baselines":
+            scripted = bench_baselines(args.episodes)["highway-fast-v0"]
+        else:
+            if scripted is None:
+                cfg = rl_config.build({"algo": "dqn", "env": {"id": "highway-fast-v0"}}).env
+                scripted = baselines(cfg, args.episodes)
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                bench_preset(name, seed, out, overrides, scripted)
+
+
+if __name__ == "__main__":
+    main()

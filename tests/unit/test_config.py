@@ -35,6 +35,23 @@ def test_overrides_are_coerced_by_field_type():
     assert cfg.model.options["widths"] == (8, 16)
 
 
+def test_deep_overrides_merge_into_nested_tables():
+    """``a.b.c=v`` nests at any depth and merges into a TOML file's tables key by key (the
+    siblings stay); a key given both as a value and as a table is a one-line error."""
+    nested = config.parse_overrides(["env.config.duration=20", "env.config.observation.type=X"])
+    assert nested == {"env": {"config": {"duration": "20", "observation": {"type": "X"}}}}
+    base = {"env": {"id": "e", "config": {"lanes": 3, "observation": {"type": "K", "n": 5}}}}
+    assert config.merge(base, nested) == {
+        "env": {
+            "id": "e",
+            "config": {"lanes": 3, "duration": "20", "observation": {"type": "X", "n": 5}},
+        }
+    }
+    for both in (["a.b=1", "a.b.c=2"], ["a.b.c=2", "a.b=1"], ["a=1", "a.b=2"]):
+        with pytest.raises(UserError, match="given both as a value and as a section"):
+            config.parse_overrides(both)
+
+
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [

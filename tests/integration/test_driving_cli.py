@@ -71,6 +71,17 @@ def test_highway_ppo_trains_through_the_cli(tmp_path) -> None:
     assert results["env/steps"] == 128 and 0 <= results["eval/crash_rate"] <= 1
 
 
+@pytest.mark.parametrize("preset", ["intersection_attention_dqn", "intersection_mlp_dqn"])
+def test_intersection_presets_train_through_the_cli(preset: str, tmp_path) -> None:
+    """Ego-attention and its MLP baseline at the intersection, for a few updates: the results
+    have the success rate the intersection's goal gives."""
+    args = ["train.total_steps=48", "dqn.learning_starts=16", "train.checkpoint_every=3"]
+    short = ["train.eval_episodes=1", "train.final_eval_episodes=2"]
+    proc = neuralab("rl", "train", preset, *args, *short, "--run-dir", "i", "--json", cwd=tmp_path)
+    results = json.loads(proc.stdout)
+    assert results["env/steps"] == 48 and 0 <= results["eval/success_rate"] <= 1
+
+
 def test_eval_json_has_the_driving_keys_and_gif(run) -> None:
     """rl eval --json: the contract's keys; --gif: an animated GIF of a driving episode."""
     cwd, _ = run

@@ -7,6 +7,7 @@ import tomllib
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("highway_env")
 
@@ -168,3 +169,47 @@ def test_async_vector_env_steps_exactly_like_the_in_process_one() -> None:
         outs[vector] = steps
     for a, b in zip(outs["sync"], outs["async"], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _attention_net(vehicles: int, seed: int = 0):
+    from neuralab.rl.nets import network
+
+    torch.manual_seed(seed)
+    model = rl_config.build({"algo": "dqn", "model": {"kind": "ego_attention", "embed": 16}}).model
+    return network((vehicles, 7), 3, model)
+
+
+def test_ego_attention_ignores_the_order_and_padding_of_the_other_vehicles() -> None:
+    """Shuffling the other vehicles' rows gives the same Q-values; so do empty rows (presence 0)
+    appended or left with garbage features, and a net built for more rows with the same
+    weights. The attention weights sum to 1 and give nothing to the empty rows."""
+    g = torch.Generator().manual_seed(1)
+    table = torch.randn(4, 5, 7, generator=g)
+    table[:, :, 0] = 1.0  # all five present
+    net = _attention_net(5)
+    out = net(table.flatten(1))
+    perm = torch.tensor([0, 3, 1, 4, 2])  # the ego stays first
+    torch.testing.assert_close(net(table[:, perm].flatten(1)), out)
+    padded = torch.cat([table, torch.randn(4, 3, 7, generator=g)], dim=1)
+    padded[:, 5:, 0] = 0.0  # three absent vehicles, features left random
+    wide = _attention_net(8, seed=99)
+    wide.load_state_dict(net.state_dict())
+    torch.testing.assert_close(wide(padded.flatten(1)), out)
+    weights = wide.last_attention  # (B, heads, V)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4, 2))
+    assert (weights[:, :, 5:] == 0).all()
+    changed = table.clone()
+    changed[:, 2, 1:] += 1.0  # another vehicle moves: the output moves
+    assert not torch.allclose(net(changed.flatten(1)), out)
+
+
+def test_ego_attention_needs_a_table_of_vehicles() -> None:
+    """model.kind=ego_attention on a flat observation (CartPole, or a Lidar ring) is a
+    one-line error naming what it takes."""
+    from neuralab.rl.nets import network
+
+    model = rl_config.build({"algo": "dqn", "model": {"kind": "ego_attention"}}).model
+    with pytest.raises(UserError, match="takes a table of vehicles"):
+        network((4,), 2, model)
+    with pytest.raises(UserError, match="must divide model.embed"):
+        rl_config.build({"algo": "dqn", "model": {"kind": "ego_attention", "heads": 3}})

@@ -42,8 +42,13 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class NetConfig:
-    hidden: tuple[int, ...] = (64, 64)
+    # mlp: on the flat observation; ego_attention: the ego vehicle's query attends over the
+    # other vehicles of a highway-env Kinematics table (Leurent & Mercat 2019), then an MLP
+    kind: str = field(default="mlp", metadata=choices("mlp", "ego_attention"))
+    hidden: tuple[int, ...] = (64, 64)  # the MLP's layers (ego_attention: its decoder's)
     activation: str = field(default="tanh", metadata=choices("tanh", "relu"))
+    embed: int = 64  # ego_attention: each vehicle's embedding, and the attention's width
+    heads: int = 2  # ego_attention: attention heads (must divide embed)
 
 
 @dataclass(frozen=True)
@@ -192,10 +197,14 @@ def _check(cfg: RLConfig) -> None:
         "dqn.train_freq": cfg.dqn.train_freq,
         "dqn.target_every": cfg.dqn.target_every,
         "optim.lr": cfg.optim.lr,
+        "model.embed": cfg.model.embed,
+        "model.heads": cfg.model.heads,
     }
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"config key {key!r} must be positive, got {value!r}")
+    if cfg.model.embed % cfg.model.heads:
+        raise UserError(f"model.heads={cfg.model.heads} must divide model.embed={cfg.model.embed}")
     batch = cfg.env.num_envs * cfg.ppo.num_steps
     if cfg.algo == "ppo" and batch % cfg.ppo.num_minibatches:
         raise UserError(

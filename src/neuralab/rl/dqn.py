@@ -17,16 +17,16 @@ from torch import nn
 
 from neuralab.rl.config import RLConfig
 from neuralab.rl.envs import EpisodeStats, make_vector_env
-from neuralab.rl.nets import anneal, as_batch, build_optimizer, clip_and_step, mlp
+from neuralab.rl.nets import anneal, as_batch, build_optimizer, clip_and_step, network
 
 
 class QAgent(nn.Module):
     """The online Q-network and its target copy (which never gets gradients)."""
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: RLConfig) -> None:
+    def __init__(self, obs_shape: int | tuple[int, ...], n_actions: int, cfg: RLConfig) -> None:
         super().__init__()
-        self.q = mlp(obs_dim, n_actions, cfg.model)
-        self.target = mlp(obs_dim, n_actions, cfg.model)
+        self.q = network(obs_shape, n_actions, cfg.model)
+        self.target = network(obs_shape, n_actions, cfg.model)
         self.sync_target()
         self.target.requires_grad_(False)
 
@@ -91,11 +91,11 @@ class ReplayBuffer:
 
 
 class DQN:
-    def __init__(self, cfg: RLConfig, obs_dim: int, n_actions: int) -> None:
+    def __init__(self, cfg: RLConfig, obs_shape: int | tuple[int, ...], n_actions: int) -> None:
         self.cfg, self.c = cfg, cfg.dqn
-        self.agent = QAgent(obs_dim, n_actions, cfg)
+        self.agent = QAgent(obs_shape, n_actions, cfg)
         self.optimizer = build_optimizer(self.agent.q.parameters(), cfg.optim)
-        self.buffer = ReplayBuffer(self.c.buffer_size, obs_dim)
+        self.buffer = ReplayBuffer(self.c.buffer_size, int(np.prod(obs_shape)))
         self.envs = make_vector_env(cfg.env)
         self.num_envs, self.n_actions = cfg.env.num_envs, n_actions
 

@@ -174,12 +174,20 @@ def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-def spaces(cfg: EnvConfig) -> tuple[int, int]:
-    """(observation size, number of actions) of the configured env."""
+def spaces(cfg: EnvConfig) -> tuple[tuple[int, ...], int]:
+    """(observation shape, number of actions) of the configured env. The shape is flat, except
+    for highway-env's Kinematics table of V vehicles x F features with presence first: that is
+    (V, F) (the networks still receive V*F numbers; ego-attention reads them as the table)."""
     env = make_env(cfg)
-    sizes = int(env.observation_space.shape[0]), int(env.action_space.n)
+    n_actions = int(env.action_space.n)
+    shape: tuple[int, ...] = (int(np.prod(env.observation_space.shape)),)
+    observation = getattr(env.unwrapped, "observation_type", None)
+    if type(observation).__name__ == "KinematicObservation" and observation.features[0] == (
+        "presence"
+    ):
+        shape = (observation.vehicles_count, len(observation.features))
     env.close()
-    return sizes
+    return shape, n_actions
 
 
 class EpisodeStats:

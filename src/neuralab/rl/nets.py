@@ -1,4 +1,5 @@
-"""Pieces every algorithm shares: MLPs with CleanRL's initialisation, the optimizer,
+"""Pieces every algorithm shares: MLPs with CleanRL's initialisation (and ego-attention for
+tables of vehicles), the optimizer,
 the learning-rate schedule and observation batches.
 
 The schedule is the training loop's own (``neuralab.train.optim.lr_factor``, "linear" or
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from neuralab.config import SchedConfig
+from neuralab.errors import UserError
 from neuralab.rl.config import NetConfig, RLOptimConfig
 from neuralab.train.optim import lr_factor, set_lr
 
@@ -34,6 +36,67 @@ def mlp(in_dim: int, out_dim: int, cfg: NetConfig, out_std: float = 1.0) -> nn.S
         layers += [_init(nn.Linear(a, b), math.sqrt(2)), act()]
     layers.append(_init(nn.Linear(sizes[-1], out_dim), out_std))
     return nn.Sequential(*layers)
+
+
+def network(
+    obs_shape: int | tuple[int, ...], out_dim: int, cfg: NetConfig, out_std: float = 1.0
+) -> nn.Module:
+    """The configured network from observations of ``obs_shape`` (flattened when they reach
+    it) to ``out_dim`` outputs: an ``mlp`` or an ``EgoAttention`` over a (V, F) table."""
+    shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
+    if cfg.kind == "ego_attention":
+        if len(shape) != 2:
+            raise UserError(
+                f"model.kind=ego_attention takes a table of vehicles (highway-env's Kinematics "
+                f"observation, presence first); this env observes {shape}"
+            )
+        return EgoAttention(*shape, out_dim, cfg, out_std)
+    return mlp(math.prod(shape), out_dim, cfg, out_std)
+
+
+class EgoAttention(nn.Module):
+    """Ego-attention (Leurent & Mercat 2019, arXiv 1911.12250) over a table of V vehicles x F
+    features whose first row is the ego vehicle and whose first feature is presence (0 for
+    an empty row). Every row is embedded by one shared MLP; the ego's embedding is the
+    query of each head, every present vehicle's (the ego's too) a key and a value; the heads'
+    output, combined and averaged with the ego's embedding, goes through an MLP decoder.
+
+    So the output does not depend on the order of the other vehicles nor on how many empty
+    rows pad the table. ``last_attention`` keeps the latest (B, heads, V) weights (a probe).
+    """
+
+    def __init__(
+        self, vehicles: int, features: int, out_dim: int, cfg: NetConfig, out_std: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.vehicles, self.features, self.heads = vehicles, features, cfg.heads
+        d = cfg.embed
+        self.embed = nn.Sequential(
+            _init(nn.Linear(features, d), math.sqrt(2)), nn.ReLU(),
+            _init(nn.Linear(d, d), math.sqrt(2)), nn.ReLU(),
+        )  # fmt: skip
+        self.query = nn.Linear(d, d, bias=False)
+        self.key = nn.Linear(d, d, bias=False)
+        self.value = nn.Linear(d, d, bias=False)
+        self.combine = nn.Linear(d, d)
+        self.decoder = mlp(d, out_dim, cfg, out_std)
+        self.last_attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        table = x.reshape(-1, self.vehicles, self.features)  # (B, V, F)
+        b, h = table.shape[0], self.heads
+        e = self.embed(table)  # (B, V, d)
+        q = self.query(e[:, :1]).reshape(b, 1, h, -1).transpose(1, 2)  # (B, h, 1, d/h)
+        k = self.key(e).reshape(b, self.vehicles, h, -1).transpose(1, 2)  # (B, h, V, d/h)
+        v = self.value(e).reshape(b, self.vehicles, h, -1).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(k.shape[-1])  # (B, h, 1, V)
+        present = table[:, :, 0] > 0.5
+        present[:, 0] = True  # the ego attends at least to itself
+        scores = scores.masked_fill(~present[:, None, None, :], float("-inf"))
+        weights = scores.softmax(-1)
+        self.last_attention = weights[:, :, 0].detach()
+        attended = (weights @ v).transpose(1, 2).reshape(b, -1)  # (B, d)
+        return self.decoder((self.combine(attended) + e[:, 0]) / 2)
 
 
 def _init(layer: nn.Linear, std: float) -> nn.Linear:

@@ -17,16 +17,16 @@ from torch.distributions import Categorical
 
 from neuralab.rl.config import RLConfig
 from neuralab.rl.envs import EpisodeStats, make_vector_env
-from neuralab.rl.nets import anneal, as_batch, build_optimizer, clip_and_step, mlp
+from neuralab.rl.nets import anneal, as_batch, build_optimizer, clip_and_step, network
 
 
 class ActorCritic(nn.Module):
     """Separate policy and value MLPs, as in CleanRL."""
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: RLConfig) -> None:
+    def __init__(self, obs_shape: int | tuple[int, ...], n_actions: int, cfg: RLConfig) -> None:
         super().__init__()
-        self.actor = mlp(obs_dim, n_actions, cfg.model, out_std=0.01)
-        self.critic = mlp(obs_dim, 1, cfg.model, out_std=1.0)
+        self.actor = network(obs_shape, n_actions, cfg.model, out_std=0.01)
+        self.critic = network(obs_shape, 1, cfg.model, out_std=1.0)
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x).squeeze(-1)  # (B,)
@@ -71,9 +71,9 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float
 
 
 class PPO:
-    def __init__(self, cfg: RLConfig, obs_dim: int, n_actions: int) -> None:
+    def __init__(self, cfg: RLConfig, obs_shape: int | tuple[int, ...], n_actions: int) -> None:
         self.cfg, self.c = cfg, cfg.ppo
-        self.agent = ActorCritic(obs_dim, n_actions, cfg)
+        self.agent = ActorCritic(obs_shape, n_actions, cfg)
         self.optimizer = build_optimizer(self.agent.parameters(), cfg.optim)
         self.envs = make_vector_env(cfg.env)
         self.num_envs = cfg.env.num_envs

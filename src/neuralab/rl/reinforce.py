@@ -21,7 +21,7 @@ from torch.distributions import Categorical
 
 from neuralab.rl.config import RLConfig
 from neuralab.rl.envs import make_env, play_episodes
-from neuralab.rl.nets import anneal, as_batch, build_optimizer, clip_and_step, mlp
+from neuralab.rl.nets import anneal, as_batch, build_optimizer, clip_and_step, network
 
 
 def discounted_returns(rewards: torch.Tensor, dones: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -37,19 +37,20 @@ def discounted_returns(rewards: torch.Tensor, dones: torch.Tensor, gamma: float)
 class PolicyNet(nn.Module):
     """A softmax policy, and a state-value network when the baseline is learned."""
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: RLConfig) -> None:
+    def __init__(self, obs_shape: int | tuple[int, ...], n_actions: int, cfg: RLConfig) -> None:
         super().__init__()
-        self.actor = mlp(obs_dim, n_actions, cfg.model, out_std=0.01)
-        self.critic = mlp(obs_dim, 1, cfg.model) if cfg.reinforce.baseline == "value" else None
+        self.actor = network(obs_shape, n_actions, cfg.model, out_std=0.01)
+        value = cfg.reinforce.baseline == "value"
+        self.critic = network(obs_shape, 1, cfg.model) if value else None
 
     def greedy(self, x: torch.Tensor) -> torch.Tensor:
         return self.actor(x).argmax(-1)
 
 
 class Reinforce:
-    def __init__(self, cfg: RLConfig, obs_dim: int, n_actions: int) -> None:
+    def __init__(self, cfg: RLConfig, obs_shape: int | tuple[int, ...], n_actions: int) -> None:
         self.cfg, self.c = cfg, cfg.reinforce
-        self.agent = PolicyNet(obs_dim, n_actions, cfg)
+        self.agent = PolicyNet(obs_shape, n_actions, cfg)
         self.optimizer = build_optimizer(self.agent.parameters(), cfg.optim)
         self.envs = [make_env(cfg.env) for _ in range(cfg.env.num_envs)]
 

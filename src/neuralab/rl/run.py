@@ -57,8 +57,8 @@ def new_run_dir(run_dir: str | Path | None, cfg: RLConfig) -> Path:
 def build(cfg: RLConfig):
     """The configured algorithm, its networks seeded by ``cfg.seed``."""
     seed_everything(cfg.seed)
-    obs_dim, n_actions = spaces(cfg.env)
-    return ALGORITHMS[cfg.algo](cfg, obs_dim, n_actions)
+    obs_shape, n_actions = spaces(cfg.env)
+    return ALGORITHMS[cfg.algo](cfg, obs_shape, n_actions)
 
 
 def train(

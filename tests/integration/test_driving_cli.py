@@ -74,12 +74,19 @@ def test_highway_ppo_trains_through_the_cli(tmp_path) -> None:
 @pytest.mark.parametrize("preset", ["intersection_attention_dqn", "intersection_mlp_dqn"])
 def test_intersection_presets_train_through_the_cli(preset: str, tmp_path) -> None:
     """Ego-attention and its MLP baseline at the intersection, for a few updates: the results
-    have the success rate the intersection's goal gives."""
+    have the success rate the intersection's goal gives; rl attention draws the attention
+    policy's weights over the other cars, and refuses the MLP's."""
     args = ["train.total_steps=48", "dqn.learning_starts=16", "train.checkpoint_every=3"]
     short = ["train.eval_episodes=1", "train.final_eval_episodes=2"]
     proc = neuralab("rl", "train", preset, *args, *short, "--run-dir", "i", "--json", cwd=tmp_path)
     results = json.loads(proc.stdout)
     assert results["env/steps"] == 48 and 0 <= results["eval/success_rate"] <= 1
+    plot = neuralab("rl", "attention", "i", "--frames", "2", "--out", "a.png", cwd=tmp_path,
+                    check=False)  # fmt: skip
+    if preset == "intersection_attention_dqn":  # where the policy looks, drawn on the road
+        assert plot.returncode == 0 and (tmp_path / "a.png").is_file(), plot.stderr
+    else:
+        assert_user_error(plot, "has no ego-attention")
 
 
 def test_eval_json_has_the_driving_keys_and_gif(run) -> None:

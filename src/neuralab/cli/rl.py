@@ -132,6 +132,20 @@ def cmd_rl_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rl_attention(args: argparse.Namespace) -> int:
+    from neuralab.rl.attention import episode_attention, plot_attention
+    from neuralab.rl.run import load_agent
+
+    if args.frames <= 0:
+        raise UserError(f"--frames must be positive, got {args.frames}")
+    cfg, agent = load_agent(args.run, args.which)
+    out = Path(args.out) if args.out else Path(args.run) / "plots" / "attention.png"
+    snapshots = episode_attention(cfg, agent, args.frames)
+    plot_attention(snapshots, out, f"{cfg.env.id}: where {Path(args.run).name} looks")
+    print(f"attention over the other vehicles at steps {[s['step'] for s in snapshots]}: {out}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the ``rl`` command group to the CLI's subparsers."""
     rl_p = sub.add_parser("rl", help="reinforcement learning: train and evaluate agents")
@@ -157,3 +171,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drivers", help="comma-separated subset, e.g. slower,rules (default: all)")
     add_json(p)
     p.set_defaults(func=cmd_rl_baselines)
+    p = rl_sub.add_parser(
+        "attention", help="an ego-attention policy's attention over the other cars, on the road"
+    )
+    p.add_argument("run")
+    p.add_argument("--frames", type=int, default=4, help="moments of one greedy episode")
+    p.add_argument("--out", help="the PNG (default: RUN/plots/attention.png)")
+    add_which(p)
+    p.set_defaults(func=cmd_rl_attention)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -112,7 +113,11 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         driving.check_config(cfg.id, cfg.config)
         kwargs["config"] = copy.deepcopy(cfg.config)
     try:
-        env = gym.make(cfg.id, render_mode=render_mode, **kwargs)
+        with warnings.catch_warnings():
+            # "intersection-v0 is out of date, consider v1": highway-env's v1 is another env
+            # (continuous actions), not a newer version of this one
+            warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)
+            env = gym.make(cfg.id, render_mode=render_mode, **kwargs)
     except gym.error.Error as err:
         hint = "" if driving.register() else f"; highway-env's ids need {driving.INSTALL}"
         raise UserError(

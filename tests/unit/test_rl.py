@@ -267,6 +267,12 @@ def tiny(preset: str, *overrides: str) -> rl_config.RLConfig:
         "cartpole_ppo": ["ppo.num_steps=16", "ppo.update_epochs=2", "env.num_envs=2"],
         "cartpole_dqn": ["dqn.train_freq=32", "dqn.gradient_steps=4", "dqn.learning_starts=64"],
         "cartpole_reinforce": ["env.num_envs=2"],
+        "highway_dqn": [
+            "dqn.train_freq=8",
+            "dqn.gradient_steps=4",
+            "dqn.learning_starts=16",
+            "env.config.duration=8",
+        ],
     }[preset]
     base = ["model.hidden=[16]", "train.eval_episodes=2", "train.final_eval_episodes=2"]
     return cfg_of(preset, *small, *base, *overrides)
@@ -276,7 +282,12 @@ def params(run_dir) -> dict[str, torch.Tensor]:
     return checkpoint.read(run_dir, "last", with_state=False).model
 
 
-ALGOS = {"cartpole_ppo": "PPO", "cartpole_dqn": "DQN", "cartpole_reinforce": "Reinforce"}
+ALGOS = {
+    "cartpole_ppo": "PPO",
+    "cartpole_dqn": "DQN",
+    "cartpole_reinforce": "Reinforce",
+    "highway_dqn": "DQN",  # highway-env in subprocesses (env.vector = "async")
+}
 
 
 @pytest.mark.parametrize("preset", list(ALGOS))

@@ -12,8 +12,15 @@ import json
 import sys
 from pathlib import Path
 
-from neuralab.cli.common import Parser, add_json, add_run_options, add_which, resolve_run
-from neuralab.configfile import merge, parse_overrides
+from neuralab.cli.common import (
+    Parser,
+    add_json,
+    add_run_options,
+    add_which,
+    resolve_run,
+    table,
+)
+from neuralab.configfile import merge, parse_overrides, resolve_path
 from neuralab.errors import UserError
 
 ORDER = 6
@@ -96,18 +103,13 @@ DRIVING_COLUMNS = [
 
 def _driving_table(rows: dict[str, dict], episodes: int) -> str:
     """Driving metrics, one row per driver, over ``episodes`` fixed-seed episodes."""
-    head = ["driver"] + [name for name, _, _ in DRIVING_COLUMNS]
     body = [
         [driver]
         + ["—" if r[key] is None else fmt.format(r[key]) for _, key, fmt in DRIVING_COLUMNS]
         for driver, r in rows.items()
     ]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = []
-    for row in [head, *body]:
-        cells = [c.rjust(w) for c, w in zip(row, widths, strict=True)]
-        lines.append("  ".join([row[0].ljust(widths[0]), *cells[1:]]))
-    return "\n".join([*lines, f"({episodes} episodes each, the evaluation seeds of rl eval)"])
+    header = ["driver"] + [name for name, _, _ in DRIVING_COLUMNS]
+    return f"{table(body, header)}\n({episodes} episodes each, the evaluation seeds of rl eval)"
 
 
 def cmd_rl_baselines(args: argparse.Namespace) -> int:
@@ -115,10 +117,12 @@ def cmd_rl_baselines(args: argparse.Namespace) -> int:
     from neuralab.rl.drivers import BASELINES, baselines
 
     try:
-        cfg = rl_config.load(args.env, args.overrides)
-    except UserError:  # not a config: an env id
+        resolve_path(args.env)
+    except UserError:  # not a config file or preset: an env id
         values = {"algo": "ppo", "env": {"id": args.env}}
         cfg = rl_config.build(merge(values, parse_overrides(args.overrides)))
+    else:
+        cfg = rl_config.load(args.env, args.overrides)
     names = args.drivers.split(",") if args.drivers else list(BASELINES)
     unknown = [n for n in names if n not in BASELINES]
     if unknown:

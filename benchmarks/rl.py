@@ -4,6 +4,7 @@ evaluation on 20 fixed episodes. Prints one JSON object per run and one per benc
     python benchmarks/rl.py                                  # everything but Pong
     python benchmarks/rl.py --only ppo_cartpole --seeds 0,1,2
     python benchmarks/rl.py --only pong --pong-minutes 30    # Pong's learning curve
+    python benchmarks/rl.py --only pong_ppo --seeds 0        # PPO wins Pong (about an hour)
 
 Benchmarks (targets from issue 7):
   ppo_cartpole  cartpole_ppo: greedy mean return >= 475 over 20 episodes within 100k env
@@ -12,6 +13,10 @@ Benchmarks (targets from issue 7):
   ppo_lunar     lunarlander_ppo: >= 200
   pong          pong_pg (Karpathy's Pong from Pixels) for a wall-clock budget: the learning
                 curve (mean training-episode return against env steps); no target
+  pong_ppo      pong_ppo (issue 26): greedy mean return >= +18 over 10 fixed episodes within
+                2 hours of wall time; reports the env steps, frames and seconds at which the
+                periodic evaluations first reach -10, 0 and +18, greedy and sampled scores of
+                the last and best weights, and where the time went (env, inference, learning)
 
 Each run's "final" score is its last weights; "best" is the checkpoint that scored highest
 in the periodic 10-episode evaluations, re-scored on the 20 episodes. Wall time counts
@@ -29,10 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from vision import machine
 
 from neuralab.rl import config as rl_config
 from neuralab.rl.evaluate import evaluate
+from neuralab.rl.nets import autocast_dtype
 from neuralab.rl.run import load_agent, new_run_dir, plot_returns, train
 from neuralab.runs import read_jsonl
 
@@ -121,6 +128,58 @@ def pong(minutes: float, seed: int, out: Path) -> dict:
     }
 
 
+PPO_TIMES = ("time/env_s", "time/inference_s", "time/learn_s")  # logged by every PPO update
+PONG_THRESHOLDS = (-10.0, 0.0, 18.0)
+PONG_TARGET, PONG_WALL_S = 18.0, 7200.0
+
+
+def pong_ppo(seed: int, out: Path, overrides: list[str]) -> dict:
+    """Train pong_ppo; when its greedy evaluations first crossed each threshold, its scores,
+    and the split of its time between stepping the emulators, rollout inference and learning."""
+    cfg = rl_config.load("pong_ppo", [*overrides, f"seed={seed}"])
+    run_dir = new_run_dir(out / f"pong_ppo-seed{seed}", cfg)
+    results = train(cfg, run_dir, progress=False)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    evals = [r for r in records if "eval/mean_return" in r]
+    crossed = {}
+    for threshold in PONG_THRESHOLDS:
+        first = next((r for r in evals if r["eval/mean_return"] >= threshold), None)
+        crossed[f"{threshold:+g}"] = first and {
+            "env_steps": first["step"],
+            "frames": 4 * first["step"],
+            "wall_s": round(first["wall_s"], 1),
+        }
+    split = {k: round(sum(r.get(k, 0.0) for r in records), 1) for k in PPO_TIMES}
+    scores = {}
+    for which in ("last", "best"):
+        which_cfg, agent = load_agent(run_dir, which)
+        for policy in ("greedy", "sampled"):
+            ev = evaluate(
+                which_cfg, agent, cfg.train.final_eval_episodes, sampled=policy == "sampled"
+            )
+            scores[f"{which}_{policy}"] = {k: ev[k] for k in ("mean_return", "std_return")}
+    wall = results["train/wall_s"]
+    reached = crossed[f"{PONG_TARGET:+g}"]
+    return {
+        "benchmark": "pong_ppo",
+        "seed": seed,
+        "env_steps": results["env/steps"],
+        "frames": 4 * results["env/steps"],
+        "wall_s": wall,
+        "steps_per_s": results["train/steps_per_s"],
+        "precision": str(autocast_dtype(cfg.train.precision) or torch.float32),
+        "time_split_s": {**split, "evaluation_and_rest": round(wall - sum(split.values()), 1)},
+        "learner_steps_per_s": round(results["env/steps"] / max(split["time/learn_s"], 1e-9), 1),
+        "crossed": crossed,
+        "scores": scores,
+        "episodes": cfg.train.final_eval_episodes,
+        "target": PONG_TARGET,
+        "passes": bool(reached and reached["wall_s"] <= PONG_WALL_S),
+        "overrides": overrides,
+        "run_dir": str(run_dir),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="ppo_cartpole,dqn_cartpole,ppo_lunar")
@@ -139,8 +198,15 @@ def main() -> None:
                 log(f"pong: {args.pong_minutes} minutes")
                 emit(pong(args.pong_minutes, seeds[0], out))
                 continue
+            if name == "pong_ppo":
+                for seed in seeds:
+                    log(f"pong_ppo seed {seed}")
+                    emit(pong_ppo(seed, out, args.set))
+                continue
             if name not in TARGETS:
-                parser.error(f"unknown benchmark {name!r}; choose from {', '.join(TARGETS)}, pong")
+                parser.error(
+                    f"unknown benchmark {name!r}; choose from {', '.join(TARGETS)}, pong, pong_ppo"
+                )
             rows = []
             for seed in seeds:
                 log(f"{name} seed {seed}")

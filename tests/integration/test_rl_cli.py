@@ -59,3 +59,29 @@ def test_user_mistakes_exit_2_with_one_line(run) -> None:
     assert_user_error(missing, "not a run directory")
     env = neuralab("rl", "train", "cartpole_ppo", "env.id=CartPol-v1", cwd=cwd, check=False)
     assert_user_error(env, "cannot make environment 'CartPol-v1'")
+
+
+def test_pong_ppo_trains_from_pixels_and_evaluates(tmp_path) -> None:
+    """pong_ppo through the CLI for 256 steps of 30-step games (issue 26): a run directory
+    with the time split in its metrics, then rl eval greedy with a GIF of the 84x84 frames
+    the agent saw (3x larger), and sampled."""
+    pytest.importorskip("ale_py")
+    small = ["env.num_envs=2", "ppo.num_steps=64", "ppo.num_minibatches=2", "ppo.update_epochs=1"]
+    short = ["env.max_episode_steps=30", "train.total_steps=256", "train.checkpoint_every=2"]
+    proc = neuralab(
+        "rl", "train", "pong_ppo", *small, *short, "train.eval_episodes=2",
+        "train.final_eval_episodes=2", "--run-dir", "pong", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    results = json.loads(proc.stdout)
+    assert results["env/steps"] == 256 and results["eval/mean_length"] == 30
+    records = [json.loads(line) for line in (tmp_path / "pong/metrics.jsonl").open()]
+    assert all(r["time/learn_s"] > 0 and r["time/env_s"] > 0 for r in records)
+    greedy = neuralab(
+        "rl", "eval", "pong", "--episodes", "2", "--gif", "pong.gif", "--json", cwd=tmp_path
+    )
+    out = json.loads(greedy.stdout)
+    assert out["policy"] == "greedy" and out["episodes"] == 2 and out["gif_length"] == 30
+    with Image.open(tmp_path / "pong.gif") as gif:  # (identical frames are merged)
+        assert gif.size == (252, 252) and gif.n_frames > 5
+    sampled = neuralab("rl", "eval", "pong", "--episodes", "2", "--sampled", cwd=tmp_path)
+    assert "over 2 sampled episodes" in sampled.stdout

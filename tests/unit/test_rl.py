@@ -28,7 +28,14 @@ from neuralab.rl.reinforce import Reinforce, discounted_returns  # noqa: E402
 from neuralab.rl.run import new_run_dir, train  # noqa: E402
 from neuralab.train import checkpoint  # noqa: E402
 
-PRESETS = ["cartpole_reinforce", "cartpole_ppo", "cartpole_dqn", "lunarlander_ppo", "pong_pg"]
+PRESETS = [
+    "cartpole_reinforce",
+    "cartpole_ppo",
+    "cartpole_dqn",
+    "lunarlander_ppo",
+    "pong_pg",
+    "pong_ppo",
+]
 
 
 def cfg_of(preset: str, *overrides: str) -> rl_config.RLConfig:
@@ -267,6 +274,13 @@ def tiny(preset: str, *overrides: str) -> rl_config.RLConfig:
         "cartpole_ppo": ["ppo.num_steps=16", "ppo.update_epochs=2", "env.num_envs=2"],
         "cartpole_dqn": ["dqn.train_freq=32", "dqn.gradient_steps=4", "dqn.learning_starts=64"],
         "cartpole_reinforce": ["env.num_envs=2"],
+        "pong_ppo": [  # 30-step games, so episodes end (truncated) within the segments
+            "ppo.num_steps=8",
+            "ppo.num_minibatches=2",
+            "ppo.update_epochs=1",
+            "env.num_envs=2",
+            "env.max_episode_steps=30",
+        ],
         "highway_dqn": [
             "dqn.train_freq=8",
             "dqn.gradient_steps=4",
@@ -287,6 +301,7 @@ ALGOS = {
     "cartpole_dqn": "DQN",
     "cartpole_reinforce": "Reinforce",
     "highway_dqn": "DQN",  # highway-env in subprocesses (env.vector = "async")
+    "pong_ppo": "PPO",  # ALE's vector env on its threads, the CNN in bf16 where the CPU has it
 }
 
 

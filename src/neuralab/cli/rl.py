@@ -74,13 +74,14 @@ def cmd_rl_eval(args: argparse.Namespace) -> int:
     from neuralab.rl.run import eval_run
 
     gif = Path(args.gif) if args.gif else None
-    result = eval_run(args.run, args.episodes, gif, args.which)
+    result = eval_run(args.run, args.episodes, gif, args.which, sampled=args.sampled)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(
         f"{result['env']}: return {result['mean_return']:.1f} ± {result['std_return']:.1f} "
-        f"over {result['episodes']} greedy episodes (min {result['min_return']:.1f}, "
+        f"over {result['episodes']} {result['policy']} episodes "
+        f"(min {result['min_return']:.1f}, "
         f"max {result['max_return']:.1f})"
     )
     if "crash_rate" in result:
@@ -160,6 +161,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = rl_sub.add_parser("eval", help="greedy evaluation of a run: mean ± std return, a GIF")
     p.add_argument("run")
     p.add_argument("--episodes", type=int, default=20)
+    p.add_argument(
+        "--sampled", action="store_true", help="draw actions from the policy instead of greedy"
+    )
     p.add_argument("--gif", help="write one episode as an animated GIF here")
     add_which(p)
     add_json(p)

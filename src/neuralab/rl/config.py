@@ -35,7 +35,11 @@ class EnvConfig:
     # highway-env's own config dict ([env.config] in TOML, env.config.KEY=VALUE on the
     # command line), e.g. vehicles_count, duration, observation = {type = "OccupancyGrid"}
     config: dict[str, Any] = field(default_factory=dict)
-    preprocess: str = field(default="none", metadata=choices("none", "pong"))
+    # pong: pg-pong's frame differences; atari: ALE's vector env with the standard
+    # preprocessing (4 stacked 84x84 grayscale frames, see neuralab.rl.atari)
+    preprocess: str = field(default="none", metadata=choices("none", "pong", "atari"))
+    threads: int = 0  # atari: the emulators' C++ threads (0 = one per core)
+    episodic_life: bool = False  # atari: a lost life ends a training episode
     actions: tuple[int, ...] = ()  # a subset of the env's actions, e.g. [2, 3]; () = all
     max_episode_steps: int = 0  # 0 = the env's own time limit
 
@@ -43,8 +47,9 @@ class EnvConfig:
 @dataclass(frozen=True)
 class NetConfig:
     # mlp: on the flat observation; ego_attention: the ego vehicle's query attends over the
-    # other vehicles of a highway-env Kinematics table (Leurent & Mercat 2019), then an MLP
-    kind: str = field(default="mlp", metadata=choices("mlp", "ego_attention"))
+    # other vehicles of a highway-env Kinematics table (Leurent & Mercat 2019), then an MLP;
+    # nature_cnn: Mnih et al.'s 3 convolutions + 512 units on stacked frames (env.preprocess=atari)
+    kind: str = field(default="mlp", metadata=choices("mlp", "ego_attention", "nature_cnn"))
     hidden: tuple[int, ...] = (64, 64)  # the MLP's layers (ego_attention: its decoder's)
     activation: str = field(default="tanh", metadata=choices("tanh", "relu"))
     embed: int = 64  # ego_attention: each vehicle's embedding, and the attention's width
@@ -57,6 +62,9 @@ class RLTrainConfig:
 
     total_steps: int = 100_000  # environment steps (summed over the vector envs)
     threads: int = 1  # torch CPU threads; 1 is fastest for small MLPs
+    # ppo: autocast of the networks' trunk; auto = bf16 where the CPU computes in bf16 (AMX
+    # tiles or AVX512-BF16) or on a GPU that does, else fp32; the heads stay fp32
+    precision: str = field(default="auto", metadata=choices("auto", "fp32", "bf16"))
     checkpoint_every: int = 20  # updates between checkpoints (envs are re-seeded there)
     eval_episodes: int = 10  # greedy evaluation at each checkpoint; 0 = none
     final_eval_episodes: int = 20  # greedy evaluation of the last weights
@@ -205,6 +213,13 @@ def _check(cfg: RLConfig) -> None:
             raise UserError(f"config key {key!r} must be positive, got {value!r}")
     if cfg.model.embed % cfg.model.heads:
         raise UserError(f"model.heads={cfg.model.heads} must divide model.embed={cfg.model.embed}")
+    if cfg.env.preprocess == "atari" and cfg.algo != "ppo":
+        raise UserError(f"env.preprocess=atari is built for algo=ppo only, not algo={cfg.algo}")
+    if (cfg.env.preprocess == "atari") != (cfg.model.kind == "nature_cnn"):
+        raise UserError(
+            "model.kind=nature_cnn and env.preprocess=atari go together: the CNN reads stacked "
+            "frames, the other networks flat vectors"
+        )
     batch = cfg.env.num_envs * cfg.ppo.num_steps
     if cfg.algo == "ppo" and batch % cfg.ppo.num_minibatches:
         raise UserError(

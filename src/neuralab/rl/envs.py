@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neuralab.errors import UserError
-from neuralab.rl import driving
+from neuralab.rl import atari, driving
 from neuralab.rl.config import EnvConfig
 
 try:
@@ -98,6 +98,8 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     defaults), flat observations (a Kinematics table of V vehicles x F features becomes V*F
     numbers) and ``driving.DrivingMetrics``.
     """
+    if cfg.preprocess == "atari":
+        raise UserError("env.preprocess=atari runs in ALE's vector env (rl.atari), not one env")
     kwargs: dict = {"max_episode_steps": cfg.max_episode_steps} if cfg.max_episode_steps else {}
     if cfg.id.startswith("ALE/"):
         import ale_py
@@ -170,6 +172,8 @@ def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
     ``infos["episode"]`` holds the episode's return and length. ``cfg.vector`` steps them in
     this process (``sync``) or each in its own subprocess (``async``, forked: the slow
     pure-Python simulators of highway-env then use every core)."""
+    if cfg.preprocess == "atari":
+        return atari.make_vector(cfg, cfg.num_envs)
     make = [lambda: make_env(cfg) for _ in range(cfg.num_envs)]
     mode = gym.vector.AutoresetMode.SAME_STEP
     if cfg.vector == "async":
@@ -182,7 +186,10 @@ def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
 def spaces(cfg: EnvConfig) -> tuple[tuple[int, ...], int]:
     """(observation shape, number of actions) of the configured env. The shape is flat, except
     for highway-env's Kinematics table of V vehicles x F features with presence first: that is
-    (V, F) (the networks still receive V*F numbers; ego-attention reads them as the table)."""
+    (V, F) (the networks still receive V*F numbers; ego-attention reads them as the table), and
+    Atari's stacks of frames, (4, 84, 84)."""
+    if cfg.preprocess == "atari":
+        return (atari.STACK, atari.SIZE, atari.SIZE), atari.n_actions(cfg)
     env = make_env(cfg)
     n_actions = int(env.action_space.n)
     shape: tuple[int, ...] = (int(np.prod(env.observation_space.shape)),)

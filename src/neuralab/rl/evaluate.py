@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from neuralab.errors import UserError
 from neuralab.plots import save_gif
-from neuralab.rl import driving
+from neuralab.rl import atari, driving
 from neuralab.rl.config import RLConfig
 from neuralab.rl.envs import Episode, make_env, play_episodes
 from neuralab.rl.nets import as_batch
@@ -25,20 +26,37 @@ EVAL_SEED = 1_000_000
 MAX_GIF_PIXELS = 320 * 240  # a GIF's frames are scaled down to about this many pixels
 
 
-def _greedy(agent: nn.Module):
+def _policy(agent: nn.Module, sampled: bool = False, seed: int = EVAL_SEED):
+    """The greedy policy, or (``sampled``) actions drawn from a policy's distribution with a
+    generator of their own (so sampling neither reads nor moves the global RNG)."""
+    generator = torch.Generator().manual_seed(seed)
+
     def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return agent.greedy(as_batch(obs)).numpy()
+        with torch.inference_mode():
+            if not sampled:
+                return agent.greedy(as_batch(obs)).numpy()
+            probs = agent.dist(as_batch(obs)).probs
+            return torch.multinomial(probs, 1, generator=generator).squeeze(1).numpy()
 
     return act
 
 
-def evaluate(cfg: RLConfig, agent: nn.Module, episodes: int) -> dict[str, float | None]:
-    """``summary`` of ``episodes`` greedy episodes (mean and std of the return, ...)."""
+def evaluate(
+    cfg: RLConfig, agent: nn.Module, episodes: int, sampled: bool = False
+) -> dict[str, float | None]:
+    """``summary`` of ``episodes`` greedy (or ``sampled``) episodes (mean and std of the
+    return, ...), episode i reset with seed ``EVAL_SEED + i``."""
+    if sampled and not hasattr(agent, "dist"):
+        raise UserError(f"algo={cfg.algo} has no policy distribution to sample; it acts greedily")
+    seeds = [EVAL_SEED + i for i in range(episodes)]
+    if cfg.env.preprocess == "atari":
+        played = [
+            Episode(np.zeros((0,)), np.zeros(0, dtype=np.int64), rewards, {})
+            for rewards in atari.play(cfg.env, _policy(agent, sampled), seeds)[0]
+        ]
+        return summary(played)
     envs = [make_env(cfg.env) for _ in range(episodes)]
-    played = play_episodes(
-        envs, _greedy(agent), [EVAL_SEED + i for i in range(episodes)], record=False
-    )
+    played = play_episodes(envs, _policy(agent, sampled), seeds, record=False)
     for env in envs:
         env.close()
     return summary(played)
@@ -66,17 +84,12 @@ def record_gif(
 ) -> dict[str, float]:
     """One greedy episode rendered as an animated GIF (every k-th frame, at most
     ``max_frames``, at the env's speed); returns the episode's return and length."""
-    env = make_env(cfg.env, render_mode="rgb_array")
-    obs, _ = env.reset(seed=seed)
-    frames, total, done = [env.render()], 0.0, False
-    act = _greedy(agent)
-    while not done:
-        obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
-        frames.append(env.render())
-        total += float(reward)
-        done = terminated or truncated
-    fps = env.metadata.get("render_fps") or 30
-    env.close()
+    if cfg.env.preprocess == "atari":  # the 84x84 frames the agent sees, 15 decisions a second
+        (rewards,), gray = atari.play(cfg.env, _policy(agent), [seed], frames_of=0)
+        frames = [np.repeat(np.kron(f, np.ones((3, 3), f.dtype))[..., None], 3, -1) for f in gray]
+        total, fps = float(rewards.sum()), 15
+    else:
+        frames, total, fps = _rendered_episode(cfg, agent, seed)
     k = -(-len(frames) // max_frames)  # ceil
     images = [Image.fromarray(f) for f in frames[::k]]
     scale = math.sqrt(MAX_GIF_PIXELS / (images[0].width * images[0].height))
@@ -85,3 +98,19 @@ def record_gif(
         images = [im.resize(size) for im in images]
     save_gif([np.asarray(im) for im in images], out, round(1000 * k / fps))
     return {"gif": str(out), "gif_return": total, "gif_length": len(frames) - 1}
+
+
+def _rendered_episode(cfg: RLConfig, agent: nn.Module, seed: int) -> tuple[list, float, int]:
+    """(the env's rendered frames, return, frames per second) of one greedy episode."""
+    env = make_env(cfg.env, render_mode="rgb_array")
+    obs, _ = env.reset(seed=seed)
+    frames, total, done = [env.render()], 0.0, False
+    act = _policy(agent)
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
+        frames.append(env.render())
+        total += float(reward)
+        done = terminated or truncated
+    fps = env.metadata.get("render_fps") or 30
+    env.close()
+    return frames, total, fps

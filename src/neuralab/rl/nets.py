@@ -1,5 +1,5 @@
-"""Pieces every algorithm shares: MLPs with CleanRL's initialisation (and ego-attention for
-tables of vehicles), the optimizer,
+"""Pieces every algorithm shares: MLPs with CleanRL's initialisation (ego-attention for
+tables of vehicles, the Nature CNN for stacked frames), the precision, the optimizer,
 the learning-rate schedule and observation batches.
 
 The schedule is the training loop's own (``neuralab.train.optim.lr_factor``, "linear" or
@@ -33,8 +33,8 @@ def mlp(in_dim: int, out_dim: int, cfg: NetConfig, out_std: float = 1.0) -> nn.S
     sizes = [in_dim, *cfg.hidden]
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [_init(nn.Linear(a, b), math.sqrt(2)), act()]
-    layers.append(_init(nn.Linear(sizes[-1], out_dim), out_std))
+        layers += [init_layer(nn.Linear(a, b), math.sqrt(2)), act()]
+    layers.append(init_layer(nn.Linear(sizes[-1], out_dim), out_std))
     return nn.Sequential(*layers)
 
 
@@ -42,7 +42,8 @@ def network(
     obs_shape: int | tuple[int, ...], out_dim: int, cfg: NetConfig, out_std: float = 1.0
 ) -> nn.Module:
     """The configured network from observations of ``obs_shape`` (flattened when they reach
-    it) to ``out_dim`` outputs: an ``mlp`` or an ``EgoAttention`` over a (V, F) table."""
+    it) to ``out_dim`` outputs: an ``mlp`` or an ``EgoAttention`` over a (V, F) table. (PPO's
+    ``ActorCritic`` builds the ``NatureCNN`` it shares between its heads itself.)"""
     shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
     if cfg.kind == "ego_attention":
         if len(shape) != 2:
@@ -52,6 +53,34 @@ def network(
             )
         return EgoAttention(*shape, out_dim, cfg, out_std)
     return mlp(math.prod(shape), out_dim, cfg, out_std)
+
+
+class NatureCNN(nn.Sequential):
+    """The DQN paper's convolutional trunk (Mnih et al. 2015), as CleanRL's ``ppo_atari``
+    builds it: (B, 4, 84, 84) uint8 frames scaled to [0, 1], 32 8x8 filters at stride 4, 64
+    4x4 at stride 2, 64 3x3 at stride 1 (to 64 x 7 x 7), 512 ReLU units; orthogonal init
+    with gain sqrt(2) and zero biases."""
+
+    FEATURES = 512
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 3 or shape[1:] != (84, 84):
+            raise UserError(
+                f"model.kind=nature_cnn reads stacks of 84x84 frames (env.preprocess=atari); "
+                f"this env observes {shape}"
+            )
+        gain = math.sqrt(2)
+        super().__init__(
+            init_layer(nn.Conv2d(shape[0], 32, 8, stride=4), gain), nn.ReLU(),
+            init_layer(nn.Conv2d(32, 64, 4, stride=2), gain), nn.ReLU(),
+            init_layer(nn.Conv2d(64, 64, 3, stride=1), gain), nn.ReLU(),
+            nn.Flatten(),
+            init_layer(nn.Linear(64 * 7 * 7, self.FEATURES), gain), nn.ReLU(),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div(255.0).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
 
 
 class EgoAttention(nn.Module):
@@ -72,8 +101,8 @@ class EgoAttention(nn.Module):
         self.vehicles, self.features, self.heads = vehicles, features, cfg.heads
         d = cfg.embed
         self.embed = nn.Sequential(
-            _init(nn.Linear(features, d), math.sqrt(2)), nn.ReLU(),
-            _init(nn.Linear(d, d), math.sqrt(2)), nn.ReLU(),
+            init_layer(nn.Linear(features, d), math.sqrt(2)), nn.ReLU(),
+            init_layer(nn.Linear(d, d), math.sqrt(2)), nn.ReLU(),
         )  # fmt: skip
         self.query = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)
@@ -99,7 +128,8 @@ class EgoAttention(nn.Module):
         return self.decoder((self.combine(attended) + e[:, 0]) / 2)
 
 
-def _init(layer: nn.Linear, std: float) -> nn.Linear:
+def init_layer(layer: nn.Module, std: float) -> nn.Module:
+    """Orthogonal weights of gain ``std``, zero biases (CleanRL's ``layer_init``)."""
     nn.init.orthogonal_(layer.weight, std)
     nn.init.zeros_(layer.bias)
     return layer
@@ -132,6 +162,26 @@ def clip_and_step(optimizer: torch.optim.Optimizer, module: nn.Module, max_norm:
     optimizer.step()
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The CPU autocast dtype ``train.precision`` means for RL's networks (None: fp32).
+
+    "auto" is bf16 where the CPU has bf16 arithmetic, AMX tiles or AVX512-BF16 (an AMD EPYC
+    without AMX trains ``NatureCNN`` 1.3x faster in bf16 than fp32, see issue 26), else fp32;
+    a CPU without either emulates bf16, slower than fp32. Supervised runs' "auto"
+    (``neuralab.train.trainer.autocast_dtype``) asks for AMX only.
+    """
+    if precision == "auto":
+        native = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        has = [getattr(torch.cpu, name, lambda: False)() for name in native]
+        return torch.bfloat16 if any(has) else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
 def as_batch(obs: np.ndarray) -> torch.Tensor:
-    """Observations (int8 Pong differences or float vectors) as a float32 tensor."""
-    return torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+    """Observations as a tensor: stacks of uint8 frames (B, C, H, W) as they are (a quarter of
+    float32's memory in a rollout; ``NatureCNN`` scales them), anything else (int8 Pong
+    differences, float vectors) as float32."""
+    obs = np.asarray(obs)
+    if obs.dtype == np.uint8 and obs.ndim == 4:
+        return torch.from_numpy(obs)
+    return torch.as_tensor(obs, dtype=torch.float32)

@@ -10,6 +10,8 @@ limits) are bootstrapped with the value of their last observation.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from torch import nn
@@ -17,25 +19,55 @@ from torch.distributions import Categorical
 
 from neuralab.rl.config import RLConfig
 from neuralab.rl.envs import EpisodeStats, make_vector_env
-from neuralab.rl.nets import anneal, as_batch, build_optimizer, clip_and_step, network
+from neuralab.rl.nets import (
+    NatureCNN,
+    anneal,
+    as_batch,
+    autocast_dtype,
+    build_optimizer,
+    clip_and_step,
+    init_layer,
+    network,
+)
 
 
 class ActorCritic(nn.Module):
-    """Separate policy and value MLPs, as in CleanRL."""
+    """Separate policy and value MLPs, as in CleanRL's ``ppo.py``; on frames (model.kind =
+    nature_cnn) one ``NatureCNN`` trunk shared by a linear policy head and a linear value
+    head, as in its ``ppo_atari.py``. ``dtype`` (bf16) autocasts the trunk; the heads, and so
+    the log-probabilities PPO's ratio compares, stay fp32."""
 
     def __init__(self, obs_shape: int | tuple[int, ...], n_actions: int, cfg: RLConfig) -> None:
         super().__init__()
-        self.actor = network(obs_shape, n_actions, cfg.model, out_std=0.01)
-        self.critic = network(obs_shape, 1, cfg.model, out_std=1.0)
+        self.trunk: nn.Module = nn.Identity()
+        if cfg.model.kind == "nature_cnn":
+            self.trunk = NatureCNN(tuple(obs_shape))  # type: ignore[arg-type]
+            self.actor = init_layer(nn.Linear(NatureCNN.FEATURES, n_actions), 0.01)
+            self.critic = init_layer(nn.Linear(NatureCNN.FEATURES, 1), 1.0)
+        else:
+            self.actor = network(obs_shape, n_actions, cfg.model, out_std=0.01)
+            self.critic = network(obs_shape, 1, cfg.model, out_std=1.0)
 
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic(x).squeeze(-1)  # (B,)
+    def forward(
+        self, x: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy logits (B, A), values (B,))."""
+        if dtype is None:
+            h = self.trunk(x)
+        else:
+            with torch.autocast(x.device.type, dtype=dtype):
+                h = self.trunk(x)
+        h = h.float()
+        return self.actor(h), self.critic(h).squeeze(-1)
+
+    def value(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return self(x, dtype)[1]
 
     def dist(self, x: torch.Tensor) -> Categorical:
-        return Categorical(logits=self.actor(x))
+        return Categorical(logits=self(x)[0])
 
     def greedy(self, x: torch.Tensor) -> torch.Tensor:
-        return self.actor(x).argmax(-1)
+        return self(x)[0].argmax(-1)
 
 
 def gae(
@@ -77,6 +109,7 @@ class PPO:
         self.optimizer = build_optimizer(self.agent.parameters(), cfg.optim)
         self.envs = make_vector_env(cfg.env)
         self.num_envs = cfg.env.num_envs
+        self.dtype = autocast_dtype(cfg.train.precision)
 
     def reset(self, seed: int) -> None:
         """Start a segment: re-seed every env (env i gets seed + i)."""
@@ -84,30 +117,39 @@ class PPO:
         self.stats = EpisodeStats()
 
     def _rollout(self) -> dict[str, torch.Tensor]:
+        """``num_steps`` steps of every env; the seconds spent stepping the envs and in the
+        networks go to ``self.seconds``."""
         c, n = self.c, self.num_envs
         obs, actions, logprobs, rewards, dones, values = [], [], [], [], [], []
         for _ in range(c.num_steps):
+            started = time.perf_counter()
             x = as_batch(self.next_obs)
-            with torch.no_grad():
-                dist = self.agent.dist(x)
+            with torch.inference_mode():
+                logits, value = self.agent(x, self.dtype)
+                dist = Categorical(logits=logits)
                 action = dist.sample()
-                value = self.agent.value(x)
+                logprob = dist.log_prob(action)
+            stepped = time.perf_counter()
+            self.seconds["time/inference_s"] += stepped - started
             next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
+            self.seconds["time/env_s"] += time.perf_counter() - stepped
             done = terminated | truncated
             self.stats.step(info)
             reward = torch.as_tensor(reward, dtype=torch.float32)
-            for i in np.flatnonzero(truncated & ~terminated):  # time limit: bootstrap
-                with torch.no_grad():
-                    reward[i] += c.gamma * self.agent.value(as_batch(info["final_obs"][i][None]))[0]
+            cut = np.flatnonzero(truncated & ~terminated)
+            if len(cut):  # time limit: bootstrap with the value of the true last observation
+                final = as_batch(np.stack([info["final_obs"][i] for i in cut]))
+                with torch.inference_mode():
+                    reward[cut] += c.gamma * self.agent.value(final, self.dtype)
             obs.append(x)
             actions.append(action)
-            logprobs.append(dist.log_prob(action))
+            logprobs.append(logprob)
             rewards.append(reward)
             dones.append(torch.as_tensor(done, dtype=torch.float32))
             values.append(value)
             self.next_obs = next_obs
-        with torch.no_grad():
-            next_value = self.agent.value(as_batch(self.next_obs))
+        with torch.inference_mode():
+            next_value = self.agent.value(as_batch(self.next_obs), self.dtype)
         batch = {k: torch.stack(v) for k, v in [("obs", obs), ("actions", actions)]}
         batch.update(logprobs=torch.stack(logprobs), values=torch.stack(values))
         adv, ret = gae(
@@ -121,12 +163,15 @@ class PPO:
         """One rollout and its minibatch epochs; ``env_steps`` taken so far set the lr."""
         c = self.c
         lr = anneal(self.optimizer, self.cfg.optim, env_steps, self.cfg.train.total_steps)
+        self.seconds = {"time/env_s": 0.0, "time/inference_s": 0.0}
         b = self._rollout()
+        learning = time.perf_counter()
         size = len(b["obs"])
         clipfracs, kls = [], []
         for _ in range(c.update_epochs):
             for mb in torch.randperm(size).split(size // c.num_minibatches):
-                dist = self.agent.dist(b["obs"][mb])
+                logits, v = self.agent(b["obs"][mb], self.dtype)
+                dist = Categorical(logits=logits)
                 logratio = dist.log_prob(b["actions"][mb]) - b["logprobs"][mb]
                 ratio = logratio.exp()
                 with torch.no_grad():  # the k3 estimator of KL(old || new)
@@ -136,7 +181,6 @@ class PPO:
                 if c.norm_adv:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 pg_loss = clipped_surrogate(ratio, adv, c.clip_coef)
-                v = self.agent.value(b["obs"][mb])
                 v_loss = (v - b["returns"][mb]) ** 2
                 if c.clip_vloss:
                     old = b["values"][mb]
@@ -159,6 +203,8 @@ class PPO:
             "ppo/approx_kl": torch.stack(kls).mean().item(),
             "ppo/clip_frac": torch.stack(clipfracs).mean().item(),
             "ppo/explained_variance": explained.item(),
+            **self.seconds,
+            "time/learn_s": time.perf_counter() - learning,
             **self.stats.pop(),
         }
 

@@ -155,9 +155,10 @@ def _save(root: Path, algo, state: Progress, best: bool) -> None:
 
 
 def plot_returns(run_dir: Path) -> Path:
-    """The learning curve: training episode returns and greedy evaluations vs env steps."""
+    """The learning curve: training episode returns and greedy evaluations against env steps,
+    and the evaluations against wall-clock minutes."""
     records = read_jsonl(run_dir / "metrics.jsonl")
-    fig, ax = subplots(figsize=(7, 4))
+    fig, (ax, by_time) = subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
     train = [(r["step"], r["train/episode_return"]) for r in records if "train/episode_return" in r]
     if train:
         ax.plot(*zip(*train, strict=True), alpha=0.4, label="training episodes (mean per update)")
@@ -168,16 +169,21 @@ def plot_returns(run_dir: Path) -> Path:
             steps = [s for s, _ in train[window - 1 :]]
             ax.plot(steps, smooth, color="C0", label=f"running mean of {window} updates")
     evals = [r for r in records if "eval/mean_return" in r]
-    if evals:
-        steps = [r["step"] for r in evals]
+    for axis, x in ((ax, "step"), (by_time, "wall_s")):
+        if not evals:
+            continue
+        scale = 60 if x == "wall_s" else 1
+        xs = [r[x] / scale for r in evals]
         mean = [r["eval/mean_return"] for r in evals]
         std = [r["eval/std_return"] for r in evals]
-        ax.plot(steps, mean, "o-", markersize=3, label="greedy evaluation (mean ± std)")
+        axis.plot(xs, mean, "o-", markersize=3, color="C1", label="greedy evaluation (mean ± std)")
         lo = [m - s for m, s in zip(mean, std, strict=True)]
         hi = [m + s for m, s in zip(mean, std, strict=True)]
-        ax.fill_between(steps, lo, hi, alpha=0.2)
+        axis.fill_between(xs, lo, hi, alpha=0.2, color="C1")
     ax.set(xlabel="environment steps", ylabel="episode return", title=run_dir.name)
-    ax.grid(alpha=0.3)
+    by_time.set(xlabel="wall-clock minutes", ylabel="greedy evaluation return", title="in time")
+    for axis in (ax, by_time):
+        axis.grid(alpha=0.3)
     ax.legend()
     if evals and "eval/crash_rate" in evals[0]:
         plot_driving(run_dir, evals)
@@ -210,13 +216,23 @@ def load_agent(run_dir: str | Path, which: str = "best"):
 
 
 def eval_run(
-    run_dir: str | Path, episodes: int, gif: Path | None = None, which: str = "best"
+    run_dir: str | Path,
+    episodes: int,
+    gif: Path | None = None,
+    which: str = "best",
+    sampled: bool = False,
 ) -> dict[str, Any]:
-    """Greedy evaluation of a run's checkpoint over ``episodes`` episodes (+ optional GIF)."""
+    """Greedy (or ``sampled``) evaluation of a run's checkpoint over ``episodes`` episodes,
+    and a GIF of one greedy episode."""
     if episodes <= 0:
         raise UserError(f"--episodes must be positive, got {episodes}")
     cfg, agent = load_agent(run_dir, which)
-    out = {"run_dir": str(run_dir), "env": cfg.env.id, **evaluate(cfg, agent, episodes)}
+    out = {
+        "run_dir": str(run_dir),
+        "env": cfg.env.id,
+        "policy": "sampled" if sampled else "greedy",
+        **evaluate(cfg, agent, episodes, sampled=sampled),
+    }
     if gif is not None:
         out.update(record_gif(cfg, agent, gif))
     return out

@@ -34,11 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from vision import machine
 
+from neuralab.rl import atari
 from neuralab.rl import config as rl_config
-from neuralab.rl.evaluate import evaluate
+from neuralab.rl.envs import spaces
+from neuralab.rl.evaluate import EVAL_SEED, evaluate
 from neuralab.rl.nets import autocast_dtype
 from neuralab.rl.run import load_agent, new_run_dir, plot_returns, train
 from neuralab.runs import read_jsonl
@@ -133,6 +136,17 @@ PONG_THRESHOLDS = (-10.0, 0.0, 18.0)
 PONG_TARGET, PONG_WALL_S = 18.0, 7200.0
 
 
+def random_play(cfg: rl_config.RLConfig, episodes: int) -> dict:
+    """The honest baseline: uniformly random actions on the evaluation's seeds."""
+    rng = np.random.default_rng(0)
+    n = spaces(cfg.env)[1]
+    seeds = [EVAL_SEED + i for i in range(episodes)]
+    returns = [
+        r.sum() for r in atari.play(cfg.env, lambda obs: rng.integers(0, n, len(obs)), seeds)[0]
+    ]
+    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+
+
 def pong_ppo(seed: int, out: Path, overrides: list[str]) -> dict:
     """Train pong_ppo; when its greedy evaluations first crossed each threshold, its scores,
     and the split of its time between stepping the emulators, rollout inference and learning."""
@@ -158,6 +172,7 @@ def pong_ppo(seed: int, out: Path, overrides: list[str]) -> dict:
                 which_cfg, agent, cfg.train.final_eval_episodes, sampled=policy == "sampled"
             )
             scores[f"{which}_{policy}"] = {k: ev[k] for k in ("mean_return", "std_return")}
+    scores["random_actions"] = random_play(cfg, cfg.train.final_eval_episodes)
     wall = results["train/wall_s"]
     reached = crossed[f"{PONG_TARGET:+g}"]
     return {

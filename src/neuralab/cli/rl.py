@@ -156,7 +156,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rl_p = sub.add_parser("rl", help="reinforcement learning: train and evaluate agents")
     rl_sub = rl_p.add_subparsers(dest="rl_command", required=True, parser_class=Parser)
     p = rl_sub.add_parser("train", help="train an agent (REINFORCE, PPO, DQN) on a Gymnasium env")
-    add_run_options(p, "cartpole_ppo, cartpole_dqn, lunarlander_ppo, pong_pg, ...")
+    add_run_options(p, "cartpole_ppo, cartpole_dqn, lunarlander_ppo, pong_ppo, pong_pg, ...")
     p.set_defaults(func=cmd_rl_train)
     p = rl_sub.add_parser("eval", help="greedy evaluation of a run: mean ± std return, a GIF")
     p.add_argument("run")

@@ -234,7 +234,8 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RLConfig:
     if "algo" not in values:
         raise UserError(
             f"{path} is not a reinforcement-learning config (it has no 'algo' key); "
-            "try a preset: cartpole_ppo, cartpole_dqn, cartpole_reinforce, lunarlander_ppo, pong_pg"
+            "try a preset: cartpole_ppo, cartpole_dqn, cartpole_reinforce, lunarlander_ppo, "
+            "pong_ppo, pong_pg"
         )
     return build(config_lib.merge(values, config_lib.parse_overrides(overrides or [])))
 

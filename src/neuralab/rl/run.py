@@ -180,8 +180,12 @@ def plot_returns(run_dir: Path) -> Path:
         lo = [m - s for m, s in zip(mean, std, strict=True)]
         hi = [m + s for m, s in zip(mean, std, strict=True)]
         axis.fill_between(xs, lo, hi, alpha=0.2, color="C1")
-    ax.set(xlabel="environment steps", ylabel="episode return", title=run_dir.name)
-    by_time.set(xlabel="wall-clock minutes", ylabel="greedy evaluation return", title="in time")
+    fig.suptitle(run_dir.name)
+    ax.set(xlabel="environment steps", ylabel="episode return")
+    if rl_config.load(run_dir / "config.toml").env.preprocess == "atari":
+        top = ax.secondary_xaxis("top", functions=(lambda s: 4 * s, lambda f: f / 4))
+        top.set_xlabel("Atari frames (4 a step)")
+    by_time.set(xlabel="wall-clock minutes", ylabel="greedy evaluation return", title="against time")
     for axis in (ax, by_time):
         axis.grid(alpha=0.3)
     ax.legend()

@@ -185,7 +185,7 @@ def plot_returns(run_dir: Path) -> Path:
     if rl_config.load(run_dir / "config.toml").env.preprocess == "atari":
         top = ax.secondary_xaxis("top", functions=(lambda s: 4 * s, lambda f: f / 4))
         top.set_xlabel("Atari frames (4 a step)")
-    by_time.set(xlabel="wall-clock minutes", ylabel="greedy evaluation return", title="against time")
+    by_time.set(xlabel="wall-clock minutes", ylabel="greedy evaluation", title="against time")
     for axis in (ax, by_time):
         axis.grid(alpha=0.3)
     ax.legend()

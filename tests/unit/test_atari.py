@@ -155,6 +155,7 @@ def test_evaluation_uses_fixed_seeds_and_sampling_leaves_the_global_rng_alone() 
         (["model.kind=mlp"], "go together"),
         (["env.id=CartPole-v1"], "takes an ALE id"),
         (["env.id=ALE/Pongg-v5"], "no ROM 'pongg'"),
+        (["env.threads=-1"], "env.threads"),
     ],
 )
 def test_atari_mistakes_are_one_line_user_errors(overrides, fragment) -> None:

@@ -211,6 +211,10 @@ def _check(cfg: RLConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"config key {key!r} must be positive, got {value!r}")
+    if cfg.env.threads < 0:
+        raise UserError(
+            f"config key 'env.threads' must be 0 (one per core) or more, got {cfg.env.threads}"
+        )
     if cfg.model.embed % cfg.model.heads:
         raise UserError(f"model.heads={cfg.model.heads} must divide model.embed={cfg.model.embed}")
     if cfg.env.preprocess == "atari" and cfg.algo != "ppo":

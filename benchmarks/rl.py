@@ -4,7 +4,8 @@ evaluation on 20 fixed episodes. Prints one JSON object per run and one per benc
     python benchmarks/rl.py                                  # everything but Pong
     python benchmarks/rl.py --only ppo_cartpole --seeds 0,1,2
     python benchmarks/rl.py --only pong --pong-minutes 30    # Pong's learning curve
-    python benchmarks/rl.py --only pong_ppo --seeds 0        # PPO wins Pong (about an hour)
+    python benchmarks/rl.py --only pong_ppo --seeds 0 --out runs/bench  # PPO on Pong (2 hours;
+                                                             # run again to resume a stopped one)
 
 Benchmarks (targets from issue 7):
   ppo_cartpole  cartpole_ppo: greedy mean return >= 475 over 20 episodes within 100k env
@@ -149,10 +150,16 @@ def random_play(cfg: rl_config.RLConfig, episodes: int) -> dict:
 
 def pong_ppo(seed: int, out: Path, overrides: list[str]) -> dict:
     """Train pong_ppo; when its greedy evaluations first crossed each threshold, its scores,
-    and the split of its time between stepping the emulators, rollout inference and learning."""
+    and the split of its time between stepping the emulators, rollout inference and learning.
+    A stopped run of the same seed in ``out`` is resumed (its wall time carries on)."""
     cfg = rl_config.load("pong_ppo", [*overrides, f"seed={seed}"])
-    run_dir = new_run_dir(out / f"pong_ppo-seed{seed}", cfg)
-    results = train(cfg, run_dir, progress=False)
+    run_dir = out / f"pong_ppo-seed{seed}"
+    resume = (run_dir / "checkpoints" / "last").exists()
+    if resume:
+        cfg = rl_config.load(run_dir)
+    else:
+        run_dir = new_run_dir(run_dir, cfg)
+    results = train(cfg, run_dir, resume=resume, progress=False)
     records = read_jsonl(run_dir / "metrics.jsonl")
     evals = [r for r in records if "eval/mean_return" in r]
     crossed = {}

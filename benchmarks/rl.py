@@ -18,6 +18,7 @@ Benchmarks (targets from issue 7):
                 2 hours of wall time; reports the env steps, frames and seconds at which the
                 periodic evaluations first reach -10, 0 and +18, greedy and sampled scores of
                 the last and best weights, and where the time went (env, inference, learning)
+  pong_speed    pong_ppo's seconds per update (env, inference, learning), fp32 against bf16
 
 Each run's "final" score is its last weights; "best" is the checkpoint that scored highest
 in the periodic 10-episode evaluations, re-scored on the 20 episodes. Wall time counts
@@ -44,8 +45,8 @@ from neuralab.rl import config as rl_config
 from neuralab.rl.envs import spaces
 from neuralab.rl.evaluate import EVAL_SEED, evaluate
 from neuralab.rl.nets import autocast_dtype
-from neuralab.rl.run import load_agent, new_run_dir, plot_returns, train
-from neuralab.runs import read_jsonl
+from neuralab.rl.run import build, load_agent, new_run_dir, plot_returns, train
+from neuralab.runs import read_jsonl, set_threads
 
 TARGETS = {  # preset, return target, env-step limit, wall-time limit (s)
     "ppo_cartpole": ("cartpole_ppo", 475.0, 100_000, 180.0),
@@ -148,6 +149,49 @@ def random_play(cfg: rl_config.RLConfig, episodes: int) -> dict:
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
 
 
+def pong_speed(overrides: list[str], updates: int = 4, repeats: int = 3) -> dict:
+    """Where pong_ppo's time goes, fp32 against bf16 side by side: ``updates`` PPO updates per
+    precision, alternated ``repeats`` times; medians of seconds per update of stepping the
+    emulators, rollout inference and learning, and agent steps per second."""
+    rows: dict[str, list[dict]] = {"fp32": [], "bf16": []}
+    for _ in range(repeats):
+        for precision, got in rows.items():
+            cfg = rl_config.load("pong_ppo", [*overrides, f"train.precision={precision}"])
+            set_threads(cfg.train.threads)
+            algo = build(cfg)
+            algo.reset(seed=0)
+            algo.update(0, 0)  # warm-up
+            started = time.perf_counter()
+            times = [algo.update(u, 0) for u in range(1, updates + 1)]
+            wall = (time.perf_counter() - started) / updates
+            algo.envs.close()
+            got.append(
+                {k: statistics.mean(t[k] for t in times) for k in PPO_TIMES} | {"wall": wall}
+            )
+    steps = cfg.env.num_envs * cfg.ppo.num_steps
+    out = {}
+    for precision, got in rows.items():
+        median = {k: statistics.median(r[k] for r in got) for k in (*PPO_TIMES, "wall")}
+        out[precision] = {
+            **{k.split("/")[1]: round(v, 3) for k, v in median.items() if k != "wall"},
+            "s_per_update": round(median["wall"], 3),
+            "steps_per_s": round(steps / median["wall"], 1),
+            "learner_steps_per_s": round(steps / median["time/learn_s"], 1),
+        }
+    return {
+        "benchmark": "pong_speed",
+        "steps_per_update": steps,
+        "repeats": repeats,
+        **out,
+        "learner_bf16_speedup": round(out["fp32"]["learn_s"] / out["bf16"]["learn_s"], 2),
+        "bf16_speedup": round(out["fp32"]["s_per_update"] / out["bf16"]["s_per_update"], 2),
+        "cpu_bf16": {
+            "amx": bool(torch.cpu._is_amx_tile_supported()),
+            "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+        },
+    }
+
+
 def pong_ppo(seed: int, out: Path, overrides: list[str]) -> dict:
     """Train pong_ppo; when its greedy evaluations first crossed each threshold, its scores,
     and the split of its time between stepping the emulators, rollout inference and learning.
@@ -220,6 +264,9 @@ def main() -> None:
                 log(f"pong: {args.pong_minutes} minutes")
                 emit(pong(args.pong_minutes, seeds[0], out))
                 continue
+            if name == "pong_speed":
+                emit(pong_speed(args.set))
+                continue
             if name == "pong_ppo":
                 for seed in seeds:
                     log(f"pong_ppo seed {seed}")
@@ -227,7 +274,8 @@ def main() -> None:
                 continue
             if name not in TARGETS:
                 parser.error(
-                    f"unknown benchmark {name!r}; choose from {', '.join(TARGETS)}, pong, pong_ppo"
+                    f"unknown benchmark {name!r}; choose from "
+                    f"{', '.join([*TARGETS, 'pong', 'pong_ppo', 'pong_speed'])}"
                 )
             rows = []
             for seed in seeds:

@@ -25,7 +25,7 @@ from neuralab.rl.evaluate import evaluate  # noqa: E402
 from neuralab.rl.nets import anneal, build_optimizer  # noqa: E402
 from neuralab.rl.ppo import PPO, clipped_surrogate, gae  # noqa: E402
 from neuralab.rl.reinforce import Reinforce, discounted_returns  # noqa: E402
-from neuralab.rl.run import new_run_dir, train  # noqa: E402
+from neuralab.rl.run import AGENTS, new_run_dir, train  # noqa: E402
 from neuralab.train import checkpoint  # noqa: E402
 
 PRESETS = [
@@ -396,6 +396,19 @@ def test_evaluation_is_greedy_and_seeded() -> None:
     agent = PPO(cfg, 4, 2).agent
     first, second = evaluate(cfg, agent, 3), evaluate(cfg, agent, 3)
     assert first == second and first["episodes"] == 3
+
+
+def test_sampled_evaluation_needs_a_policy_distribution() -> None:
+    """REINFORCE's and PPO's policies can be sampled (seeded: the same scores twice); DQN's
+    Q-values cannot, which is a one-line UserError."""
+    for preset in ("cartpole_reinforce", "cartpole_ppo"):
+        cfg = tiny(preset)
+        agent = AGENTS[cfg.algo](4, 2, cfg)
+        first, again = (evaluate(cfg, agent, 2, sampled=True) for _ in range(2))
+        assert first == again and first["episodes"] == 2
+    cfg = tiny("cartpole_dqn")
+    with pytest.raises(UserError, match="no policy distribution"):
+        evaluate(cfg, QAgent(4, 2, cfg), 2, sampled=True)
 
 
 def test_a_finished_run_continues_with_more_steps(tmp_path) -> None:

@@ -2,7 +2,8 @@
 
 The evaluation envs are never the training envs, and their seeds (1,000,000 + i
 for episode i) are fixed, so every checkpoint of every run is scored on the same
-episodes. The policy is deterministic: the action of highest probability (or Q).
+episodes. The policy is deterministic: the action of highest probability (or Q); a
+policy-gradient agent's can also be sampled (``rl eval --sampled``).
 """
 
 from __future__ import annotations

@@ -43,6 +43,9 @@ class PolicyNet(nn.Module):
         value = cfg.reinforce.baseline == "value"
         self.critic = network(obs_shape, 1, cfg.model) if value else None
 
+    def dist(self, x: torch.Tensor) -> Categorical:
+        return Categorical(logits=self.actor(x))
+
     def greedy(self, x: torch.Tensor) -> torch.Tensor:
         return self.actor(x).argmax(-1)
 
@@ -60,7 +63,7 @@ class Reinforce:
 
     def _act(self, obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return Categorical(logits=self.agent.actor(as_batch(obs))).sample().numpy()
+            return self.agent.dist(as_batch(obs)).sample().numpy()
 
     def update(self, update: int, env_steps: int) -> dict[str, float]:
         """A batch of whole episodes, then one gradient step."""

@@ -64,10 +64,10 @@ class ActorCritic(nn.Module):
         return self(x, dtype)[1]
 
     def dist(self, x: torch.Tensor) -> Categorical:
-        return Categorical(logits=self(x)[0])
+        return Categorical(logits=self.actor(self.trunk(x)))
 
     def greedy(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)[0].argmax(-1)
+        return self.actor(self.trunk(x)).argmax(-1)
 
 
 def gae(

@@ -35,6 +35,8 @@ PRESETS = [
     "lunarlander_ppo",
     "pong_pg",
     "pong_ppo",
+    "pendulum_sac",
+    "parking_sac_her",
 ]
 
 
@@ -229,12 +231,16 @@ def test_pong_preprocessing_as_in_pg_pong() -> None:
     assert set(np.unique(obs2)) <= {-1, 0, 1} and env.action_space.n == 2
 
 
-def test_unknown_env_and_continuous_actions_are_user_errors() -> None:
-    """A typo in env.id, or an env with continuous actions, is one clear UserError."""
+def test_unknown_env_and_the_wrong_kind_of_actions_are_user_errors(tmp_path) -> None:
+    """A typo in env.id, continuous actions for a discrete algorithm or discrete ones for SAC
+    are one clear UserError each, before any run directory is made."""
     with pytest.raises(UserError, match="CartPol-v1"):
         make_env(cfg_of("cartpole_ppo", "env.id=CartPol-v1").env)
-    with pytest.raises(UserError, match="discrete"):
-        make_env(cfg_of("cartpole_ppo", "env.id=Pendulum-v1").env)
+    with pytest.raises(UserError, match="continuous actions.*algo=sac"):
+        new_run_dir(tmp_path / "a", cfg_of("cartpole_ppo", "env.id=Pendulum-v1"))
+    with pytest.raises(UserError, match="algo=sac acts continuously"):
+        new_run_dir(tmp_path / "b", cfg_of("pendulum_sac", "env.id=CartPole-v1"))
+    assert not list(tmp_path.iterdir())
 
 
 # ------------------------------------------------------------------------------ config
@@ -287,6 +293,14 @@ def tiny(preset: str, *overrides: str) -> rl_config.RLConfig:
             "dqn.learning_starts=16",
             "env.config.duration=8",
         ],
+        "parking_sac_her": [  # 10-step episodes, so HER adds its copies within the segments
+            "sac.train_freq=8",
+            "sac.gradient_steps=4",
+            "sac.learning_starts=16",
+            "sac.buffer_size=2000",
+            "sac.batch_size=32",
+            "env.max_episode_steps=10",
+        ],
     }[preset]
     base = ["model.hidden=[16]", "train.eval_episodes=2", "train.final_eval_episodes=2"]
     return cfg_of(preset, *small, *base, *overrides)
@@ -302,6 +316,7 @@ ALGOS = {
     "cartpole_reinforce": "Reinforce",
     "highway_dqn": "DQN",  # highway-env in subprocesses (env.vector = "async")
     "pong_ppo": "PPO",  # ALE's vector env on its threads, the CNN in bf16 where the CPU has it
+    "parking_sac_her": "SAC",  # continuous actions, HER copies in the buffer, async envs
 }
 
 

@@ -23,12 +23,13 @@ from neuralab import config as config_lib
 from neuralab.config import choices
 from neuralab.errors import UserError
 
-ALGOS = ("reinforce", "ppo", "dqn")
+ALGOS = ("reinforce", "ppo", "dqn", "sac")
+CONTINUOUS = ("sac",)  # the algorithms for continuous actions; the others take discrete ones
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    id: str = "CartPole-v1"  # any Gymnasium or highway-env id with discrete actions
+    id: str = "CartPole-v1"  # any Gymnasium or highway-env id (continuous actions: algo=sac)
     num_envs: int = 4  # vector envs (reinforce: episodes per update)
     # sync: stepped in this process; async: each in a subprocess (pays for slow simulators)
     vector: str = field(default="sync", metadata=choices("sync", "async"))
@@ -112,6 +113,23 @@ class DQNConfig:
 
 
 @dataclass(frozen=True)
+class SACConfig:
+    """Soft actor-critic (Haarnoja et al. 2018) with a learned temperature, and HER."""
+
+    buffer_size: int = 1_000_000
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak averaging of the target critics
+    learning_starts: int = 1000  # env steps of uniformly random actions before learning
+    train_freq: int = 50  # steps per env between learning phases
+    gradient_steps: int = 100  # gradient steps per learning phase
+    alpha: float = 0.2  # the entropy temperature (its start, when learned)
+    autotune: bool = True  # learn alpha so the policy's entropy tracks the target
+    target_entropy: float = -1.0  # per action dimension (-1: the usual -dim(A))
+    her_k: int = 0  # HER: relabelled copies of each transition, goals from its future (0: off)
+
+
+@dataclass(frozen=True)
 class ReinforceConfig:
     gamma: float = 0.99
     # value: a learned state-value baseline; normalize: standardised returns (pg-pong)
@@ -133,6 +151,7 @@ class RLConfig:
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dqn: DQNConfig = field(default_factory=DQNConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
 
 
@@ -143,6 +162,7 @@ _SECTIONS = {
     "optim": RLOptimConfig,
     "ppo": PPOConfig,
     "dqn": DQNConfig,
+    "sac": SACConfig,
     "reinforce": ReinforceConfig,
 }
 
@@ -204,6 +224,10 @@ def _check(cfg: RLConfig) -> None:
         "dqn.buffer_size": cfg.dqn.buffer_size,
         "dqn.train_freq": cfg.dqn.train_freq,
         "dqn.target_every": cfg.dqn.target_every,
+        "sac.buffer_size": cfg.sac.buffer_size,
+        "sac.batch_size": cfg.sac.batch_size,
+        "sac.train_freq": cfg.sac.train_freq,
+        "sac.alpha": cfg.sac.alpha,
         "optim.lr": cfg.optim.lr,
         "model.embed": cfg.model.embed,
         "model.heads": cfg.model.heads,
@@ -215,6 +239,10 @@ def _check(cfg: RLConfig) -> None:
         raise UserError(
             f"config key 'env.threads' must be 0 (one per core) or more, got {cfg.env.threads}"
         )
+    if not 0 < cfg.sac.tau <= 1:
+        raise UserError(f"config key 'sac.tau' must be in (0, 1], got {cfg.sac.tau}")
+    if cfg.sac.her_k < 0 or cfg.sac.gradient_steps < 0:
+        raise UserError("config keys 'sac.her_k' and 'sac.gradient_steps' must be 0 or more")
     if cfg.model.embed % cfg.model.heads:
         raise UserError(f"model.heads={cfg.model.heads} must divide model.embed={cfg.model.embed}")
     if cfg.env.preprocess == "atari" and cfg.algo != "ppo":
@@ -239,7 +267,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RLConfig:
         raise UserError(
             f"{path} is not a reinforcement-learning config (it has no 'algo' key); "
             "try a preset: cartpole_ppo, cartpole_dqn, cartpole_reinforce, lunarlander_ppo, "
-            "pong_ppo, pong_pg"
+            "pong_ppo, pong_pg, pendulum_sac, parking_sac_her"
         )
     return build(config_lib.merge(values, config_lib.parse_overrides(overrides or [])))
 

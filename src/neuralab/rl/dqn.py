@@ -58,12 +58,18 @@ def td_target(
 
 
 class ReplayBuffer:
-    """A ring of the last ``size`` transitions, as tensors (so it checkpoints as tensors)."""
+    """A ring of the last ``size`` transitions, as tensors (so it checkpoints as tensors):
+    discrete actions (int64), or continuous ones of ``action_dim`` numbers each."""
 
-    def __init__(self, size: int, obs_dim: int) -> None:
+    def __init__(self, size: int, obs_dim: int, action_dim: int | None = None) -> None:
+        actions = (
+            torch.zeros(size, dtype=torch.int64)
+            if action_dim is None
+            else torch.zeros(size, action_dim)
+        )
         self.data = {
             "obs": torch.zeros(size, obs_dim),
-            "actions": torch.zeros(size, dtype=torch.int64),
+            "actions": actions,
             "rewards": torch.zeros(size),
             "next_obs": torch.zeros(size, obs_dim),
             "terminated": torch.zeros(size),

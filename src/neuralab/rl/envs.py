@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neuralab.errors import UserError
-from neuralab.rl import atari, driving
+from neuralab.rl import atari, driving, her
 from neuralab.rl.config import EnvConfig
 
 try:
@@ -130,15 +130,22 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         if not is_driving:
             raise
         raise UserError(f"{cfg.id}: highway-env rejects env.config: {err}") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise UserError(
-            f"{cfg.id} has {env.action_space} actions; only discrete ones are supported"
-        )
+    space = env.action_space
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        if not np.all(np.isfinite(space.low) & np.isfinite(space.high)):
+            raise UserError(f"{cfg.id} has unbounded actions {space}; SAC's squash needs bounds")
+        if np.any(space.low != -1) or np.any(space.high != 1):
+            ones = np.ones(space.shape, np.float32)  # float32 bounds: no precision warning
+            env = gym.wrappers.RescaleAction(env, -ones, ones)  # the policies act in [-1, 1]
+    elif not isinstance(space, gym.spaces.Discrete):
+        raise UserError(f"{cfg.id} has {space} actions; discrete or a flat Box are supported")
     if is_driving:
         # its renderer draws off-screen: no display, no sound card
         os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # ("dummy" draws black frames)
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
         env = _driving(env, cfg)
+    if her.is_goal_space(env.observation_space):
+        env = her.GoalObservation(env)
     if cfg.preprocess == "pong":
         env = PongDifference(env)
     if cfg.actions:
@@ -154,6 +161,8 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
 def _driving(env: gym.Env, cfg: EnvConfig) -> gym.Env:
     """A highway-env env with its driving metrics and its observation flattened."""
     space = env.observation_space
+    if her.is_goal_space(space):  # parking-v0: flattened by make_env's GoalObservation
+        return driving.DrivingMetrics(env)
     if not isinstance(space, gym.spaces.Box):
         kind = env.unwrapped.config["observation"].get("type")
         raise UserError(
@@ -183,15 +192,25 @@ def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-def spaces(cfg: EnvConfig) -> tuple[tuple[int, ...], int]:
-    """(observation shape, number of actions) of the configured env. The shape is flat, except
-    for highway-env's Kinematics table of V vehicles x F features with presence first: that is
-    (V, F) (the networks still receive V*F numbers; ego-attention reads them as the table), and
-    Atari's stacks of frames, (4, 84, 84)."""
+def spaces(cfg: EnvConfig, continuous: bool = False) -> tuple[tuple[int, ...], int]:
+    """(observation shape, number of actions) of the configured env: of discrete actions, or
+    with ``continuous`` (SAC) the dimensions of its Box of actions; an env of the other kind
+    is a UserError. The shape is flat, except for highway-env's Kinematics table of V
+    vehicles x F features with presence first: that is (V, F) (the networks still receive V*F
+    numbers; ego-attention reads them as the table), and Atari's stacks of frames, (4, 84, 84)."""
     if cfg.preprocess == "atari":
         return (atari.STACK, atari.SIZE, atari.SIZE), atari.n_actions(cfg)
     env = make_env(cfg)
-    n_actions = int(env.action_space.n)
+    space = env.action_space
+    if continuous != isinstance(space, gym.spaces.Box):
+        env.close()
+        if continuous:
+            raise UserError(f"algo=sac acts continuously; {cfg.id} has {space} actions (try dqn)")
+        raise UserError(
+            f"{cfg.id} has continuous actions {space}; this algorithm picks discrete ones "
+            "(use algo=sac)"
+        )
+    n_actions = int(space.shape[0] if continuous else space.n)
     shape: tuple[int, ...] = (int(np.prod(env.observation_space.shape)),)
     observation = getattr(env.unwrapped, "observation_type", None)
     if type(observation).__name__ == "KinematicObservation" and observation.features[0] == (
@@ -273,7 +292,7 @@ def play_episodes(
     return [
         Episode(
             obs=np.stack(t["obs"]) if record else np.zeros((0,)),
-            actions=np.asarray(t["actions"], dtype=np.int64),
+            actions=np.asarray(t["actions"]),
             rewards=np.asarray(t["rewards"], dtype=np.float32),
             info=info,
         )

@@ -36,6 +36,8 @@ def _policy(agent: nn.Module, sampled: bool = False, seed: int = EVAL_SEED):
         with torch.inference_mode():
             if not sampled:
                 return agent.greedy(as_batch(obs)).numpy()
+            if hasattr(agent, "sample"):  # SAC's squashed Gaussian
+                return agent.sample(as_batch(obs), generator).numpy()
             probs = agent.dist(as_batch(obs)).probs
             return torch.multinomial(probs, 1, generator=generator).squeeze(1).numpy()
 
@@ -47,7 +49,7 @@ def evaluate(
 ) -> dict[str, float | None]:
     """``summary`` of ``episodes`` greedy (or ``sampled``) episodes (mean and std of the
     return, ...), episode i reset with seed ``EVAL_SEED + i``."""
-    if sampled and not hasattr(agent, "dist"):
+    if sampled and not (hasattr(agent, "dist") or hasattr(agent, "sample")):
         raise UserError(f"algo={cfg.algo} has no policy distribution to sample; it acts greedily")
     seeds = [EVAL_SEED + i for i in range(episodes)]
     if cfg.env.preprocess == "atari":

@@ -156,9 +156,13 @@ def anneal(
     return lr
 
 
-def clip_and_step(optimizer: torch.optim.Optimizer, module: nn.Module, max_norm: float) -> None:
+def clip_and_step(
+    optimizer: torch.optim.Optimizer, module: nn.Module, max_norm: float, *more: nn.Module
+) -> None:
+    """Clip the gradients of ``module`` (and ``more``, together) to ``max_norm``, then step."""
     if max_norm > 0:
-        nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+        params = [p for m in (module, *more) for p in m.parameters()]
+        nn.utils.clip_grad_norm_(params, max_norm)
     optimizer.step()
 
 

@@ -31,13 +31,14 @@ from neuralab.rl.envs import derived_seed, spaces
 from neuralab.rl.evaluate import evaluate, record_gif
 from neuralab.rl.ppo import PPO, ActorCritic
 from neuralab.rl.reinforce import PolicyNet, Reinforce
+from neuralab.rl.sac import SAC, SACAgent
 from neuralab.runs import Progress, lock_run_dir, make_run_dir, read_jsonl, set_threads
 from neuralab.seed import rng_state, seed_everything, set_rng_state
 from neuralab.train import checkpoint
 from neuralab.train.metrics import MetricsLogger
 
-ALGORITHMS = {"reinforce": Reinforce, "ppo": PPO, "dqn": DQN}
-AGENTS = {"reinforce": PolicyNet, "ppo": ActorCritic, "dqn": QAgent}
+ALGORITHMS = {"reinforce": Reinforce, "ppo": PPO, "dqn": DQN, "sac": SAC}
+AGENTS = {"reinforce": PolicyNet, "ppo": ActorCritic, "dqn": QAgent, "sac": SACAgent}
 
 # a driving env's evaluation metrics logged at every checkpoint and plotted against steps
 DRIVING_CURVES = {"crash_rate": "crash rate", "mean_speed": "mean speed (m/s)"}
@@ -49,15 +50,20 @@ _OLD_NAMES = {"env_steps": "step", "best_return": "best", "best_env_steps": "bes
 def new_run_dir(run_dir: str | Path | None, cfg: RLConfig) -> Path:
     """A fresh run directory holding the resolved config; an existing one is never reused, and
     none is made for an environment that cannot be made (``spaces`` makes it once)."""
-    spaces(cfg.env)
+    env_spaces(cfg)
     name = cfg.env.id.split("/")[-1].split("-")[0].lower()
     return make_run_dir(run_dir, f"{name}_{cfg.algo}", rl_config.to_toml(cfg), "neuralab rl train")
+
+
+def env_spaces(cfg: RLConfig) -> tuple[tuple[int, ...], int]:
+    """``envs.spaces`` of the run's env, checked against the kind of actions its algorithm takes."""
+    return spaces(cfg.env, continuous=cfg.algo in rl_config.CONTINUOUS)
 
 
 def build(cfg: RLConfig):
     """The configured algorithm, its networks seeded by ``cfg.seed``."""
     seed_everything(cfg.seed)
-    obs_shape, n_actions = spaces(cfg.env)
+    obs_shape, n_actions = env_spaces(cfg)
     return ALGORITHMS[cfg.algo](cfg, obs_shape, n_actions)
 
 
@@ -214,7 +220,7 @@ def load_agent(run_dir: str | Path, which: str = "best"):
     if which == "best" and not (run_dir / "checkpoints" / "best").exists():
         which = "last"
     ckpt = checkpoint.read(run_dir, which, with_state=False)
-    agent = AGENTS[cfg.algo](*spaces(cfg.env), cfg)
+    agent = AGENTS[cfg.algo](*env_spaces(cfg), cfg)
     checkpoint.load_weights(agent, ckpt.model, ckpt.path)
     return cfg, agent.eval()
 

@@ -14,6 +14,10 @@ Benchmarks:
   highway_ppo   targets: crash rate <= 3% and mean speed >= 25 m/s within 30 minutes, and
                 better than every scripted driver on crash rate and on speed
 
+  parking_sac_her  SAC + HER trained from scratch on parking-v0, then 100 greedy episodes,
+                beside the random and idle drivers on the same seeds; target: success >= 90%
+                within 100k steps (also: the first evaluation of 20 episodes that reached it)
+
 Run it alone: two jobs on 2 cores distort times.
 """
 
@@ -34,6 +38,7 @@ from neuralab.rl import config as rl_config
 from neuralab.rl.drivers import baselines
 from neuralab.rl.envs import make_vector_env
 from neuralab.rl.run import new_run_dir, train
+from neuralab.runs import read_jsonl
 
 PRESETS = ("highway_dqn", "highway_ppo")
 BASELINE_ENVS = ("highway-fast-v0", "merge-v0", "intersection-v0")
@@ -111,21 +116,52 @@ def bench_preset(preset: str, seed: int, out: Path, overrides: list[str], script
     })  # fmt: skip
 
 
+def bench_parking(seed: int, out: Path, overrides: list[str], episodes: int) -> None:
+    preset = "parking_sac_her"
+    cfg = rl_config.load(preset, [*overrides, f"seed={seed}"])
+    scripted = baselines(cfg.env, episodes)
+    run_dir = new_run_dir(out / f"{preset}-seed{seed}", cfg)
+    log(f"{preset} seed {seed}: training {cfg.train.total_steps} steps in {run_dir}")
+    results = train(cfg, run_dir, progress=False)
+    evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval/success_rate" in r]
+    first = next((r for r in evals if r["eval/success_rate"] >= 0.9), None)
+    success = results["eval/success_rate"]
+    emit({
+        "benchmark": preset, "seed": seed, "episodes": results["eval/episodes"],
+        "success_rate": success, "crash_rate": results["eval/crash_rate"],
+        "mean_return": results["eval/mean_return"], "mean_length": results["eval/mean_length"],
+        "env_steps": results["env/steps"], "wall_s": results["train/wall_s"],
+        "steps_per_s": results["train/steps_per_s"],
+        "first_eval_at_90pct": first and {"step": first["step"], "wall_s": first["wall_s"]},
+        "evals": [(r["step"], r["eval/success_rate"]) for r in evals],
+        "scripted": {k: {m: v[m] for m in ("success_rate", "crash_rate", "mean_return")}
+                     for k, v in scripted.items()},
+        "target": {"success_rate": 0.9, "env_steps": 100_000},
+        "passes": success >= 0.9 and results["env/steps"] <= 100_000,
+        "overrides": overrides, "run_dir": str(run_dir),
+    })  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value for the trained presets")
-    parser.add_argument("--only", help="vector, baselines, highway_dqn or highway_ppo")
+    parser.add_argument(
+        "--only", help="vector, baselines, highway_dqn, highway_ppo or parking_sac_her"
+    )
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--episodes", type=int, default=EPISODES)
     parser.add_argument("--out", help="where to keep the runs (default: a temporary folder)")
     args = parser.parse_args()
-    names = [args.only] if args.only else ["vector", "baselines", *PRESETS]
+    names = [args.only] if args.only else ["vector", "baselines", *PRESETS, "parking_sac_her"]
     out = Path(args.out or tempfile.mkdtemp(prefix="neuralab-driving-"))
     overrides = [*args.overrides, f"train.final_eval_episodes={args.episodes}"]
     scripted = None
     for name in names:
         if name == "vector":
             bench_vector()
+        elif name == "parking_sac_her":
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                bench_parking(seed, out, overrides, args.episodes)
         elif name == "baselines":
             scripted = bench_baselines(args.episodes)["highway-fast-v0"]
         else:

@@ -12,6 +12,8 @@ Benchmarks (targets from issue 7):
                 steps and 3 minutes of wall time, for every seed
   dqn_cartpole  cartpole_dqn: >= 475 within 60k env steps
   ppo_lunar     lunarlander_ppo: >= 200
+  sac_pendulum  pendulum_sac (issue 18's SAC on the classic continuous task): >= -200 within
+                20k env steps (rl-baselines3-zoo's SAC: -202 ± 61 after 20k, one run on v0)
   pong          pong_pg (Karpathy's Pong from Pixels) for a wall-clock budget: the learning
                 curve (mean training-episode return against env steps); no target
   pong_ppo      pong_ppo (issue 26): greedy mean return >= +18 over 10 fixed episodes within
@@ -52,6 +54,7 @@ TARGETS = {  # preset, return target, env-step limit, wall-time limit (s)
     "ppo_cartpole": ("cartpole_ppo", 475.0, 100_000, 180.0),
     "dqn_cartpole": ("cartpole_dqn", 475.0, 60_000, None),
     "ppo_lunar": ("lunarlander_ppo", 200.0, None, None),
+    "sac_pendulum": ("pendulum_sac", -200.0, 20_000, None),
 }
 
 
@@ -248,7 +251,7 @@ def pong_ppo(seed: int, out: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="ppo_cartpole,dqn_cartpole,ppo_lunar")
+    parser.add_argument("--only", default="ppo_cartpole,dqn_cartpole,ppo_lunar,sac_pendulum")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--pong-minutes", type=float, default=30.0)
     parser.add_argument("--out", help="keep the runs here (default: a temporary directory)")

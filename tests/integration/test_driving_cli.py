@@ -63,6 +63,28 @@ def test_intersection_presets_train_through_the_cli(preset: str, tmp_path) -> No
         assert_user_error(plot, "has no ego-attention")
 
 
+def test_parking_sac_her_trains_evaluates_and_draws_through_the_cli(tmp_path) -> None:
+    """SAC + HER in the parking lot for 240 steps (10-step episodes, so HER relabels): the
+    results and rl eval --json (greedy and sampled) have a success rate, --gif draws it."""
+    args = ["train.total_steps=240", "train.checkpoint_every=2", "env.max_episode_steps=10"]
+    small = ["sac.learning_starts=40", "sac.train_freq=20", "sac.gradient_steps=5"]
+    short = ["train.eval_episodes=2", "train.final_eval_episodes=2", "model.hidden=[32]"]
+    proc = neuralab("rl", "train", "parking_sac_her", *args, *small, *short, "--run-dir", "s",
+                    "--json", cwd=tmp_path)  # fmt: skip
+    results = json.loads(proc.stdout)
+    assert results["env/steps"] == 240 and 0 <= results["eval/success_rate"] <= 1
+    for extra in ([], ["--sampled"]):
+        out = neuralab("rl", "eval", "s", "--episodes", "2", *extra, "--json", cwd=tmp_path)
+        result = json.loads(out.stdout)
+        assert DRIVING_KEYS <= result.keys() and result["success_rate"] is not None
+    neuralab("rl", "eval", "s", "--episodes", "1", "--gif", "p.gif", cwd=tmp_path)
+    with Image.open(tmp_path / "p.gif") as gif:
+        assert gif.n_frames > 3
+    proc = neuralab("rl", "baselines", "parking_sac_her", "--episodes", "2", "--json", cwd=tmp_path)
+    out = json.loads(proc.stdout)  # the meta-action drivers cannot steer continuously
+    assert list(out) == ["random", "idle"] and out["idle"]["success_rate"] == 0
+
+
 def test_eval_json_has_the_driving_keys_and_gif(run) -> None:
     """rl eval --json: the contract's keys; --gif: an animated GIF of a driving episode."""
     cwd, _ = run
@@ -86,13 +108,13 @@ def test_baselines_json_has_each_scripted_driver(tmp_path) -> None:
 
 def test_driving_mistakes_exit_2_with_one_line(tmp_path) -> None:
     """An unknown env id, a misspelt highway-env key, an observation the networks cannot take,
-    continuous actions, and scripted drivers on a non-driving env."""
+    continuous actions for DQN, and scripted drivers on a non-driving env."""
     cases = {
         ("env.id=highway-fats-v0",): "cannot make environment 'highway-fats-v0'",
         ("env.config.lane_count=2",): "unknown highway-env config key 'env.config.lane_count'",
         (f"env.config.observation={TUPLE}",): "Tuple observations",
         ("env.id=racetrack-v0",): "unknown highway-env config key 'env.config.vehicles_count'",
-        ("env.id=racetrack-v0", "env.config={}"): "only discrete ones are supported",
+        ("env.id=racetrack-v0", "env.config={}"): "picks discrete ones (use algo=sac)",
     }
     for overrides, message in cases.items():
         proc = neuralab("rl", "train", "highway_dqn", *overrides, cwd=tmp_path, check=False)

@@ -11,7 +11,9 @@ the road ahead is clear.
 
 They act on highway-env's meta-actions by name (LANE_LEFT, IDLE, LANE_RIGHT, FASTER,
 SLOWER), so they drive any env with that action type, and they are scored exactly like a
-learnt agent: the same evaluation seeds, the same ``summary``.
+learnt agent: the same evaluation seeds, the same ``summary``. On an env with continuous
+actions (parking, racetrack) only ``random`` (uniform in the box) and ``idle`` (no throttle,
+no steering) drive.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from neuralab.errors import UserError
 from neuralab.rl import driving
 from neuralab.rl.config import EnvConfig
-from neuralab.rl.envs import Episode, make_env
+from neuralab.rl.envs import Episode, gym, make_env
 from neuralab.rl.evaluate import EVAL_SEED, summary
 
 BRAKE_TTC = 4.0  # s: brake (or leave the lane) when the car ahead is closer in time than this
@@ -83,7 +85,13 @@ def rules_action(env) -> int:
 
 
 def _constant(name: str) -> Callable:
-    def act(env) -> int:
+    def act(env) -> int | np.ndarray:
+        if _continuous(env):
+            if name != "IDLE":
+                raise UserError(f"{env.spec.id} acts continuously; it has no {name} meta-action")
+            return np.zeros(
+                env.action_space.shape, env.action_space.dtype
+            )  # no throttle, no steering
         actions = env.unwrapped.action_type.actions_indexes
         if name not in actions:
             raise UserError(f"{env.spec.id} has no {name} action (its actions: {list(actions)})")
@@ -92,8 +100,12 @@ def _constant(name: str) -> Callable:
     return act
 
 
-def _random(env) -> int:
-    return int(env.action_space.sample())
+def _random(env) -> int | np.ndarray:
+    return env.action_space.sample()
+
+
+def _continuous(env) -> bool:
+    return isinstance(env.action_space, gym.spaces.Box)
 
 
 BASELINES: dict[str, Callable] = {
@@ -102,6 +114,9 @@ BASELINES: dict[str, Callable] = {
     "slower": _constant("SLOWER"),
     "rules": rules_action,
 }
+
+
+CONTINUOUS_BASELINES = ("random", "idle")  # idle: no throttle, no steering
 
 
 def drive(env, policy: Callable, seed: int) -> Episode:
@@ -129,8 +144,10 @@ def baselines(
             "(e.g. highway-fast-v0, merge-v0, intersection-v0)"
         )
     env = make_env(cfg)
+    if names is None:  # the rule-based driver and braking are meta-actions
+        names = list(CONTINUOUS_BASELINES if _continuous(env) else BASELINES)
     out = {}
-    for name in names or list(BASELINES):
+    for name in names:
         policy = BASELINES[name]
         out[name] = summary([drive(env, policy, EVAL_SEED + i) for i in range(episodes)])
     env.close()

@@ -111,7 +111,7 @@ def train(
                 best = False
                 if tc.eval_episodes:
                     ev = evaluate(cfg, algo.agent, tc.eval_episodes)
-                    keys = ("mean_return", "std_return", *DRIVING_CURVES)
+                    keys = ("mean_return", "std_return", *DRIVING_CURVES, "success_rate")
                     record |= {f"eval/{k}": ev[k] for k in keys if ev.get(k) is not None}
                     best = state.best is None or ev["mean_return"] > state.best
                 if best:

@@ -13,7 +13,8 @@ pytest.importorskip("highway_env")
 
 from neuralab.errors import UserError  # noqa: E402
 from neuralab.rl import config as rl_config  # noqa: E402
-from neuralab.rl.drivers import BASELINES, baselines, rules_action  # noqa: E402
+from neuralab.rl import driving  # noqa: E402
+from neuralab.rl.drivers import DISCRETE_BASELINES, baselines, drive, lane_keeper, rules_action  # noqa: E402
 from neuralab.rl.driving import summarize  # noqa: E402
 from neuralab.rl.envs import make_env, make_vector_env  # noqa: E402
 
@@ -143,7 +144,7 @@ def test_baselines_score_every_driver_on_the_evaluation_seeds() -> None:
     a second call on the same seeds gives the same numbers (the random driver included)."""
     cfg = rl_config.load("highway_dqn", ["env.config.duration=4"]).env
     first = baselines(cfg, 2)
-    assert list(first) == list(BASELINES)
+    assert list(first) == list(DISCRETE_BASELINES)
     for row in first.values():
         assert {"mean_return", "crash_rate", "mean_speed", "success_rate", "episodes"} <= row.keys()
     assert first["slower"]["mean_speed"] < 22 and first["idle"]["lane_changes_per_km"] == 0
@@ -213,3 +214,20 @@ def test_ego_attention_needs_a_table_of_vehicles() -> None:
         network((4,), 2, model)
     with pytest.raises(UserError, match="must divide model.embed"):
         rl_config.build({"algo": "dqn", "model": {"kind": "ego_attention", "heads": 3}})
+
+
+def test_a_racetrack_lap_is_the_outer_lanes_and_the_lane_keeper_drives_it() -> None:
+    """The lap is each segment's longest lane, summed by hand from highway-env's track:
+    58 + 39.7 + 10 + 63.2 + 47.5 + 28.3 + 78.5 + 58.6 + 12.3 = 396.1 m. Alone on the track
+    for 60 s, the pure-pursuit lane keeper drives more than a lap on the road (success);
+    not steering leaves the road at the first bend, far short of a lap (no success)."""
+    cfg = rl_config.load("racetrack_sac", ["env.config.other_vehicles=0"]).env
+    env = make_env(cfg)
+    env.reset(seed=0)
+    assert driving.lap_length(env) == pytest.approx(396.1, abs=0.1)
+    kept = drive(env, lane_keeper, 0).info["driving"]
+    assert kept["success"] and kept["distance"] > 396 and not kept["crashed"]
+    still = drive(env, lambda e: np.zeros(1, np.float32), 0).info["driving"]
+    assert not still["success"] and still["distance"] < 200
+    with pytest.raises(UserError, match="steers racetrack-v0's cars only"):
+        lane_keeper(env_of())

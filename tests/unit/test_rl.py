@@ -37,6 +37,7 @@ PRESETS = [
     "pong_ppo",
     "pendulum_sac",
     "parking_sac_her",
+    "racetrack_sac",
 ]
 
 

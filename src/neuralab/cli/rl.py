@@ -124,8 +124,8 @@ def cmd_rl_baselines(args: argparse.Namespace) -> int:
         cfg = rl_config.build(merge(values, parse_overrides(args.overrides)))
     else:
         cfg = rl_config.load(args.env, args.overrides)
-    names = args.drivers.split(",") if args.drivers else list(BASELINES)
-    unknown = [n for n in names if n not in BASELINES]
+    names = args.drivers.split(",") if args.drivers else None  # the env's own drivers
+    unknown = [n for n in names or [] if n not in BASELINES]
     if unknown:
         raise UserError(f"unknown driver {unknown[0]!r}; choose from {', '.join(BASELINES)}")
     result = baselines(cfg.env, args.episodes, names)

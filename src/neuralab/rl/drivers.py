@@ -12,8 +12,9 @@ the road ahead is clear.
 They act on highway-env's meta-actions by name (LANE_LEFT, IDLE, LANE_RIGHT, FASTER,
 SLOWER), so they drive any env with that action type, and they are scored exactly like a
 learnt agent: the same evaluation seeds, the same ``summary``. On an env with continuous
-actions (parking, racetrack) only ``random`` (uniform in the box) and ``idle`` (no throttle,
-no steering) drive.
+actions (parking, racetrack) ``random`` draws uniformly from the box and ``idle`` neither
+steers nor accelerates; on the racetrack ``lane_keeper`` follows its lane's centre by pure
+pursuit.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CLEAR_TTC = 8.0  # s: speed up only when nothing ahead is closer than this
 EMERGENCY_TTC = 2.5  # s: at the slowest target speed, leave the lane more boldly
 FOLLOW = 3.0  # s: a slower car this near ahead is worth overtaking
 SIDE_GAP = 1.5  # s of driving: a neighbouring lane is free when no car is this near
+LOOKAHEAD = 8.0  # m: how far ahead on its lane the racetrack's lane keeper aims
 
 
 def _gap_and_ttc(v, other) -> tuple[float, float]:
@@ -104,6 +106,27 @@ def _random(env) -> int | np.ndarray:
     return env.action_space.sample()
 
 
+def lane_keeper(env) -> np.ndarray:
+    """The racetrack's scripted driver: pure pursuit (Coulter 1992) of the point ``LOOKAHEAD``
+    m ahead on the centre of the car's lane, as a steering action in [-1, 1]. It reads the
+    simulator, ignores the other car, and leaves the speed to the simulator."""
+    u = env.unwrapped
+    if not (
+        _continuous(env)
+        and env.action_space.shape == (1,)
+        and type(u).__name__.startswith("Racetrack")
+    ):
+        raise UserError(f"{env.spec.id}: the lane keeper steers racetrack-v0's cars only")
+    v = u.vehicle
+    lane = u.road.network.get_lane(v.lane_index)
+    s, _ = lane.local_coordinates(v.position)
+    dx, dy = lane.position(s + LOOKAHEAD, 0) - v.position
+    alpha = np.arctan2(dy, dx) - v.heading  # the target's bearing from the car's heading
+    steering = np.arctan2(2 * v.LENGTH * np.sin(alpha), LOOKAHEAD)
+    low, high = u.action_type.steering_range
+    return np.array([np.clip(2 * (steering - low) / (high - low) - 1, -1, 1)], np.float32)
+
+
 def _continuous(env) -> bool:
     return isinstance(env.action_space, gym.spaces.Box)
 
@@ -113,10 +136,13 @@ BASELINES: dict[str, Callable] = {
     "idle": _constant("IDLE"),
     "slower": _constant("SLOWER"),
     "rules": rules_action,
+    "lane_keeper": lane_keeper,
 }
 
 
+DISCRETE_BASELINES = ("random", "idle", "slower", "rules")
 CONTINUOUS_BASELINES = ("random", "idle")  # idle: no throttle, no steering
+RACETRACK_BASELINES = ("random", "idle", "lane_keeper")
 
 
 def drive(env, policy: Callable, seed: int) -> Episode:
@@ -145,7 +171,10 @@ def baselines(
         )
     env = make_env(cfg)
     if names is None:  # the rule-based driver and braking are meta-actions
-        names = list(CONTINUOUS_BASELINES if _continuous(env) else BASELINES)
+        names = list(DISCRETE_BASELINES)
+        if _continuous(env):
+            racetrack = type(env.unwrapped).__name__.startswith("Racetrack")
+            names = list(RACETRACK_BASELINES if racetrack else CONTINUOUS_BASELINES)
     out = {}
     for name in names:
         policy = BASELINES[name]

@@ -61,11 +61,25 @@ def ego(env: gym.Env):
     return env.unwrapped.vehicle
 
 
-def success(env: gym.Env, info: dict) -> bool | None:
+def lap_length(env: gym.Env) -> float:
+    """A racetrack's lap in metres: each road segment's longest lane (its outer one on a bend),
+    so a car that drove this far has gone round whichever lanes it took."""
+    graph = env.unwrapped.road.network.graph
+    return float(
+        sum(
+            max(lane.length for lane in lanes) for ends in graph.values() for lanes in ends.values()
+        )
+    )
+
+
+def success(env: gym.Env, info: dict, distance: float) -> bool | None:
     """Whether the ego vehicle reached its goal, on envs that have one (else None):
-    intersection (it left through its exit), merge (past the end of the ramp), parking."""
+    intersection (it left through its exit), merge (past the end of the ramp), parking,
+    racetrack (it drove a lap, ``distance`` >= ``lap_length``, on the road and unhurt)."""
     u, v = env.unwrapped, ego(env)
     name = type(u).__name__
+    if name.startswith("Racetrack"):
+        return distance >= lap_length(env) and bool(v.on_road) and not v.crashed
     if name.startswith("Intersection"):
         return bool(u.has_arrived(v)) and not v.crashed
     if name.startswith("Merge"):
@@ -103,7 +117,7 @@ class DrivingMetrics(gym.Wrapper):
             info = dict(info)
             info["driving"] = {
                 "crashed": bool(v.crashed),
-                "success": success(self.env, info),
+                "success": success(self.env, info, self._distance),
                 "speed": float(np.mean(self._speeds)),
                 "distance": self._distance,
                 "lane_changes": self._lane_changes,

@@ -179,6 +179,15 @@ def set_threads(threads: int) -> int:
     return n
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic: AMX tiles or AVX512-BF16 (without either, torch
+    emulates bf16, slower than fp32)."""
+    import torch
+
+    native = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # absent in some builds
+    return any(getattr(torch.cpu, name, lambda: False)() for name in native)
+
+
 def coerce(value: Any, tp: Any, *, text: bool = False) -> Any:
     """``value`` as type ``tp`` (a bool, int, float, str, tuple of them, or optional one), or
     TypeError. Ints widen to floats and lists become tuples; nothing else is converted, unless

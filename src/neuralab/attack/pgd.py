@@ -43,8 +43,11 @@ class PGD(Attack):
         restarts: int = 1,
         targeted: bool = False,
         generator: torch.Generator | None = None,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(model, eps, norm=norm, targeted=targeted, generator=generator)
+        super().__init__(
+            model, eps, norm=norm, targeted=targeted, generator=generator, precision=precision
+        )
         if alpha <= 0:
             raise UserError(f"alpha (the step size) must be > 0, got {alpha}")
         if steps < 1:
@@ -73,7 +76,7 @@ class PGD(Attack):
                 curve.append(loss.mean())
                 x_adv = self.project(self.step(x_adv, grad, self.alpha), x)
             with torch.no_grad():
-                logits = self.model(x_adv)  # (B, num_classes)
+                logits = self.logits(x_adv)  # (B, num_classes)
                 loss = self.criterion(logits, y)  # (B,)
             curve.append(loss.mean())
             self.losses.append(torch.stack(curve).tolist())  # one device sync per restart

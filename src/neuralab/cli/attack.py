@@ -29,6 +29,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         n=args.n,
         seed=args.seed,
         batch_size=args.batch_size,
+        precision=args.precision,
     )
     if spec.kind == "scenes":
         from neuralab.cli._scenes import attack_scenes
@@ -82,6 +83,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=10000, help="test images attacked (default: 10000)")
     p.add_argument("--seed", type=int, default=0, help="random starts (default: 0)")
     p.add_argument("--batch-size", type=int, default=500, help="default: 500")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="the model's passes in the attack: auto = bf16 where the CPU or GPU computes in "
+        "bf16 (AMX, AVX512-BF16), else fp32 (default: auto)",
+    )
     add_which(p)
     add_json(p)
     p.set_defaults(func=cmd_attack)

@@ -40,6 +40,7 @@ class AttackSpec:
     n: int = 10000
     seed: int = 0
     batch_size: int = 500
+    precision: str = "auto"  # the attack's forward/backward: fp32, bf16, or bf16 where native
 
     def __post_init__(self) -> None:
         """Every value in range, or a one-line UserError naming the option."""
@@ -88,7 +89,7 @@ class _Recording:
 
 def build_attack(spec: AttackSpec, model: torch.nn.Module, eps: float) -> Attack:
     if spec.method == "fgsm":
-        return FGSM(model, eps, norm=spec.norm, targeted=spec.targeted)
+        return FGSM(model, eps, norm=spec.norm, targeted=spec.targeted, precision=spec.precision)
     if spec.method == "pgd":
         return PGD(
             model,
@@ -99,6 +100,7 @@ def build_attack(spec: AttackSpec, model: torch.nn.Module, eps: float) -> Attack
             targeted=spec.targeted,
             random_start=spec.random_start,
             restarts=spec.restarts,
+            precision=spec.precision,
         )
     raise UserError(f"unknown attack method {spec.method!r}; choose fgsm or pgd")
 

@@ -17,6 +17,7 @@ from torch import nn
 from neuralab.config import SchedConfig
 from neuralab.errors import UserError
 from neuralab.rl.config import NetConfig, RLOptimConfig
+from neuralab.runs import cpu_computes_bf16
 from neuralab.train.optim import lr_factor, set_lr
 
 # optim.anneal_lr: linearly to 0 over the run (no warm-up, no floor), as CleanRL's PPO does
@@ -175,9 +176,7 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     (``neuralab.train.trainer.autocast_dtype``) asks for AMX only.
     """
     if precision == "auto":
-        native = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        has = [getattr(torch.cpu, name, lambda: False)() for name in native]
-        return torch.bfloat16 if any(has) else None
+        return torch.bfloat16 if cpu_computes_bf16() else None
     return torch.bfloat16 if precision == "bf16" else None
 
 

@@ -32,16 +32,21 @@ def one_thread():
 def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small MLP trained on digits (full batch, 150 Adam steps) and 64 test images."""
     torch.manual_seed(0)
-    x, y = data.load("digits", "train")
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    fit_digits(model, 150)
+    x_test, y_test = data.load("digits", "test")
+    return model.eval(), x_test[:64], y_test[:64]
+
+
+def fit_digits(model: nn.Module, steps: int) -> None:
+    """Full-batch Adam (lr 1e-2) on digits' training split; no gradient left behind."""
+    x, y = data.load("digits", "train")
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
+    for _ in range(steps):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
     opt.zero_grad(set_to_none=True)
-    x_test, y_test = data.load("digits", "test")
-    return model.eval(), x_test[:64], y_test[:64]
 
 
 def small_cnn() -> nn.Module:
@@ -306,14 +311,9 @@ def trained_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     images, bf16's rounding moves about 1% of the outcomes each way and the net difference is
     at the grain of a single image)."""
     torch.manual_seed(0)
-    x, y = data.load("digits", "train")
     model = neuralab.create_model("cnn", widths=(8, 16), image_size=8, num_classes=10)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(200):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
+    fit_digits(model, 200)
+    x, y = data.load("digits", "train")
     x_test, y_test = data.load("digits", "test")
     return model.eval(), torch.cat([x, x_test]), torch.cat([y, y_test])
 

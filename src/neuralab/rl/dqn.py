@@ -84,6 +84,23 @@ class ReplayBuffer:
         self.full = self.full or self.pos + n >= self.size
         self.pos = (self.pos + n) % self.size
 
+    def step_into(self, envs, x: torch.Tensor, action: torch.Tensor) -> tuple:
+        """Step the vector ``envs`` from observations ``x`` with ``action`` and store each
+        transition; s' is the true last observation where an episode ended (the reset one is
+        not s'). Returns (next observations, infos, (rewards, s', terminated, truncated))."""
+        next_obs, reward, terminated, truncated, info = envs.step(action.numpy())
+        real_next = next_obs.copy()
+        for i in np.flatnonzero(terminated | truncated):
+            real_next[i] = info["final_obs"][i]
+        self.add(
+            obs=x,
+            actions=action,
+            rewards=torch.as_tensor(reward, dtype=torch.float32),
+            next_obs=as_batch(real_next),
+            terminated=torch.as_tensor(terminated, dtype=torch.float32),
+        )
+        return next_obs, info, (reward, real_next, terminated, truncated)
+
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         idx = torch.randint(self.size if self.full else self.pos, (n,))
         return {k: v[idx] for k, v in self.data.items()}
@@ -125,17 +142,7 @@ class DQN:
                 greedy = self.agent.greedy(x)
             explore = torch.rand(n) < self.epsilon(env_steps + k * n)
             action = torch.where(explore, torch.randint(self.n_actions, (n,)), greedy)
-            next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
-            real_next = next_obs.copy()
-            for i in np.flatnonzero(terminated | truncated):
-                real_next[i] = info["final_obs"][i]  # the reset obs is not s'
-            self.buffer.add(
-                obs=x,
-                actions=action,
-                rewards=torch.as_tensor(reward, dtype=torch.float32),
-                next_obs=as_batch(real_next),
-                terminated=torch.as_tensor(terminated, dtype=torch.float32),
-            )
+            next_obs, info, _ = self.buffer.step_into(self.envs, x, action)
             self.stats.step(info)
             self.next_obs = next_obs
         steps = c.train_freq * n

@@ -162,19 +162,9 @@ class SAC:
             else:
                 with torch.inference_mode():
                     action = self.agent.act(x)[0]
-            next_obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
-            real_next = next_obs.copy()
-            for i in np.flatnonzero(terminated | truncated):
-                real_next[i] = info["final_obs"][i]  # the reset obs is not s'
-            self.buffer.add(
-                obs=x,
-                actions=action,
-                rewards=torch.as_tensor(reward, dtype=torch.float32),
-                next_obs=as_batch(real_next),
-                terminated=torch.as_tensor(terminated, dtype=torch.float32),
-            )
+            next_obs, info, transition = self.buffer.step_into(self.envs, x, action)
             if self.goals is not None:
-                self._hindsight(x.numpy(), action.numpy(), reward, real_next, terminated, truncated)
+                self._hindsight(x.numpy(), action.numpy(), *transition)
             self.stats.step(info)
             self.next_obs = next_obs
         steps = c.train_freq * n

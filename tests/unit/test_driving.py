@@ -17,6 +17,7 @@ from neuralab.rl import driving  # noqa: E402
 from neuralab.rl.drivers import DISCRETE_BASELINES, baselines, drive, lane_keeper, rules_action  # noqa: E402
 from neuralab.rl.driving import summarize  # noqa: E402
 from neuralab.rl.envs import make_env, make_vector_env  # noqa: E402
+from neuralab.rl.run import env_spaces  # noqa: E402
 
 IDLE, LEFT, RIGHT, FASTER = 1, 0, 2, 3  # highway-fast-v0's meta-actions
 
@@ -52,7 +53,8 @@ def test_env_config_reaches_highway_env_and_round_trips_through_toml() -> None:
 
 def test_config_mistakes_are_one_line_errors() -> None:
     """A misspelt highway-env key, env.config on a Gymnasium env, an unknown observation type
-    and observations the networks cannot take: each a UserError naming what to fix."""
+    observations the networks cannot take and DQN on continuous actions: each a UserError naming
+    what to fix."""
     with pytest.raises(
         UserError, match="unknown highway-env config key 'env.config.vehicle_count'"
     ):
@@ -64,8 +66,8 @@ def test_config_mistakes_are_one_line_errors() -> None:
     tuple_obs = '{"type": "TupleObservation", "observation_configs": [{"type": "Kinematics"}]}'
     with pytest.raises(UserError, match="Tuple observations; the networks here take one array"):
         env_of(f"env.config.observation={tuple_obs}")
-    with pytest.raises(UserError, match="only discrete ones are supported"):
-        env_of("env.id=parking-v0")
+    with pytest.raises(UserError, match="continuous actions .*; this algorithm picks discrete"):
+        env_spaces(rl_config.load("highway_dqn", ["env.id=parking-v0"]))  # DQN parking
 
 
 def test_driving_metrics_of_scripted_episodes_match_hand_computation() -> None:

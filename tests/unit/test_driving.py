@@ -52,7 +52,7 @@ def test_env_config_reaches_highway_env_and_round_trips_through_toml() -> None:
 
 
 def test_config_mistakes_are_one_line_errors() -> None:
-    """A misspelt highway-env key, env.config on a Gymnasium env, an unknown observation type
+    """A misspelt highway-env key, env.config on a Gymnasium env, an unknown observation type,
     observations the networks cannot take and DQN on continuous actions: each a UserError naming
     what to fix."""
     with pytest.raises(

@@ -350,3 +350,17 @@ def test_precision_auto_means_bf16_only_where_the_cpu_computes_in_bf16(monkeypat
     assert base.attack_dtype("fp32", torch.device("cpu")) is None
     with pytest.raises(UserError, match="precision='fp16' is not one of"):
         PGD(nn.Linear(2, 2), 0.1, 0.01, 1, precision="fp16")
+
+
+def test_channels_last_during_the_attack_gives_each_weight_its_layout_back() -> None:
+    """The attack runs the convolutions on channels-last weights, then every weight has its
+    own layout and values again (a model kept channels-last stays so)."""
+    model = small_cnn()
+    convs = [p for p in model.parameters() if p.ndim == 4]
+    before = [p.detach().clone() for p in convs]
+    x, y = random_batch()
+    PGD(model, 0.1, 0.02, 2)(x, y)
+    assert all(p.is_contiguous() and torch.equal(p, b) for p, b in zip(convs, before, strict=True))
+    model.to(memory_format=torch.channels_last)
+    PGD(model, 0.1, 0.02, 2)(x, y)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)

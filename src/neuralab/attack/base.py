@@ -60,6 +60,22 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+@contextlib.contextmanager
+def channels_last_weights(model: nn.Module) -> Iterator[None]:
+    """Run the block with the model's 4-D weights in channels-last memory format (the same
+    values in oneDNN's fast layout for convolutions), then give back the layout each had."""
+    moved = []
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.ndim == 4 and not tensor.is_contiguous(memory_format=torch.channels_last):
+            moved.append(tensor)
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for tensor in moved:
+            tensor.data = tensor.data.contiguous()
+
+
 def per_example_norm(x: Tensor) -> Tensor:
     """(B, ...) -> (B, 1, ..., 1) L2 norms, shaped to broadcast against ``x``."""
     return x.flatten(1).norm(dim=1).view(-1, *[1] * (x.ndim - 1))
@@ -74,8 +90,9 @@ class Attack:
     only, so no ``.grad`` is ever left on a parameter. The random start is drawn on the CPU from
     ``generator`` (torch's global RNG if None), so one seed gives bit-identical examples on CPU.
 
-    Speed: images go through the model in channels-last memory format (oneDNN's fast layout
-    for convolutions; the values are the same), and with ``precision`` "bf16" (or "auto" on
+    Speed: images and the model's 4-D weights are in channels-last memory format during the
+    attack (oneDNN's fast layout for convolutions; the values are the same, and each weight's
+    layout is given back afterwards), and with ``precision`` "bf16" (or "auto" on
     hardware that computes in bf16) the model's forward and backward run under bf16 autocast;
     the loss, the steps and the projection stay fp32. The default, "fp32", is the exact path.
     """
@@ -132,7 +149,8 @@ class Attack:
                 y = y.expand(len(x))
             elif y.shape != labels.shape:
                 raise UserError(f"target must be one class or {len(x)} classes, got {y.shape}")
-        with eval_mode(self.model), torch.enable_grad():  # also when called under no_grad
+        layout = channels_last_weights(self.model) if x.ndim == 4 else contextlib.nullcontext()
+        with eval_mode(self.model), layout, torch.enable_grad():  # also under no_grad
             x_adv = self.perturb(x, y)
         return x_adv.detach().to(images.device, images.dtype).contiguous()
 

@@ -91,9 +91,8 @@ def _constant(name: str) -> Callable:
         if _continuous(env):
             if name != "IDLE":
                 raise UserError(f"{env.spec.id} acts continuously; it has no {name} meta-action")
-            return np.zeros(
-                env.action_space.shape, env.action_space.dtype
-            )  # no throttle, no steering
+            space = env.action_space  # no throttle, no steering
+            return np.zeros(space.shape, space.dtype)
         actions = env.unwrapped.action_type.actions_indexes
         if name not in actions:
             raise UserError(f"{env.spec.id} has no {name} action (its actions: {list(actions)})")
@@ -111,11 +110,7 @@ def lane_keeper(env) -> np.ndarray:
     m ahead on the centre of the car's lane, as a steering action in [-1, 1]. It reads the
     simulator, ignores the other car, and leaves the speed to the simulator."""
     u = env.unwrapped
-    if not (
-        _continuous(env)
-        and env.action_space.shape == (1,)
-        and type(u).__name__.startswith("Racetrack")
-    ):
+    if not (_continuous(env) and env.action_space.shape == (1,) and driving.is_racetrack(env)):
         raise UserError(f"{env.spec.id}: the lane keeper steers racetrack-v0's cars only")
     v = u.vehicle
     lane = u.road.network.get_lane(v.lane_index)
@@ -173,7 +168,7 @@ def baselines(
     if names is None:  # the rule-based driver and braking are meta-actions
         names = list(DISCRETE_BASELINES)
         if _continuous(env):
-            racetrack = type(env.unwrapped).__name__.startswith("Racetrack")
+            racetrack = driving.is_racetrack(env)
             names = list(RACETRACK_BASELINES if racetrack else CONTINUOUS_BASELINES)
     out = {}
     for name in names:

@@ -61,6 +61,10 @@ def ego(env: gym.Env):
     return env.unwrapped.vehicle
 
 
+def is_racetrack(env: gym.Env) -> bool:
+    return type(env.unwrapped).__name__.startswith("Racetrack")
+
+
 def lap_length(env: gym.Env) -> float:
     """A racetrack's lap in metres: each road segment's longest lane (its outer one on a bend),
     so a car that drove this far has gone round whichever lanes it took."""
@@ -78,7 +82,7 @@ def success(env: gym.Env, info: dict, distance: float) -> bool | None:
     racetrack (it drove a lap, ``distance`` >= ``lap_length``, on the road and unhurt)."""
     u, v = env.unwrapped, ego(env)
     name = type(u).__name__
-    if name.startswith("Racetrack"):
+    if is_racetrack(env):
         return distance >= lap_length(env) and bool(v.on_road) and not v.crashed
     if name.startswith("Intersection"):
         return bool(u.has_arrived(v)) and not v.crashed

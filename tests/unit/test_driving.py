@@ -14,7 +14,13 @@ pytest.importorskip("highway_env")
 from neuralab.errors import UserError  # noqa: E402
 from neuralab.rl import config as rl_config  # noqa: E402
 from neuralab.rl import driving  # noqa: E402
-from neuralab.rl.drivers import DISCRETE_BASELINES, baselines, drive, lane_keeper, rules_action  # noqa: E402
+from neuralab.rl.drivers import (  # noqa: E402
+    DISCRETE_BASELINES,
+    baselines,
+    drive,
+    lane_keeper,
+    rules_action,
+)
 from neuralab.rl.driving import summarize  # noqa: E402
 from neuralab.rl.envs import make_env, make_vector_env  # noqa: E402
 from neuralab.rl.run import env_spaces  # noqa: E402

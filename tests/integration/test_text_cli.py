@@ -87,11 +87,13 @@ def test_sample_is_deterministic_with_a_seed_and_streams(text_run):
 
 
 def test_text_user_errors(text_run):
-    """A prompt outside the vocabulary, a missing text file, an image model on text, stream
+    """A prompt outside the vocabulary, a negative thread count, a missing text file, an image model on text, stream
     batches for a GPT: one line, exit 2, no run directory left behind."""
     cwd, _ = text_run
     proc = neuralab("sample", "runs/g", "--prompt", "Zebra~", cwd=cwd, check=False)
     assert_user_error(proc, "not in this model's vocabulary")
+    proc = neuralab("sample", "runs/g", "--threads", "-1", cwd=cwd, check=False)
+    assert_user_error(proc, "--threads must be >= 0")
     proc = neuralab("train", "shakespeare_gpt_cpu", "data.path=missing.txt", cwd=cwd, check=False)
     assert_user_error(proc, "text file missing.txt does not exist")
     proc = neuralab(

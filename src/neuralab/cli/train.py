@@ -280,12 +280,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from neuralab.runs import set_threads
     from neuralab.train import sample_stream
 
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
     if args.tokens < 0 or args.temperature < 0:
         raise UserError("--tokens and --temperature must be >= 0")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    set_threads(args.threads)
     prompt = args.prompt
     if args.escapes:
         prompt = prompt.replace("\\n", "\n").replace("\\t", "\t")
@@ -352,6 +356,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest")
     p.add_argument("--top-k", type=int, help="sample among the k likeliest characters only")
     p.add_argument("--seed", type=int, default=0, help="same seed, same text (default: 0)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default: 1, the fastest for one text at a time: each step's "
+        "matrices are too small to share; 0 = every core)",
+    )
     add_which(p)
     add_json(p)
     p.set_defaults(func=cmd_sample)

@@ -87,8 +87,9 @@ def test_sample_is_deterministic_with_a_seed_and_streams(text_run):
 
 
 def test_text_user_errors(text_run):
-    """A prompt outside the vocabulary, a negative thread count, a missing text file, an image model on text, stream
-    batches for a GPT: one line, exit 2, no run directory left behind."""
+    """A prompt outside the vocabulary, a negative thread count, a missing text file, an
+    image model on text, stream batches for a GPT: one line, exit 2, no run directory left
+    behind."""
     cwd, _ = text_run
     proc = neuralab("sample", "runs/g", "--prompt", "Zebra~", cwd=cwd, check=False)
     assert_user_error(proc, "not in this model's vocabulary")

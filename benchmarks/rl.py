@@ -46,9 +46,8 @@ from neuralab.rl import atari
 from neuralab.rl import config as rl_config
 from neuralab.rl.envs import spaces
 from neuralab.rl.evaluate import EVAL_SEED, evaluate
-from neuralab.rl.nets import autocast_dtype
 from neuralab.rl.run import build, load_agent, new_run_dir, plot_returns, train
-from neuralab.runs import read_jsonl, set_threads
+from neuralab.runs import autocast_dtype, read_jsonl, set_threads
 
 TARGETS = {  # preset, return target, env-step limit, wall-time limit (s)
     "ppo_cartpole": ("cartpole_ppo", 475.0, 100_000, 180.0),
@@ -236,7 +235,7 @@ def pong_ppo(seed: int, out: Path, overrides: list[str]) -> dict:
         "frames": 4 * results["env/steps"],
         "wall_s": wall,
         "steps_per_s": results["train/steps_per_s"],
-        "precision": str(autocast_dtype(cfg.train.precision) or torch.float32),
+        "precision": str(autocast_dtype(cfg.train.precision, torch.device("cpu")) or torch.float32),
         "time_split_s": {**split, "evaluation_and_rest": round(wall - sum(split.values()), 1)},
         "learner_steps_per_s": round(results["env/steps"] / max(split["time/learn_s"], 1e-9), 1),
         "crossed": crossed,

@@ -122,7 +122,7 @@ class TrainConfig:
     threads: int = field(default=0, metadata=bounds(0))  # 0 = all cores
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPUs
     # bf16: matmuls in bfloat16 under autocast (fp32 weights); auto: bf16 on a GPU that has it
-    # and on a CPU with AMX bfloat16 tiles, else fp32;
+    # and on a CPU with bf16 arithmetic (AMX tiles or AVX512-BF16), else fp32;
     # fp16: float16 autocast with a gradient scaler (CUDA only)
     precision: str = field(default="fp32", metadata=choices("fp32", "bf16", "fp16", "auto"))
     # auto: the GPU when PyTorch sees one (the whole step, batches moved to it), else the CPU

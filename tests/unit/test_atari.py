@@ -13,8 +13,9 @@ from neuralab.rl import atari, ppo  # noqa: E402
 from neuralab.rl import config as rl_config  # noqa: E402
 from neuralab.rl.envs import make_vector_env, spaces  # noqa: E402
 from neuralab.rl.evaluate import evaluate  # noqa: E402
-from neuralab.rl.nets import NatureCNN, autocast_dtype  # noqa: E402
+from neuralab.rl.nets import NatureCNN  # noqa: E402
 from neuralab.rl.ppo import PPO, ActorCritic  # noqa: E402
+from neuralab.runs import autocast_dtype  # noqa: E402
 
 SMALL = ["env.num_envs=2", "ppo.num_steps=12", "ppo.num_minibatches=2", "ppo.update_epochs=1"]
 
@@ -123,7 +124,9 @@ def test_bf16_trunk_keeps_the_policy_close_and_the_heads_fp32() -> None:
 
 
 def test_precision_auto_follows_the_cpus_bf16_arithmetic(monkeypatch) -> None:
-    """auto: bf16 with AMX tiles or AVX512-BF16, fp32 without either; fp32 and bf16 as said."""
+    """auto: bf16 with AMX tiles or AVX512-BF16, fp32 without either; fp32 and bf16 as said
+    (the one policy of training, attacks and RL)."""
+    cpu = torch.device("cpu")
     for amx, avx512_bf16, expected in [
         (True, False, torch.bfloat16),
         (False, True, torch.bfloat16),
@@ -131,8 +134,8 @@ def test_precision_auto_follows_the_cpus_bf16_arithmetic(monkeypatch) -> None:
     ]:
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
-        assert autocast_dtype("auto") is expected
-    assert autocast_dtype("fp32") is None and autocast_dtype("bf16") is torch.bfloat16
+        assert autocast_dtype("auto", cpu) is expected
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
 
 
 def test_evaluation_uses_fixed_seeds_and_sampling_leaves_the_global_rng_alone() -> None:

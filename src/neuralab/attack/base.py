@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuralab.errors import UserError
-from neuralab.runs import cpu_computes_bf16
+from neuralab.runs import autocast_dtype
 
 NORMS = ("linf", "l2")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -34,11 +34,7 @@ def attack_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision={precision!r} is not one of: {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return torch.bfloat16 if device.type == "cpu" and cpu_computes_bf16() else None
-    return torch.bfloat16 if precision == "bf16" else None
+    return autocast_dtype(precision, device)
 
 
 def model_device(model: nn.Module, fallback: torch.device) -> torch.device:

@@ -10,7 +10,7 @@ from pathlib import Path
 from neuralab.cli.common import Parser, add_json, print_json
 from neuralab.errors import UserError
 
-ORDER = 8
+ORDER = 9
 
 
 def read_text(path: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from neuralab.cli.common import add_json, add_which, print_json
 from neuralab.errors import UserError
 
-ORDER = 9
+ORDER = 10
 
 
 def translations(args: argparse.Namespace, texts: list[str], beam: int, attends: bool = False):

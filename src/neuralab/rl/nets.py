@@ -17,7 +17,6 @@ from torch import nn
 from neuralab.config import SchedConfig
 from neuralab.errors import UserError
 from neuralab.rl.config import NetConfig, RLOptimConfig
-from neuralab.runs import cpu_computes_bf16
 from neuralab.train.optim import lr_factor, set_lr
 
 # optim.anneal_lr: linearly to 0 over the run (no warm-up, no floor), as CleanRL's PPO does
@@ -165,19 +164,6 @@ def clip_and_step(
         params = [p for m in (module, *more) for p in m.parameters()]
         nn.utils.clip_grad_norm_(params, max_norm)
     optimizer.step()
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The CPU autocast dtype ``train.precision`` means for RL's networks (None: fp32).
-
-    "auto" is bf16 where the CPU has bf16 arithmetic, AMX tiles or AVX512-BF16 (an AMD EPYC
-    without AMX trains ``NatureCNN`` 1.3x faster in bf16 than fp32, see issue 26), else fp32;
-    a CPU without either emulates bf16, slower than fp32. Supervised runs' "auto"
-    (``neuralab.train.trainer.autocast_dtype``) asks for AMX only.
-    """
-    if precision == "auto":
-        return torch.bfloat16 if cpu_computes_bf16() else None
-    return torch.bfloat16 if precision == "bf16" else None
 
 
 def as_batch(obs: np.ndarray) -> torch.Tensor:

@@ -23,12 +23,12 @@ from neuralab.rl.nets import (
     NatureCNN,
     anneal,
     as_batch,
-    autocast_dtype,
     build_optimizer,
     clip_and_step,
     init_layer,
     network,
 )
+from neuralab.runs import autocast_dtype
 
 
 class ActorCritic(nn.Module):
@@ -109,7 +109,7 @@ class PPO:
         self.optimizer = build_optimizer(self.agent.parameters(), cfg.optim)
         self.envs = make_vector_env(cfg.env)
         self.num_envs = cfg.env.num_envs
-        self.dtype = autocast_dtype(cfg.train.precision)
+        self.dtype = autocast_dtype(cfg.train.precision, torch.device("cpu"))
 
     def reset(self, seed: int) -> None:
         """Start a segment: re-seed every env (env i gets seed + i)."""

@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from neuralab.config import RunConfig, TrainConfig
 from neuralab.errors import UserError
-from neuralab.runs import Progress
+from neuralab.runs import Progress, autocast_dtype
 from neuralab.seed import rng_state, set_rng_state
 from neuralab.tasks import Setup, Task
 from neuralab.train import checkpoint, distributed
@@ -31,18 +31,6 @@ def train_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but PyTorch sees no CUDA GPU here; use train.device=cpu")
     return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype ``train.precision`` means on ``device`` (None: plain fp32)."""
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("train.precision=fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # absent in some builds
-        return torch.bfloat16 if amx and amx() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def check_parallel(tc: TrainConfig, world: distributed.World) -> None:

@@ -194,7 +194,7 @@ def autocast_dtype(precision: str, device: Any) -> Any:
 
     "auto" is bf16 on a CUDA GPU that computes in it, and on a CPU with bf16 arithmetic (AMX
     tiles or AVX512-BF16), else fp32. On a 2-core AMD EPYC with AVX512-BF16 and no AMX, bf16
-    trains the classic char-GPT ~1.7x, ``fashion_cnn`` and the char-LSTM ~1.35x, and Pong's
+    trains the classic char-GPT 1.6-1.9x, ``fashion_cnn`` and the char-LSTM ~1.35x, and Pong's
     ``NatureCNN`` 1.3x faster than fp32 (issues 26 and 27); a CPU without either emulates
     bf16, slower than fp32.
     """

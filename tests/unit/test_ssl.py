@@ -384,9 +384,10 @@ def test_mae_on_a_vit_encodes_visible_patches_only():
 
 @pytest.mark.parametrize("method,model", [("mae", "vit"), ("mae", "cnn"), ("dae", "cnn")])
 def test_pretext_losses_run_under_bf16_autocast(method, model):
-    """precision=bf16 (or auto on an AMX CPU) trains every pretext task: the MAE decoder
-    once scattered bf16 tokens into fp32 mask tokens and crashed. Oracle: the fp32 loss of
-    the same batch and masks, which bf16 (8 bits of mantissa) matches to a few percent."""
+    """precision=bf16 (or auto on a CPU with AMX or AVX512-BF16) trains every pretext task:
+    the MAE decoder once scattered bf16 tokens into fp32 mask tokens and crashed. Oracle: the
+    fp32 loss of the same batch and masks, which bf16 (8 bits of mantissa) matches to a few
+    percent."""
     cfg = config.load(
         None,
         ["data.name=digits", f"model.name={model}", "ssl.patch_size=2", "ssl.hidden_dim=32"]

@@ -342,10 +342,11 @@ def test_bf16_attack_is_as_strong_as_fp32(trained_cnn, method: str) -> None:
 
 
 def test_precision_auto_means_bf16_only_where_the_cpu_computes_in_bf16(monkeypatch) -> None:
+    from neuralab import runs
     from neuralab.attack import base
 
     for native, want in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(base, "cpu_computes_bf16", lambda v=native: v)
+        monkeypatch.setattr(runs, "cpu_computes_bf16", lambda v=native: v)
         assert base.attack_dtype("auto", torch.device("cpu")) == want
     assert base.attack_dtype("fp32", torch.device("cpu")) is None
     with pytest.raises(UserError, match="precision='fp16' is not one of"):

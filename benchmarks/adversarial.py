@@ -126,11 +126,12 @@ def main() -> None:
     root = Path(args.out or tempfile.mkdtemp(prefix="neuralab-adv-"))
     only = set(args.only.split(","))
 
+    run = args.standard_run
+    if only & {"speed", "standard"} and not run:  # one fashion_cnn run serves both
+        run = train_preset("fashion_cnn", [], root, "standard")["run_dir"]
     if "speed" in only:
-        run = args.standard_run or train_preset("fashion_cnn", [], root, "standard")["run_dir"]
         emit(speed(str(run)))
     if "standard" in only:
-        run = args.standard_run or train_preset("fashion_cnn", [], root, "standard")["run_dir"]
         r = pgd20(run)
         emit(
             {

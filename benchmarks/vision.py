@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -117,14 +118,13 @@ def precision_runs(preset: str, overrides: list[str], root: Path, seeds: int) ->
             )
 
     def summary(rs: list[dict]) -> dict:
-        acc = torch.tensor([r["test_acc"] for r in rs], dtype=torch.float64)
-        wall = sorted(r["train_s"] for r in rs)
+        acc = [r["test_acc"] for r in rs]
         return {
-            "test_acc": [r["test_acc"] for r in rs],
-            "test_acc_mean": round(acc.mean().item(), 4),
-            "test_acc_std": round(acc.std().item(), 4) if len(rs) > 1 else 0.0,
+            "test_acc": acc,
+            "test_acc_mean": round(statistics.mean(acc), 4),
+            "test_acc_std": round(statistics.stdev(acc), 4) if len(rs) > 1 else 0.0,
             "train_s": [round(r["train_s"], 1) for r in rs],
-            "train_s_median": round(wall[len(wall) // 2], 1),
+            "train_s_median": round(statistics.median(r["train_s"] for r in rs), 1),
         }
 
     fp32, bf16 = summary(runs["fp32"]), summary(runs["bf16"])

@@ -106,6 +106,27 @@ def test_baselines_json_has_each_scripted_driver(tmp_path) -> None:
     assert all(DRIVING_KEYS <= row.keys() for row in out.values())
 
 
+def test_baselines_drive_the_planner_on_request_in_workers(tmp_path) -> None:
+    """--drivers planner (not among the defaults: it thinks for ~0.1-1 s a decision) with a
+    --budget and --workers; the table shows each driver's time per decision."""
+
+    def baselines(normalize: str, *options: str, check: bool = True):
+        return neuralab("rl", "baselines", "intersection-v0", "env.config.duration=3",
+                        f"env.config.normalize_reward={normalize}", "--drivers", "planner,idle",
+                        "--episodes", "2", *options, cwd=tmp_path, check=check)  # fmt: skip
+
+    out = json.loads(baselines("true", "--budget", "10", "--workers", "2", "--json").stdout)
+    assert list(out) == ["planner", "idle"] and out["planner"]["episodes"] == 2
+    assert all(DRIVING_KEYS | {"decision_ms"} <= row.keys() for row in out.values())
+    assert "ms/decision" in baselines("true", "--budget", "5").stdout
+    for normalize, options, message in (
+        ("true", ("--budget", "0"), "--budget must be positive"),
+        ("true", ("--workers", "-1"), "--workers must be positive"),
+        ("false", (), "normalize_reward=true"),
+    ):
+        assert_user_error(baselines(normalize, *options, check=False), message)
+
+
 def test_driving_mistakes_exit_2_with_one_line(tmp_path) -> None:
     """An unknown env id, a misspelt highway-env key, an observation the networks cannot take,
     continuous actions for DQN, and scripted drivers on a non-driving env."""

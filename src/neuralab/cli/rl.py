@@ -99,23 +99,27 @@ DRIVING_COLUMNS = [
     ("speed m/s", "mean_speed", "{:.1f}"),
     ("distance m", "mean_distance", "{:.0f}"),
     ("lane changes/km", "lane_changes_per_km", "{:.1f}"),
+    ("ms/decision", "decision_ms", "{:.1f}"),
 ]
 
 
 def _driving_table(rows: dict[str, dict], episodes: int) -> str:
-    """Driving metrics, one row per driver, over ``episodes`` fixed-seed episodes."""
+    """Driving metrics, one row per driver, over ``episodes`` fixed-seed episodes (with the
+    time per decision where the drivers report it)."""
+    timed = any("decision_ms" in r for r in rows.values())
+    columns = DRIVING_COLUMNS if timed else DRIVING_COLUMNS[:-1]
     body = [
-        [driver]
-        + ["—" if r[key] is None else fmt.format(r[key]) for _, key, fmt in DRIVING_COLUMNS]
+        [driver] + ["—" if r[key] is None else fmt.format(r[key]) for _, key, fmt in columns]
         for driver, r in rows.items()
     ]
-    header = ["driver"] + [name for name, _, _ in DRIVING_COLUMNS]
+    header = ["driver"] + [name for name, _, _ in columns]
     return f"{table(body, header)}\n({episodes} episodes each, the evaluation seeds of rl eval)"
 
 
 def cmd_rl_baselines(args: argparse.Namespace) -> int:
     from neuralab.rl import config as rl_config
     from neuralab.rl.drivers import BASELINES, baselines
+    from neuralab.rl.planner import BUDGET as PLANNER_BUDGET
 
     try:
         resolve_path(args.env)
@@ -128,7 +132,8 @@ def cmd_rl_baselines(args: argparse.Namespace) -> int:
     unknown = [n for n in names or [] if n not in BASELINES]
     if unknown:
         raise UserError(f"unknown driver {unknown[0]!r}; choose from {', '.join(BASELINES)}")
-    result = baselines(cfg.env, args.episodes, names)
+    budget = PLANNER_BUDGET if args.budget is None else args.budget
+    result = baselines(cfg.env, args.episodes, names, budget, args.workers)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -169,14 +174,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json(p)
     p.set_defaults(func=cmd_rl_eval)
     p = rl_sub.add_parser(
-        "baselines", help="scripted drivers on a highway-env road: random, idle, slower, rules"
+        "baselines",
+        help="scripted drivers on a highway-env road: random, idle, slower, rules, planner",
     )
     p.add_argument("env", help="a highway-env id (highway-fast-v0, merge-v0, ...) or an RL preset")
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="e.g. env.config.vehicles_count=30"
     )
     p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--drivers", help="comma-separated subset, e.g. slower,rules (default: all)")
+    p.add_argument(
+        "--drivers",
+        help="comma-separated, e.g. slower,rules,planner (default: all but the planner)",
+    )
+    p.add_argument(
+        "--budget", type=int, help="the planner's simulated steps per decision (default: 75)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the episodes")
     add_json(p)
     p.set_defaults(func=cmd_rl_baselines)
     p = rl_sub.add_parser(

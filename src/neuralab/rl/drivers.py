@@ -14,12 +14,16 @@ SLOWER), so they drive any env with that action type, and they are scored exactl
 learnt agent: the same evaluation seeds, the same ``summary``. On an env with continuous
 actions (parking, racetrack) ``random`` draws uniformly from the box and ``idle`` neither
 steers nor accelerates; on the racetrack ``lane_keeper`` follows its lane's centre by pure
-pursuit.
+pursuit. ``planner`` (``rl.planner``) needs no training either: it searches the simulator's
+own future at every decision. Each driver's time per decision is reported beside its score.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -28,6 +32,7 @@ from neuralab.rl import driving
 from neuralab.rl.config import EnvConfig
 from neuralab.rl.envs import Episode, gym, make_env
 from neuralab.rl.evaluate import EVAL_SEED, summary
+from neuralab.rl.planner import BUDGET, planner
 
 BRAKE_TTC = 4.0  # s: brake (or leave the lane) when the car ahead is closer in time than this
 HEADWAY = 1.0  # s: ... or closer in distance than this many seconds of driving
@@ -132,6 +137,7 @@ BASELINES: dict[str, Callable] = {
     "slower": _constant("SLOWER"),
     "rules": rules_action,
     "lane_keeper": lane_keeper,
+    "planner": planner(),  # OPD with its default budget; baselines(planner_budget=...) sets it
 }
 
 
@@ -141,38 +147,76 @@ RACETRACK_BASELINES = ("random", "idle", "lane_keeper")
 
 
 def drive(env, policy: Callable, seed: int) -> Episode:
-    """One episode of ``policy(env) -> action`` from ``env.reset(seed=seed)``."""
+    """One episode of ``policy(env) -> action`` from ``env.reset(seed=seed)``; its last
+    info holds ``decision_s``, the policy's mean time per decision."""
     env.reset(seed=seed)
     env.action_space.seed(seed)
-    rewards, done, info = [], False, {}
+    rewards, done, info, thinking = [], False, {}, 0.0
     while not done:
-        _, reward, terminated, truncated, info = env.step(policy(env))
+        start = time.perf_counter()
+        action = policy(env)
+        thinking += time.perf_counter() - start
+        _, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)
         done = terminated or truncated
+    info = {**info, "decision_s": thinking / len(rewards)}
     return Episode(np.zeros((0,)), np.zeros(0, np.int64), np.asarray(rewards, np.float32), info)
 
 
+def _drive_seeds(cfg: EnvConfig, name: str, planner_budget: int, seeds: list[int]) -> list:
+    """Driver ``name``'s episodes from ``seeds``, on an env of its own (one worker's share)."""
+    env = make_env(cfg)
+    policy = planner(planner_budget) if name == "planner" else BASELINES[name]
+    try:
+        return [drive(env, policy, seed) for seed in seeds]
+    finally:
+        env.close()
+
+
 def baselines(
-    cfg: EnvConfig, episodes: int, names: list[str] | None = None
+    cfg: EnvConfig,
+    episodes: int,
+    names: list[str] | None = None,
+    planner_budget: int = BUDGET,
+    workers: int = 1,
 ) -> dict[str, dict[str, float | None]]:
     """Each scripted driver's ``summary`` over ``episodes`` episodes on the evaluation seeds
-    (those ``rl eval`` scores a learnt agent on)."""
+    (those ``rl eval`` scores a learnt agent on), with its mean ``decision_ms``. ``names``
+    defaults to the env's quick drivers (not the planner, whose decisions take ~0.1-1 s).
+    ``workers`` > 1 shares the episodes among that many processes."""
     if episodes <= 0:
         raise UserError(f"--episodes must be positive, got {episodes}")
+    if workers <= 0:
+        raise UserError(f"--workers must be positive, got {workers}")
     if not driving.is_driving_id(cfg.id):
         raise UserError(
             f"scripted drivers drive highway-env's roads; {cfg.id} is not one of them "
             "(e.g. highway-fast-v0, merge-v0, intersection-v0)"
         )
+    planner(planner_budget)  # its settings' errors, before any work
     env = make_env(cfg)
     if names is None:  # the rule-based driver and braking are meta-actions
         names = list(DISCRETE_BASELINES)
         if _continuous(env):
             racetrack = driving.is_racetrack(env)
             names = list(RACETRACK_BASELINES if racetrack else CONTINUOUS_BASELINES)
-    out = {}
-    for name in names:
-        policy = BASELINES[name]
-        out[name] = summary([drive(env, policy, EVAL_SEED + i) for i in range(episodes)])
     env.close()
+    seeds = [EVAL_SEED + i for i in range(episodes)]
+    n = min(workers, episodes)  # contiguous shares, so the episodes come back in seed order
+    shares = [seeds[k * episodes // n : (k + 1) * episodes // n] for k in range(n)]
+    if len(shares) == 1:
+        played = {name: _drive_seeds(cfg, name, planner_budget, seeds) for name in names}
+    else:  # forked, as the async training envs are: the workers need no main-module guard
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
+            futures = {
+                name: [pool.submit(_drive_seeds, cfg, name, planner_budget, s) for s in shares]
+                for name in names
+            }
+            played = {name: [ep for f in fs for ep in f.result()] for name, fs in futures.items()}
+    out = {}
+    for name, episodes_played in played.items():
+        out[name] = summary(episodes_played)
+        thinking = [ep.info["decision_s"] for ep in episodes_played]
+        out[name]["decision_ms"] = 1000 * float(np.mean(thinking))
     return out

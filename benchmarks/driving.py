@@ -19,6 +19,10 @@ Benchmarks:
                 within 100k steps (also: the first periodic evaluation that reached it)
   racetrack_sac SAC on racetrack-v0, the same way, beside random, idle and the lane keeper;
                 target: a lap on the road in >= 90% of the episodes
+  planner       the tree-search driver (no training) at budgets of 25 and 75 simulated
+                steps a decision, beside the rule-based driver, on 100 evaluation episodes of
+                highway-fast-v0 and intersection-v0 (normalised rewards): crash rate, speed,
+                success and milliseconds per decision (--workers 2 shares the episodes)
 
 Run it alone: two jobs on 2 cores distort times.
 """
@@ -43,6 +47,11 @@ from neuralab.rl.run import new_run_dir, train
 from neuralab.runs import read_jsonl
 
 PRESETS = ("highway_dqn", "highway_ppo")
+PLANNER_BUDGETS = (25, 75)
+PLANNER_ENVS = {  # env id: its config (the planner needs rewards in [0, 1])
+    "highway-fast-v0": {},
+    "intersection-v0": {"normalize_reward": True},
+}
 BASELINE_ENVS = ("highway-fast-v0", "merge-v0", "intersection-v0")
 EPISODES = 100
 MAX_WALL_S = 1800.0
@@ -148,23 +157,44 @@ def bench_success(preset: str, seed: int, out: Path, overrides: list[str], episo
     })  # fmt: skip
 
 
+def bench_planner(episodes: int, workers: int) -> None:
+    for env_id, config in PLANNER_ENVS.items():
+        cfg = rl_config.build({"algo": "dqn", "env": {"id": env_id, "config": config}}).env
+        for budget in PLANNER_BUDGETS:
+            start = time.perf_counter()
+            row = baselines(cfg, episodes, ["planner"], budget, workers)["planner"]
+            wall = time.perf_counter() - start
+            emit({
+                "benchmark": "planner", "env": env_id, "budget": budget, "episodes": episodes,
+                "workers": workers, "wall_s": round(wall, 1), **row,
+                "highway_target_met": env_id == "highway-fast-v0" and row["crash_rate"] <= 0.03
+                and row["mean_speed"] >= 25.0,
+            })  # fmt: skip
+        emit({"benchmark": "planner", "env": env_id, "driver": "rules",
+              **baselines(cfg, episodes, ["rules"], workers=workers)["rules"]})  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value for the trained presets")
     parser.add_argument(
-        "--only", help=f"vector, baselines, {', '.join([*PRESETS, *SUCCESS_TARGETS])}"
+        "--only", help=f"vector, baselines, {', '.join([*PRESETS, *SUCCESS_TARGETS])}, planner"
     )
+    parser.add_argument("--workers", type=int, default=1, help="processes for the planner")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--episodes", type=int, default=EPISODES)
     parser.add_argument("--out", help="where to keep the runs (default: a temporary folder)")
     args = parser.parse_args()
-    names = [args.only] if args.only else ["vector", "baselines", *PRESETS, *SUCCESS_TARGETS]
+    everything = ["vector", "baselines", *PRESETS, *SUCCESS_TARGETS, "planner"]
+    names = [args.only] if args.only else everything
     out = Path(args.out or tempfile.mkdtemp(prefix="neuralab-driving-"))
     overrides = [*args.overrides, f"train.final_eval_episodes={args.episodes}"]
     scripted = None
     for name in names:
         if name == "vector":
             bench_vector()
+        elif name == "planner":
+            bench_planner(args.episodes, args.workers)
         elif name in SUCCESS_TARGETS:
             for seed in [int(s) for s in args.seeds.split(",")]:
                 bench_success(name, seed, out, overrides, args.episodes)

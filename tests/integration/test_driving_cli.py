@@ -108,23 +108,28 @@ def test_baselines_json_has_each_scripted_driver(tmp_path) -> None:
 
 def test_baselines_drive_the_planner_on_request_in_workers(tmp_path) -> None:
     """--drivers planner (not among the defaults: it thinks for ~0.1-1 s a decision) with a
-    --budget and --workers; the table shows each driver's time per decision."""
+    --budget and --workers; the table shows each driver's time per decision; --gif draws the
+    driver's first episode."""
 
     def baselines(normalize: str, *options: str, check: bool = True):
         return neuralab("rl", "baselines", "intersection-v0", "env.config.duration=3",
                         f"env.config.normalize_reward={normalize}", "--drivers", "planner,idle",
                         "--episodes", "2", *options, cwd=tmp_path, check=check)  # fmt: skip
 
-    out = json.loads(baselines("true", "--budget", "10", "--workers", "2", "--json").stdout)
+    out = json.loads(baselines("true", "--budget", "5", "--workers", "2", "--json").stdout)
     assert list(out) == ["planner", "idle"] and out["planner"]["episodes"] == 2
     assert all(DRIVING_KEYS | {"decision_ms"} <= row.keys() for row in out.values())
-    assert "ms/decision" in baselines("true", "--budget", "5").stdout
     for normalize, options, message in (
-        ("true", ("--budget", "0"), "--budget must be positive"),
-        ("true", ("--workers", "-1"), "--workers must be positive"),
         ("false", (), "normalize_reward=true"),
+        ("true", ("--gif", "two.gif"), "--gif shows one driver"),
     ):
         assert_user_error(baselines(normalize, *options, check=False), message)
+    proc = neuralab("rl", "baselines", "highway-fast-v0", "env.config.duration=3", "--drivers",
+                    "planner", "--budget", "5", "--episodes", "1", "--gif", "p.gif",
+                    cwd=tmp_path)  # fmt: skip
+    assert "ms/decision" in proc.stdout and "gif: p.gif" in proc.stdout
+    with Image.open(tmp_path / "p.gif") as gif:
+        assert gif.n_frames == 4  # the start and one frame per decision
 
 
 def test_driving_mistakes_exit_2_with_one_line(tmp_path) -> None:

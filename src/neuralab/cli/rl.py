@@ -118,7 +118,7 @@ def _driving_table(rows: dict[str, dict], episodes: int) -> str:
 
 def cmd_rl_baselines(args: argparse.Namespace) -> int:
     from neuralab.rl import config as rl_config
-    from neuralab.rl.drivers import BASELINES, baselines
+    from neuralab.rl.drivers import BASELINES, baselines, driver_gif
     from neuralab.rl.planner import BUDGET as PLANNER_BUDGET
 
     try:
@@ -132,13 +132,19 @@ def cmd_rl_baselines(args: argparse.Namespace) -> int:
     unknown = [n for n in names or [] if n not in BASELINES]
     if unknown:
         raise UserError(f"unknown driver {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+    if args.gif and len(names or []) != 1:
+        raise UserError("--gif shows one driver: name it with --drivers (e.g. --drivers planner)")
     budget = PLANNER_BUDGET if args.budget is None else args.budget
     result = baselines(cfg.env, args.episodes, names, budget, args.workers)
+    if args.gif:
+        result[names[0]].update(driver_gif(cfg.env, names[0], Path(args.gif), budget))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"{cfg.env.id}: scripted drivers")
         print(_driving_table(result, args.episodes))
+        if args.gif:
+            print(f"gif: {args.gif} (the first of those episodes)")
     return 0
 
 
@@ -190,6 +196,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--budget", type=int, help="the planner's simulated steps per decision (default: 75)"
     )
     p.add_argument("--workers", type=int, default=1, help="processes sharing the episodes")
+    p.add_argument("--gif", help="write the driver's first episode as an animated GIF here")
     add_json(p)
     p.set_defaults(func=cmd_rl_baselines)
     p = rl_sub.add_parser(

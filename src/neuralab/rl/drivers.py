@@ -24,6 +24,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from neuralab.errors import UserError
 from neuralab.rl import driving
 from neuralab.rl.config import EnvConfig
 from neuralab.rl.envs import Episode, gym, make_env
-from neuralab.rl.evaluate import EVAL_SEED, summary
+from neuralab.rl.evaluate import EVAL_SEED, save_episode_gif, summary
 from neuralab.rl.planner import BUDGET, planner
 
 BRAKE_TTC = 4.0  # s: brake (or leave the lane) when the car ahead is closer in time than this
@@ -146,12 +147,15 @@ CONTINUOUS_BASELINES = ("random", "idle")  # idle: no throttle, no steering
 RACETRACK_BASELINES = ("random", "idle", "lane_keeper")
 
 
-def drive(env, policy: Callable, seed: int) -> Episode:
+def drive(env, policy: Callable, seed: int, seen: Callable | None = None) -> Episode:
     """One episode of ``policy(env) -> action`` from ``env.reset(seed=seed)``; its last
-    info holds ``decision_s``, the policy's mean time per decision."""
+    info holds ``decision_s``, the policy's mean time per decision. ``seen()`` is called
+    after the reset and after every step (to render the episode)."""
     env.reset(seed=seed)
     env.action_space.seed(seed)
     rewards, done, info, thinking = [], False, {}, 0.0
+    seen = seen or (lambda: None)
+    seen()
     while not done:
         start = time.perf_counter()
         action = policy(env)
@@ -159,8 +163,24 @@ def drive(env, policy: Callable, seed: int) -> Episode:
         _, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)
         done = terminated or truncated
+        seen()
     info = {**info, "decision_s": thinking / len(rewards)}
     return Episode(np.zeros((0,)), np.zeros(0, np.int64), np.asarray(rewards, np.float32), info)
+
+
+def driver_gif(
+    cfg: EnvConfig, name: str, out: Path, planner_budget: int = BUDGET, seed: int = EVAL_SEED
+) -> dict[str, float]:
+    """Driver ``name``'s first evaluation episode, rendered as an animated GIF at ``out``;
+    returns its return and length."""
+    env = make_env(cfg, render_mode="rgb_array")
+    policy = planner(planner_budget) if name == "planner" else BASELINES[name]
+    frames: list = []
+    episode = drive(env, policy, seed, lambda: frames.append(env.render()))
+    fps = env.metadata.get("render_fps") or 30
+    env.close()
+    save_episode_gif(frames, fps, out)
+    return {"gif": str(out), "gif_return": episode.total, "gif_length": len(episode.rewards)}
 
 
 def _drive_seeds(cfg: EnvConfig, name: str, planner_budget: int, seeds: list[int]) -> list:

@@ -93,6 +93,13 @@ def record_gif(
         total, fps = float(rewards.sum()), 15
     else:
         frames, total, fps = _rendered_episode(cfg, agent, seed)
+    save_episode_gif(frames, fps, out, max_frames)
+    return {"gif": str(out), "gif_return": total, "gif_length": len(frames) - 1}
+
+
+def save_episode_gif(frames: list, fps: float, out: Path, max_frames: int = 600) -> None:
+    """An episode's rendered frames as an animated GIF at the env's speed: every k-th frame
+    (at most ``max_frames``), scaled down to about ``MAX_GIF_PIXELS``."""
     k = -(-len(frames) // max_frames)  # ceil
     images = [Image.fromarray(f) for f in frames[::k]]
     scale = math.sqrt(MAX_GIF_PIXELS / (images[0].width * images[0].height))
@@ -100,7 +107,6 @@ def record_gif(
         size = (round(images[0].width * scale), round(images[0].height * scale))
         images = [im.resize(size) for im in images]
     save_gif([np.asarray(im) for im in images], out, round(1000 * k / fps))
-    return {"gif": str(out), "gif_return": total, "gif_length": len(frames) - 1}
 
 
 def _rendered_episode(cfg: RLConfig, agent: nn.Module, seed: int) -> tuple[list, float, int]:

@@ -13,7 +13,6 @@ from test_cli import assert_user_error, neuralab
 pytest.importorskip("highway_env")
 
 SHORT = ["env.config.duration=8", "train.eval_episodes=2", "train.final_eval_episodes=2"]
-TUPLE = '{"type": "TupleObservation", "observation_configs": [{"type": "Kinematics"}]}'
 DRIVING_KEYS = {"mean_return", "std_return", "crash_rate", "mean_speed", "success_rate", "episodes"}
 
 
@@ -97,6 +96,20 @@ def test_eval_json_has_the_driving_keys_and_gif(run) -> None:
     assert "crash rate" in table and "speed m/s" in table
 
 
+def test_fusion_preset_trains_and_drives_with_failed_sensors(tmp_path) -> None:
+    """highway_fusion_dqn (four sensors, one encoder each) for a few updates through the CLI;
+    rl eval --fail-sensor scores it with the lidar and camera reading zero, and names them;
+    a sensor the run does not have is a one-line error."""
+    args = ["train.total_steps=64", "train.checkpoint_every=2", "dqn.learning_starts=16", *SHORT]
+    neuralab("rl", "train", "highway_fusion_dqn", *args, "--run-dir", "f", cwd=tmp_path)
+    proc = neuralab("rl", "eval", "f", "--episodes", "2", "--fail-sensor", "lidar,camera",
+                    "--json", cwd=tmp_path)  # fmt: skip
+    result = json.loads(proc.stdout)
+    assert DRIVING_KEYS <= result.keys() and result["failed_sensors"] == ["lidar", "camera"]
+    proc = neuralab("rl", "eval", "f", "--fail-sensor", "radar", cwd=tmp_path, check=False)
+    assert_user_error(proc, "no sensor 'radar' to fail in highway-fast-v0 (its sensors: kinem")
+
+
 def test_baselines_json_has_each_scripted_driver(tmp_path) -> None:
     """rl baselines ENV --json: {random, idle, slower, rules}, each with the eval keys."""
     proc = neuralab("rl", "baselines", "highway-fast-v0", "env.config.duration=4",
@@ -138,7 +151,7 @@ def test_driving_mistakes_exit_2_with_one_line(tmp_path) -> None:
     cases = {
         ("env.id=highway-fats-v0",): "cannot make environment 'highway-fats-v0'",
         ("env.config.lane_count=2",): "unknown highway-env config key 'env.config.lane_count'",
-        (f"env.config.observation={TUPLE}",): "Tuple observations",
+        ("model.kind=fusion",): "model.kind=fusion encodes each sensor",
         ("env.id=racetrack-v0",): "unknown highway-env config key 'env.config.vehicles_count'",
         ("env.id=racetrack-v0", "env.config={}"): "picks discrete ones (use algo=sac)",
     }

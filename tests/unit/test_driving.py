@@ -59,8 +59,8 @@ def test_env_config_reaches_highway_env_and_round_trips_through_toml() -> None:
 
 def test_config_mistakes_are_one_line_errors() -> None:
     """A misspelt highway-env key, env.config on a Gymnasium env, an unknown observation type,
-    observations the networks cannot take and DQN on continuous actions: each a UserError naming
-    what to fix."""
+    observations the networks cannot take (one per controlled vehicle) and DQN on continuous
+    actions: each a UserError naming what to fix."""
     with pytest.raises(
         UserError, match="unknown highway-env config key 'env.config.vehicle_count'"
     ):
@@ -69,9 +69,9 @@ def test_config_mistakes_are_one_line_errors() -> None:
         make_env(rl_config.load("cartpole_ppo", ["env.config.duration=3"]).env)
     with pytest.raises(UserError, match="rejects env.config: Unknown observation type"):
         env_of("env.config.observation.type=Radar")
-    tuple_obs = '{"type": "TupleObservation", "observation_configs": [{"type": "Kinematics"}]}'
+    agents = '{"type": "MultiAgentObservation", "observation_config": {"type": "Kinematics"}}'
     with pytest.raises(UserError, match="Tuple observations; the networks here take one array"):
-        env_of(f"env.config.observation={tuple_obs}")
+        env_of(f"env.config.observation={agents}")
     with pytest.raises(UserError, match="continuous actions .*; this algorithm picks discrete"):
         env_spaces(rl_config.load("highway_dqn", ["env.id=parking-v0"]))  # DQN parking
 

@@ -38,6 +38,7 @@ PRESETS = [
     "pendulum_sac",
     "parking_sac_her",
     "racetrack_sac",
+    "highway_fusion_dqn",
 ]
 
 

@@ -74,7 +74,8 @@ def cmd_rl_eval(args: argparse.Namespace) -> int:
     from neuralab.rl.run import eval_run
 
     gif = Path(args.gif) if args.gif else None
-    result = eval_run(args.run, args.episodes, gif, args.which, sampled=args.sampled)
+    failed = args.fail_sensor.split(",") if args.fail_sensor else None
+    result = eval_run(args.run, args.episodes, gif, args.which, args.sampled, failed)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -176,6 +177,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--sampled", action="store_true", help="draw actions from the policy instead of greedy"
     )
     p.add_argument("--gif", help="write one episode as an animated GIF here")
+    p.add_argument(
+        "--fail-sensor",
+        metavar="NAMES",
+        help="comma-separated sensors of a fused observation that read zero, e.g. lidar,camera",
+    )
     add_which(p)
     add_json(p)
     p.set_defaults(func=cmd_rl_eval)

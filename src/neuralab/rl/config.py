@@ -49,11 +49,15 @@ class EnvConfig:
 class NetConfig:
     # mlp: on the flat observation; ego_attention: the ego vehicle's query attends over the
     # other vehicles of a highway-env Kinematics table (Leurent & Mercat 2019), then an MLP;
-    # nature_cnn: Mnih et al.'s 3 convolutions + 512 units on stacked frames (env.preprocess=atari)
-    kind: str = field(default="mlp", metadata=choices("mlp", "ego_attention", "nature_cnn"))
+    # nature_cnn: Mnih et al.'s 3 convolutions + 512 units on stacked frames (env.preprocess=atari);
+    # fusion: one encoder per sensor of a highway-env TupleObservation, then an MLP
+    kind: str = field(
+        default="mlp", metadata=choices("mlp", "ego_attention", "nature_cnn", "fusion")
+    )
     hidden: tuple[int, ...] = (64, 64)  # the MLP's layers (ego_attention: its decoder's)
     activation: str = field(default="tanh", metadata=choices("tanh", "relu"))
-    embed: int = 64  # ego_attention: each vehicle's embedding, and the attention's width
+    # ego_attention: each vehicle's embedding and the attention's width; fusion: each sensor's
+    embed: int = 64
     heads: int = 2  # ego_attention: attention heads (must divide embed)
 
 

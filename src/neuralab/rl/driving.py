@@ -56,6 +56,21 @@ def check_config(env_id: str, config: dict[str, Any]) -> None:
         )
 
 
+def as_highway_config(config: Any) -> Any:
+    """A deep copy of ``config`` for highway-env, with every ``observation_shape`` a tuple:
+    TOML and JSON have only lists, and highway-env's camera prepends its stack to a tuple."""
+    if isinstance(config, dict):
+        return {
+            key: tuple(value)
+            if key == "observation_shape" and isinstance(value, list)
+            else as_highway_config(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [as_highway_config(value) for value in config]
+    return config
+
+
 def ego(env: gym.Env):
     """The (first) controlled vehicle of a highway-env environment."""
     return env.unwrapped.vehicle

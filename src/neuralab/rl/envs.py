@@ -20,7 +20,6 @@ Gymnasium 1.4 on; earlier versions drop the first step of every episode after an
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import warnings
@@ -32,6 +31,7 @@ import numpy as np
 from neuralab.errors import UserError
 from neuralab.rl import atari, driving, her
 from neuralab.rl.config import EnvConfig
+from neuralab.rl.nets import Sensors
 
 try:
     import gymnasium as gym
@@ -106,6 +106,9 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
 
         gym.register_envs(ale_py)
     is_driving = driving.is_driving_id(cfg.id)
+    if is_driving:  # its renderer (and camera sensor) draws off-screen: no display, no sound
+        os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # ("dummy" draws black frames)
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     if cfg.config and cfg.id in gym.registry:  # (an unknown id is gym.make's to report)
         if not is_driving:
             raise UserError(
@@ -113,7 +116,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
                 "environment (e.g. highway-fast-v0, intersection-v0)"
             )
         driving.check_config(cfg.id, cfg.config)
-        kwargs["config"] = copy.deepcopy(cfg.config)
+        kwargs["config"] = driving.as_highway_config(cfg.config)
     try:
         with warnings.catch_warnings():
             # "intersection-v0 is out of date, consider v1": highway-env's v1 is another env
@@ -140,9 +143,6 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     elif not isinstance(space, gym.spaces.Discrete):
         raise UserError(f"{cfg.id} has {space} actions; discrete or a flat Box are supported")
     if is_driving:
-        # its renderer draws off-screen: no display, no sound card
-        os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # ("dummy" draws black frames)
-        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
         env = _driving(env, cfg)
     if her.is_goal_space(env.observation_space):
         env = her.GoalObservation(env)
@@ -163,17 +163,68 @@ def _driving(env: gym.Env, cfg: EnvConfig) -> gym.Env:
     space = env.observation_space
     if her.is_goal_space(space):  # parking-v0: flattened by make_env's GoalObservation
         return driving.DrivingMetrics(env)
-    if not isinstance(space, gym.spaces.Box):
+    observation = type(env.unwrapped.observation_type).__name__
+    fused = observation == "TupleObservation"  # several sensors: see sensors()
+    if not (isinstance(space, gym.spaces.Box) or fused):
         kind = env.unwrapped.config["observation"].get("type")
         raise UserError(
             f"{cfg.id} with observation type {kind!r} gives {type(space).__name__} "
             "observations; the networks here take one array (Kinematics, OccupancyGrid, "
-            "Lidar, TimeToCollision, GrayscaleObservation)"
+            "Lidar, TimeToCollision, GrayscaleObservation) or a TupleObservation of them"
         )
     env = driving.DrivingMetrics(env)
-    if len(space.shape) > 1:
+    if fused or len(space.shape) > 1:  # a Tuple: each sensor flattened, one after another
         env = gym.wrappers.FlattenObservation(env)
     return env
+
+
+SENSOR_NAMES = {  # highway-env's observation classes, as sensors
+    "KinematicObservation": "kinematics",
+    "OccupancyGridObservation": "occupancy_grid",
+    "LidarObservation": "lidar",
+    "TimeToCollisionObservation": "time_to_collision",
+    "GrayscaleObservation": "camera",
+}
+
+
+def sensors(env: gym.Env) -> Sensors | None:
+    """The ``Sensors`` of a driving env with a TupleObservation (None for one array): each
+    part named after its observation type (a second of the same type gets ``_2``)."""
+    observation = getattr(env.unwrapped, "observation_type", None)
+    if type(observation).__name__ != "TupleObservation":
+        return None
+    parts, seen = [], set()
+    spaces = env.unwrapped.observation_space
+    for sub, space in zip(observation.observation_types, spaces, strict=True):
+        name = SENSOR_NAMES.get(type(sub).__name__, type(sub).__name__.lower())
+        if name == "kinematics" and sub.features[0] != "presence":
+            name = "kinematics_table"  # the ego-attention encoder needs presence first
+        base, k = name, 2
+        while name in seen:
+            name, k = f"{base}_{k}", k + 1
+        seen.add(name)
+        parts.append((name, space.shape, 1 / 255 if space.dtype == np.uint8 else 1.0))
+    return Sensors(parts)
+
+
+class SensorFailure(gym.ObservationWrapper):
+    """Sensors that fail: their part of a fused observation reads zero (nothing seen)."""
+
+    def __init__(self, env: gym.Env, failed: list[str]) -> None:
+        super().__init__(env)
+        layout = sensors(env)
+        names = [] if layout is None else [name for name, _, _ in layout.parts]
+        unknown = [name for name in failed if name not in names]
+        if unknown:
+            have = f"its sensors: {', '.join(names)}" if names else "it observes one array"
+            raise UserError(f"no sensor {unknown[0]!r} to fail in {env.spec.id} ({have})")
+        self.cut = [layout.slices()[name] for name in failed]
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        obs = obs.copy()
+        for part in self.cut:
+            obs[part] = 0
+        return obs
 
 
 def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
@@ -197,7 +248,8 @@ def spaces(cfg: EnvConfig, continuous: bool = False) -> tuple[tuple[int, ...], i
     with ``continuous`` (SAC) the dimensions of its Box of actions; an env of the other kind
     is a UserError. The shape is flat, except for highway-env's Kinematics table of V
     vehicles x F features with presence first: that is (V, F) (the networks still receive V*F
-    numbers; ego-attention reads them as the table), and Atari's stacks of frames, (4, 84, 84)."""
+    numbers; ego-attention reads them as the table), Atari's stacks of frames, (4, 84, 84), and
+    a TupleObservation's ``Sensors``."""
     if cfg.preprocess == "atari":
         return (atari.STACK, atari.SIZE, atari.SIZE), atari.n_actions(cfg)
     env = make_env(cfg)
@@ -211,7 +263,7 @@ def spaces(cfg: EnvConfig, continuous: bool = False) -> tuple[tuple[int, ...], i
             "(use algo=sac)"
         )
     n_actions = int(space.shape[0] if continuous else space.n)
-    shape: tuple[int, ...] = (int(np.prod(env.observation_space.shape)),)
+    shape: tuple[int, ...] = sensors(env) or (int(np.prod(env.observation_space.shape)),)
     observation = getattr(env.unwrapped, "observation_type", None)
     if type(observation).__name__ == "KinematicObservation" and observation.features[0] == (
         "presence"

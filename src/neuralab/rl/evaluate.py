@@ -20,7 +20,7 @@ from neuralab.errors import UserError
 from neuralab.plots import save_gif
 from neuralab.rl import atari, driving
 from neuralab.rl.config import RLConfig
-from neuralab.rl.envs import Episode, make_env, play_episodes
+from neuralab.rl.envs import Episode, SensorFailure, make_env, play_episodes
 from neuralab.rl.nets import as_batch
 
 EVAL_SEED = 1_000_000
@@ -45,10 +45,15 @@ def _policy(agent: nn.Module, sampled: bool = False, seed: int = EVAL_SEED):
 
 
 def evaluate(
-    cfg: RLConfig, agent: nn.Module, episodes: int, sampled: bool = False
+    cfg: RLConfig,
+    agent: nn.Module,
+    episodes: int,
+    sampled: bool = False,
+    failed: list[str] | None = None,
 ) -> dict[str, float | None]:
     """``summary`` of ``episodes`` greedy (or ``sampled``) episodes (mean and std of the
-    return, ...), episode i reset with seed ``EVAL_SEED + i``."""
+    return, ...), episode i reset with seed ``EVAL_SEED + i``; the ``failed`` sensors of a
+    fused observation read zero (``SensorFailure``)."""
     if sampled and not (hasattr(agent, "dist") or hasattr(agent, "sample")):
         raise UserError(f"algo={cfg.algo} has no policy distribution to sample; it acts greedily")
     seeds = [EVAL_SEED + i for i in range(episodes)]
@@ -59,6 +64,8 @@ def evaluate(
         ]
         return summary(played)
     envs = [make_env(cfg.env) for _ in range(episodes)]
+    if failed:
+        envs = [SensorFailure(env, failed) for env in envs]
     played = play_episodes(envs, _policy(agent, sampled), seeds, record=False)
     for env in envs:
         env.close()

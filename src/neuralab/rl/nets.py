@@ -1,6 +1,6 @@
 """Pieces every algorithm shares: MLPs with CleanRL's initialisation (ego-attention for
-tables of vehicles, the Nature CNN for stacked frames), the precision, the optimizer,
-the learning-rate schedule and observation batches.
+tables of vehicles, the Nature CNN for stacked frames, one encoder per sensor to fuse
+several), the precision, the optimizer, the learning-rate schedule and observation batches.
 
 The schedule is the training loop's own (``neuralab.train.optim.lr_factor``, "linear" or
 "constant"); the optimizer is not: see ``build_optimizer``.
@@ -9,6 +9,7 @@ The schedule is the training loop's own (``neuralab.train.optim.lr_factor``, "li
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -42,8 +43,17 @@ def network(
     obs_shape: int | tuple[int, ...], out_dim: int, cfg: NetConfig, out_std: float = 1.0
 ) -> nn.Module:
     """The configured network from observations of ``obs_shape`` (flattened when they reach
-    it) to ``out_dim`` outputs: an ``mlp`` or an ``EgoAttention`` over a (V, F) table. (PPO's
+    it) to ``out_dim`` outputs: an ``mlp``, an ``EgoAttention`` over a (V, F) table, or a
+    ``SensorFusion`` of several ``Sensors`` (an ``mlp`` on them all is early fusion). (PPO's
     ``ActorCritic`` builds the ``NatureCNN`` it shares between its heads itself.)"""
+    if cfg.kind == "fusion":
+        if not isinstance(obs_shape, Sensors):
+            raise UserError(
+                "model.kind=fusion encodes each sensor of a TupleObservation on its own; this "
+                f"env observes one array of {tuple(np.atleast_1d(obs_shape))} (set "
+                "env.config.observation to a TupleObservation)"
+            )
+        return SensorFusion(obs_shape, out_dim, cfg, out_std)
     shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
     if cfg.kind == "ego_attention":
         if len(shape) != 2:
@@ -126,6 +136,71 @@ class EgoAttention(nn.Module):
         self.last_attention = weights[:, :, 0].detach()
         attended = (weights @ v).transpose(1, 2).reshape(b, -1)  # (B, d)
         return self.decoder((self.combine(attended) + e[:, 0]) / 2)
+
+
+class Sensors(tuple):
+    """The shape of a fused observation: ``(total,)`` numbers, the flattened sensors of a
+    highway-env TupleObservation one after another, with ``parts`` = (name, shape, scale)
+    of each in order (scale: 1/255 for camera bytes, else 1)."""
+
+    parts: tuple[tuple[str, tuple[int, ...], float], ...]
+
+    def __new__(cls, parts) -> Sensors:
+        parts = tuple((name, tuple(shape), float(scale)) for name, shape, scale in parts)
+        sensors = super().__new__(cls, (sum(math.prod(shape) for _, shape, _ in parts),))
+        sensors.parts = parts
+        return sensors
+
+    def slices(self) -> dict[str, slice]:
+        """Where each sensor lies in the flat observation, by name."""
+        out, start = {}, 0
+        for name, shape, _ in self.parts:
+            out[name] = slice(start, start + math.prod(shape))
+            start += math.prod(shape)
+        return out
+
+
+CNN_MIN = 256  # numbers: a 3-D sensor (grid, camera) at least this big gets a CNN, not an MLP
+
+
+class SensorFusion(nn.Module):
+    """Fusion of several sensors (issue 18): each sensor has its own encoder to ``cfg.embed``
+    features -- ego-attention for a Kinematics table of vehicles (presence first), a small CNN
+    for 3-D grids and camera frames of at least ``CNN_MIN`` numbers, an MLP for the rest
+    (lidar, time-to-collision) -- and an MLP of ``cfg.hidden`` on their concatenation."""
+
+    def __init__(self, sensors: Sensors, out_dim: int, cfg: NetConfig, out_std: float = 1.0):
+        super().__init__()
+        d, self.parts = cfg.embed, sensors.parts
+        act = {"tanh": nn.Tanh, "relu": nn.ReLU}[cfg.activation]
+        encoders: list[nn.Module] = []
+        for name, shape, _ in self.parts:
+            if name == "kinematics" and len(shape) == 2:
+                encoder: nn.Module = EgoAttention(*shape, d, replace(cfg, hidden=()))
+            elif len(shape) == 3 and math.prod(shape) >= CNN_MIN:
+                encoder = nn.Sequential(
+                    init_layer(nn.Conv2d(shape[0], 16, 3, padding=1), math.sqrt(2)), act(),
+                    init_layer(nn.Conv2d(16, 32, 3, stride=2, padding=1), math.sqrt(2)), act(),
+                    nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                    init_layer(nn.Linear(32 * 16, d), math.sqrt(2)), act(),
+                )  # fmt: skip
+            else:
+                encoder = nn.Sequential(
+                    nn.Flatten(), init_layer(nn.Linear(math.prod(shape), d), math.sqrt(2)), act()
+                )
+            encoders.append(encoder)
+        self.encoders = nn.ModuleList(encoders)
+        self.sizes = [math.prod(shape) for _, shape, _ in self.parts]
+        self.head = mlp(d * len(self.parts), out_dim, cfg, out_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = []
+        chunks = x.reshape(x.shape[0], -1).split(self.sizes, dim=1)
+        for encoder, chunk, (_, shape, scale) in zip(
+            self.encoders, chunks, self.parts, strict=True
+        ):
+            features.append(encoder(chunk.reshape(-1, *shape) * scale))
+        return self.head(torch.cat(features, dim=1))
 
 
 def init_layer(layer: nn.Module, std: float) -> nn.Module:

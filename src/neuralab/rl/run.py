@@ -29,6 +29,7 @@ from neuralab.rl.config import RLConfig
 from neuralab.rl.dqn import DQN, QAgent
 from neuralab.rl.envs import derived_seed, spaces
 from neuralab.rl.evaluate import evaluate, record_gif
+from neuralab.rl.nets import network
 from neuralab.rl.ppo import PPO, ActorCritic
 from neuralab.rl.reinforce import PolicyNet, Reinforce
 from neuralab.rl.sac import SAC, SACAgent
@@ -49,8 +50,11 @@ _OLD_NAMES = {"env_steps": "step", "best_return": "best", "best_env_steps": "bes
 
 def new_run_dir(run_dir: str | Path | None, cfg: RLConfig) -> Path:
     """A fresh run directory holding the resolved config; an existing one is never reused, and
-    none is made for an environment that cannot be made (``spaces`` makes it once)."""
-    env_spaces(cfg)
+    none is made for an environment that cannot be made (``spaces`` makes it once) or that
+    the network cannot read (it may need a table of vehicles, or sensors to fuse)."""
+    shape, n_actions = env_spaces(cfg)
+    if cfg.model.kind in ("ego_attention", "fusion"):  # (before any seeding: a throwaway)
+        network(shape, n_actions, cfg.model)
     name = cfg.env.id.split("/")[-1].split("-")[0].lower()
     return make_run_dir(run_dir, f"{name}_{cfg.algo}", rl_config.to_toml(cfg), "neuralab rl train")
 
@@ -127,6 +131,8 @@ def train(
     finally:
         logger.close()
         bar.close()
+        for env in algo.envs if isinstance(algo.envs, list) else [algo.envs]:
+            env.close()  # (subprocess envs left to the interpreter's exit print tracebacks)
     results = {
         "algo": cfg.algo,
         "env": cfg.env.id,
@@ -231,9 +237,10 @@ def eval_run(
     gif: Path | None = None,
     which: str = "best",
     sampled: bool = False,
+    failed: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Greedy (or ``sampled``) evaluation of a run's checkpoint over ``episodes`` episodes,
-    and a GIF of one greedy episode."""
+    """Greedy (or ``sampled``) evaluation of a run's checkpoint over ``episodes`` episodes
+    (with the ``failed`` sensors reading zero), and a GIF of one greedy episode."""
     if episodes <= 0:
         raise UserError(f"--episodes must be positive, got {episodes}")
     cfg, agent = load_agent(run_dir, which)
@@ -241,8 +248,10 @@ def eval_run(
         "run_dir": str(run_dir),
         "env": cfg.env.id,
         "policy": "sampled" if sampled else "greedy",
-        **evaluate(cfg, agent, episodes, sampled=sampled),
+        **evaluate(cfg, agent, episodes, sampled=sampled, failed=failed),
     }
+    if failed:
+        out["failed_sensors"] = list(failed)
     if gif is not None:
         out.update(record_gif(cfg, agent, gif))
     return out

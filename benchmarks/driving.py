@@ -19,6 +19,10 @@ Benchmarks:
                 within 100k steps (also: the first periodic evaluation that reached it)
   racetrack_sac SAC on racetrack-v0, the same way, beside random, idle and the lane keeper;
                 target: a lap on the road in >= 90% of the episodes
+  fusion        highway_fusion_dqn against the same agent (one encoder, the same budget) on
+                each of its sensors alone, then the fused agent with each sensor failed
+                (reading zero) at test time; target: fused at least as safe as the best
+                single sensor. Five trainings: hours on 2 cores.
   planner       the tree-search driver (no training) at budgets of 25 and 75 simulated
                 steps a decision, beside the rule-based driver, on 100 evaluation episodes of
                 highway-fast-v0 and intersection-v0 (normalised rewards): crash rate, speed,
@@ -42,8 +46,9 @@ from vision import machine
 
 from neuralab.rl import config as rl_config
 from neuralab.rl.drivers import baselines
-from neuralab.rl.envs import make_vector_env
-from neuralab.rl.run import new_run_dir, train
+from neuralab.rl.envs import make_env, make_vector_env, sensors
+from neuralab.rl.evaluate import evaluate
+from neuralab.rl.run import load_agent, new_run_dir, train
 from neuralab.runs import read_jsonl
 
 PRESETS = ("highway_dqn", "highway_ppo")
@@ -157,6 +162,39 @@ def bench_success(preset: str, seed: int, out: Path, overrides: list[str], episo
     })  # fmt: skip
 
 
+def bench_fusion(seed: int, out: Path, overrides: list[str], episodes: int) -> None:
+    fused = rl_config.load("highway_fusion_dqn", [*overrides, f"seed={seed}"])
+    sensors_config = fused.env.config["observation"]["observation_configs"]
+    rows = {}
+    for sensor in [*sensors_config, None]:  # each sensor alone (its own encoder), then all
+        one = {"type": "TupleObservation", "observation_configs": [sensor]}
+        extra = [] if sensor is None else [f"env.config.observation={json.dumps(one)}"]
+        cfg = rl_config.load("highway_fusion_dqn", [*overrides, *extra, f"seed={seed}"])
+        name = "fused" if sensor is None else sensor["type"]
+        run_dir = new_run_dir(out / f"fusion-{name}-seed{seed}", cfg)
+        log(f"fusion, {name}, seed {seed}: training {cfg.train.total_steps} steps in {run_dir}")
+        results = train(cfg, run_dir, progress=False)
+        rows[name] = {k: results[f"eval/{k}"] for k in ("crash_rate", "mean_speed", "mean_return")}
+        emit({
+            "benchmark": "fusion", "seed": seed, "sensors": name, **rows[name],
+            "env_steps": results["env/steps"], "wall_s": results["train/wall_s"],
+            "steps_per_s": results["train/steps_per_s"], "run_dir": str(run_dir),
+        })  # fmt: skip
+    _, agent = load_agent(run_dir, "last")
+    for name, _, _ in sensors(make_env(cfg.env)).parts:
+        failed = evaluate(cfg, agent, episodes, failed=[name])
+        emit({
+            "benchmark": "fusion", "seed": seed, "sensors": "fused", "failed_sensor": name,
+            **{k: failed[k] for k in ("crash_rate", "mean_speed", "mean_return")},
+        })  # fmt: skip
+    best_single = min(row["crash_rate"] for name, row in rows.items() if name != "fused")
+    emit({
+        "benchmark": "fusion", "seed": seed, "fused_crash_rate": rows["fused"]["crash_rate"],
+        "best_single_crash_rate": best_single,
+        "passes": rows["fused"]["crash_rate"] <= best_single,
+    })  # fmt: skip
+
+
 def bench_planner(episodes: int, workers: int) -> None:
     for env_id, config in PLANNER_ENVS.items():
         cfg = rl_config.build({"algo": "dqn", "env": {"id": env_id, "config": config}}).env
@@ -178,14 +216,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value for the trained presets")
     parser.add_argument(
-        "--only", help=f"vector, baselines, {', '.join([*PRESETS, *SUCCESS_TARGETS])}, planner"
+        "--only",
+        help=f"vector, baselines, {', '.join([*PRESETS, *SUCCESS_TARGETS])}, planner, fusion",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes for the planner")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--episodes", type=int, default=EPISODES)
     parser.add_argument("--out", help="where to keep the runs (default: a temporary folder)")
     args = parser.parse_args()
-    everything = ["vector", "baselines", *PRESETS, *SUCCESS_TARGETS, "planner"]
+    everything = ["vector", "baselines", *PRESETS, *SUCCESS_TARGETS, "planner", "fusion"]
     names = [args.only] if args.only else everything
     out = Path(args.out or tempfile.mkdtemp(prefix="neuralab-driving-"))
     overrides = [*args.overrides, f"train.final_eval_episodes={args.episodes}"]
@@ -195,6 +234,9 @@ def main() -> None:
             bench_vector()
         elif name == "planner":
             bench_planner(args.episodes, args.workers)
+        elif name == "fusion":
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                bench_fusion(seed, out, overrides, args.episodes)
         elif name in SUCCESS_TARGETS:
             for seed in [int(s) for s in args.seeds.split(",")]:
                 bench_success(name, seed, out, overrides, args.episodes)

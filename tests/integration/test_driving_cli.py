@@ -98,14 +98,17 @@ def test_eval_json_has_the_driving_keys_and_gif(run) -> None:
 
 def test_fusion_preset_trains_and_drives_with_failed_sensors(tmp_path) -> None:
     """highway_fusion_dqn (four sensors, one encoder each) for a few updates through the CLI;
-    rl eval --fail-sensor scores it with the lidar and camera reading zero, and names them;
-    a sensor the run does not have is a one-line error."""
-    args = ["train.total_steps=64", "train.checkpoint_every=2", "dqn.learning_starts=16", *SHORT]
+    rl eval --fail-sensor scores it with the lidar and camera reading zero, names them, and
+    its GIF is that same episode; a sensor the run does not have is a one-line error."""
+    args = ["train.total_steps=48", "train.checkpoint_every=2", "dqn.learning_starts=16",
+            "env.config.duration=4", "train.eval_episodes=1",
+            "train.final_eval_episodes=1"]  # fmt: skip
     neuralab("rl", "train", "highway_fusion_dqn", *args, "--run-dir", "f", cwd=tmp_path)
-    proc = neuralab("rl", "eval", "f", "--episodes", "2", "--fail-sensor", "lidar,camera",
-                    "--json", cwd=tmp_path)  # fmt: skip
+    proc = neuralab("rl", "eval", "f", "--episodes", "1", "--fail-sensor", "lidar,camera",
+                    "--gif", "f.gif", "--json", cwd=tmp_path)  # fmt: skip
     result = json.loads(proc.stdout)
     assert DRIVING_KEYS <= result.keys() and result["failed_sensors"] == ["lidar", "camera"]
+    assert result["gif_return"] == pytest.approx(result["mean_return"])  # the same episode
     proc = neuralab("rl", "eval", "f", "--fail-sensor", "radar", cwd=tmp_path, check=False)
     assert_user_error(proc, "no sensor 'radar' to fail in highway-fast-v0 (its sensors: kinem")
 

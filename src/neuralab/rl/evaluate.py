@@ -90,16 +90,22 @@ def summary(played: list[Episode]) -> dict[str, float | None]:
 
 
 def record_gif(
-    cfg: RLConfig, agent: nn.Module, out: Path, seed: int = EVAL_SEED, max_frames: int = 600
+    cfg: RLConfig,
+    agent: nn.Module,
+    out: Path,
+    seed: int = EVAL_SEED,
+    max_frames: int = 600,
+    failed: list[str] | None = None,
 ) -> dict[str, float]:
-    """One greedy episode rendered as an animated GIF (every k-th frame, at most
-    ``max_frames``, at the env's speed); returns the episode's return and length."""
+    """One greedy episode (the ``failed`` sensors reading zero) rendered as an animated GIF
+    (every k-th frame, at most ``max_frames``, at the env's speed); returns the episode's
+    return and length."""
     if cfg.env.preprocess == "atari":  # the 84x84 frames the agent sees, 15 decisions a second
         (rewards,), gray = atari.play(cfg.env, _policy(agent), [seed], frames_of=0)
         frames = [np.repeat(np.kron(f, np.ones((3, 3), f.dtype))[..., None], 3, -1) for f in gray]
         total, fps = float(rewards.sum()), 15
     else:
-        frames, total, fps = _rendered_episode(cfg, agent, seed)
+        frames, total, fps = _rendered_episode(cfg, agent, seed, failed)
     save_episode_gif(frames, fps, out, max_frames)
     return {"gif": str(out), "gif_return": total, "gif_length": len(frames) - 1}
 
@@ -116,9 +122,13 @@ def save_episode_gif(frames: list, fps: float, out: Path, max_frames: int = 600)
     save_gif([np.asarray(im) for im in images], out, round(1000 * k / fps))
 
 
-def _rendered_episode(cfg: RLConfig, agent: nn.Module, seed: int) -> tuple[list, float, int]:
+def _rendered_episode(
+    cfg: RLConfig, agent: nn.Module, seed: int, failed: list[str] | None
+) -> tuple[list, float, int]:
     """(the env's rendered frames, return, frames per second) of one greedy episode."""
     env = make_env(cfg.env, render_mode="rgb_array")
+    if failed:
+        env = SensorFailure(env, failed)
     obs, _ = env.reset(seed=seed)
     frames, total, done = [env.render()], 0.0, False
     act = _policy(agent)

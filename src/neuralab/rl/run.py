@@ -253,5 +253,5 @@ def eval_run(
     if failed:
         out["failed_sensors"] = list(failed)
     if gif is not None:
-        out.update(record_gif(cfg, agent, gif))
+        out.update(record_gif(cfg, agent, gif, failed=failed))
     return out

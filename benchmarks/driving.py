@@ -46,7 +46,7 @@ from vision import machine
 
 from neuralab.rl import config as rl_config
 from neuralab.rl.drivers import baselines
-from neuralab.rl.envs import make_env, make_vector_env, sensors
+from neuralab.rl.envs import make_vector_env, spaces
 from neuralab.rl.evaluate import evaluate
 from neuralab.rl.run import load_agent, new_run_dir, train
 from neuralab.runs import read_jsonl
@@ -168,8 +168,12 @@ def bench_fusion(seed: int, out: Path, overrides: list[str], episodes: int) -> N
     rows = {}
     for sensor in [*sensors_config, None]:  # each sensor alone (its own encoder), then all
         one = {"type": "TupleObservation", "observation_configs": [sensor]}
-        extra = [] if sensor is None else [f"env.config.observation={json.dumps(one)}"]
-        cfg = rl_config.load("highway_fusion_dqn", [*overrides, *extra, f"seed={seed}"])
+        extra = [f"env.config.observation={json.dumps(one)}"]
+        cfg = (
+            fused
+            if sensor is None
+            else rl_config.load("highway_fusion_dqn", [*overrides, *extra, f"seed={seed}"])
+        )
         name = "fused" if sensor is None else sensor["type"]
         run_dir = new_run_dir(out / f"fusion-{name}-seed{seed}", cfg)
         log(f"fusion, {name}, seed {seed}: training {cfg.train.total_steps} steps in {run_dir}")
@@ -180,9 +184,9 @@ def bench_fusion(seed: int, out: Path, overrides: list[str], episodes: int) -> N
             "env_steps": results["env/steps"], "wall_s": results["train/wall_s"],
             "steps_per_s": results["train/steps_per_s"], "run_dir": str(run_dir),
         })  # fmt: skip
-    _, agent = load_agent(run_dir, "last")
-    for name, _, _ in sensors(make_env(cfg.env)).parts:
-        failed = evaluate(cfg, agent, episodes, failed=[name])
+    _, agent = load_agent(run_dir, "last")  # the fused run, trained last
+    for name, _, _ in spaces(fused.env)[0].parts:
+        failed = evaluate(fused, agent, episodes, failed=[name])
         emit({
             "benchmark": "fusion", "seed": seed, "sensors": "fused", "failed_sensor": name,
             **{k: failed[k] for k in ("crash_rate", "mean_speed", "mean_return")},

@@ -108,7 +108,7 @@ def _driving_table(rows: dict[str, dict], episodes: int) -> str:
     """Driving metrics, one row per driver, over ``episodes`` fixed-seed episodes (with the
     time per decision where the drivers report it)."""
     timed = any("decision_ms" in r for r in rows.values())
-    columns = DRIVING_COLUMNS if timed else DRIVING_COLUMNS[:-1]
+    columns = [c for c in DRIVING_COLUMNS if timed or c[1] != "decision_ms"]
     body = [
         [driver] + ["—" if r[key] is None else fmt.format(r[key]) for _, key, fmt in columns]
         for driver, r in rows.items()

@@ -168,13 +168,18 @@ def drive(env, policy: Callable, seed: int, seen: Callable | None = None) -> Epi
     return Episode(np.zeros((0,)), np.zeros(0, np.int64), np.asarray(rewards, np.float32), info)
 
 
+def _driver(name: str, planner_budget: int) -> Callable:
+    """Driver ``name``'s policy; the planner's with ``planner_budget``."""
+    return planner(planner_budget) if name == "planner" else BASELINES[name]
+
+
 def driver_gif(
     cfg: EnvConfig, name: str, out: Path, planner_budget: int = BUDGET, seed: int = EVAL_SEED
 ) -> dict[str, float]:
     """Driver ``name``'s first evaluation episode, rendered as an animated GIF at ``out``;
     returns its return and length."""
     env = make_env(cfg, render_mode="rgb_array")
-    policy = planner(planner_budget) if name == "planner" else BASELINES[name]
+    policy = _driver(name, planner_budget)
     frames: list = []
     episode = drive(env, policy, seed, lambda: frames.append(env.render()))
     fps = env.metadata.get("render_fps") or 30
@@ -186,7 +191,7 @@ def driver_gif(
 def _drive_seeds(cfg: EnvConfig, name: str, planner_budget: int, seeds: list[int]) -> list:
     """Driver ``name``'s episodes from ``seeds``, on an env of its own (one worker's share)."""
     env = make_env(cfg)
-    policy = planner(planner_budget) if name == "planner" else BASELINES[name]
+    policy = _driver(name, planner_budget)
     try:
         return [drive(env, policy, seed) for seed in seeds]
     finally:

@@ -84,7 +84,7 @@ def plan(env, budget: int = BUDGET, gamma: float = GAMMA) -> int:
 
 def planner(budget: int = BUDGET, gamma: float = GAMMA) -> Callable:
     """A driver ``policy(env) -> action`` that plans each decision with ``budget`` simulated
-    steps; checks the settings and the env once, at its first decision."""
+    steps; checks the settings at once, and the env (two attribute reads) at each decision."""
     if budget < 1:
         raise UserError(f"--budget must be positive, got {budget}")
     if not 0 < gamma < 1:

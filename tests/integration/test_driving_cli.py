@@ -62,6 +62,25 @@ def test_intersection_presets_train_through_the_cli(preset: str, tmp_path) -> No
         assert_user_error(plot, "has no ego-attention")
 
 
+def test_two_cars_share_a_policy_through_the_cli(tmp_path) -> None:
+    """intersection_shared_dqn for a few updates: env steps count the simulators' steps (the
+    buffer holds one transition per car); rl eval --json scores 2 episodes of 2 cars, and
+    --gif draws them; the scripted drivers' table says it drove 2 cars."""
+    args = ["train.total_steps=48", "dqn.learning_starts=16", "train.checkpoint_every=3"]
+    short = ["train.eval_episodes=1", "train.final_eval_episodes=2"]
+    proc = neuralab("rl", "train", "intersection_shared_dqn", *args, *short, "--run-dir", "s",
+                    cwd=tmp_path)  # fmt: skip
+    assert "48 env steps" in proc.stdout and "over 2 episodes of 2 vehicles" in proc.stdout
+    proc = neuralab("rl", "eval", "s", "--episodes", "2", "--json", "--gif", "two.gif",
+                    cwd=tmp_path)  # fmt: skip
+    result = json.loads(proc.stdout)
+    assert DRIVING_KEYS <= set(result) and result["episodes"] == 2 and result["vehicles"] == 2
+    assert (tmp_path / "two.gif").is_file()
+    proc = neuralab("rl", "baselines", "intersection_shared_dqn", "--episodes", "1", "--drivers",
+                    "idle,rules", cwd=tmp_path)  # fmt: skip
+    assert "(1 episodes of 2 vehicles each" in proc.stdout
+
+
 def test_parking_sac_her_trains_evaluates_and_draws_through_the_cli(tmp_path) -> None:
     """SAC + HER in the parking lot for 240 steps (10-step episodes, so HER relabels): the
     results and rl eval --json (greedy and sampled) have a success rate, --gif draws it."""

@@ -39,6 +39,7 @@ PRESETS = [
     "parking_sac_her",
     "racetrack_sac",
     "highway_fusion_dqn",
+    "intersection_shared_dqn",
 ]
 
 
@@ -295,6 +296,12 @@ def tiny(preset: str, *overrides: str) -> rl_config.RLConfig:
             "dqn.learning_starts=16",
             "env.config.duration=8",
         ],
+        "intersection_shared_dqn": [  # 2 envs x 2 cars: 4 streams into one buffer
+            "dqn.train_freq=8",
+            "dqn.gradient_steps=4",
+            "dqn.learning_starts=16",
+            "env.config.duration=8",
+        ],
         "parking_sac_her": [  # 10-step episodes, so HER adds its copies within the segments
             "sac.train_freq=8",
             "sac.gradient_steps=4",
@@ -319,6 +326,7 @@ ALGOS = {
     "highway_dqn": "DQN",  # highway-env in subprocesses (env.vector = "async")
     "pong_ppo": "PPO",  # ALE's vector env on its threads, the CNN in bf16 where the CPU has it
     "parking_sac_her": "SAC",  # continuous actions, HER copies in the buffer, async envs
+    "intersection_shared_dqn": "DQN",  # two cars in each env, their returns kept apart
 }
 
 

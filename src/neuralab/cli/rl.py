@@ -54,10 +54,17 @@ def cmd_rl_train(args: argparse.Namespace) -> int:
             f"{results['train/wall_s']:.0f} s; greedy return "
             f"{results.get('eval/mean_return', float('nan')):.1f} ± "
             f"{results.get('eval/std_return', float('nan')):.1f} "
-            f"over {results.get('eval/episodes', 0)} episodes{_driving_line(results)}"
+            f"over {results.get('eval/episodes', 0)} episodes{_of_vehicles(results, 'eval/')}"
+            f"{_driving_line(results)}"
             f"\nrun: {run_dir}"
         )
     return 0
+
+
+def _of_vehicles(results: dict, prefix: str = "") -> str:
+    """ " of k vehicles" where k controlled vehicles shared the policy (their rates pooled)."""
+    k = results.get(f"{prefix}vehicles")
+    return f" of {k} vehicles" if k else ""
 
 
 def _driving_line(results: dict) -> str:
@@ -81,7 +88,7 @@ def cmd_rl_eval(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{result['env']}: return {result['mean_return']:.1f} ± {result['std_return']:.1f} "
-        f"over {result['episodes']} {result['policy']} episodes "
+        f"over {result['episodes']} {result['policy']} episodes{_of_vehicles(result)} "
         f"(min {result['min_return']:.1f}, "
         f"max {result['max_return']:.1f})"
     )
@@ -114,7 +121,8 @@ def _driving_table(rows: dict[str, dict], episodes: int) -> str:
         for driver, r in rows.items()
     ]
     header = ["driver"] + [name for name, _, _ in columns]
-    return f"{table(body, header)}\n({episodes} episodes each, the evaluation seeds of rl eval)"
+    of = _of_vehicles(next(iter(rows.values())))
+    return f"{table(body, header)}\n({episodes} episodes{of} each, the evaluation seeds of rl eval)"
 
 
 def cmd_rl_baselines(args: argparse.Namespace) -> int:

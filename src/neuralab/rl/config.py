@@ -256,6 +256,12 @@ def _check(cfg: RLConfig) -> None:
             "model.kind=nature_cnn and env.preprocess=atari go together: the CNN reads stacked "
             "frames, the other networks flat vectors"
         )
+    controlled = (cfg.env.config or {}).get("controlled_vehicles", 1)
+    if controlled != 1 and cfg.algo not in ("dqn", "ppo"):
+        raise UserError(
+            f"env.config.controlled_vehicles={controlled}: vehicles share one policy with "
+            f"algo=dqn or ppo, not algo={cfg.algo}"
+        )
     batch = cfg.env.num_envs * cfg.ppo.num_steps
     if cfg.algo == "ppo" and batch % cfg.ppo.num_minibatches:
         raise UserError(

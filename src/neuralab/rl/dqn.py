@@ -120,7 +120,7 @@ class DQN:
         self.optimizer = build_optimizer(self.agent.q.parameters(), cfg.optim)
         self.buffer = ReplayBuffer(self.c.buffer_size, int(np.prod(obs_shape)))
         self.envs = make_vector_env(cfg.env)
-        self.num_envs, self.n_actions = cfg.env.num_envs, n_actions
+        self.num_envs, self.n_actions = self.envs.num_envs, n_actions  # streams (rl.agents)
 
     def reset(self, seed: int) -> None:
         """Start a segment: re-seed every env (env i gets seed + i)."""
@@ -134,18 +134,18 @@ class DQN:
 
     def update(self, update: int, env_steps: int) -> dict[str, float]:
         """``train_freq`` steps of every env, then ``gradient_steps`` learning steps."""
-        c, n = self.c, self.num_envs
+        c, n, sims = self.c, self.num_envs, self.cfg.env.num_envs
         lr = anneal(self.optimizer, self.cfg.optim, env_steps, self.cfg.train.total_steps)
         for k in range(c.train_freq):
             x = as_batch(self.next_obs)
             with torch.no_grad():
                 greedy = self.agent.greedy(x)
-            explore = torch.rand(n) < self.epsilon(env_steps + k * n)
+            explore = torch.rand(n) < self.epsilon(env_steps + k * sims)
             action = torch.where(explore, torch.randint(self.n_actions, (n,)), greedy)
             next_obs, info, _ = self.buffer.step_into(self.envs, x, action)
             self.stats.step(info)
             self.next_obs = next_obs
-        steps = c.train_freq * n
+        steps = c.train_freq * sims  # the simulators' steps (each drives every vehicle)
         metrics = {"env_steps": steps, "lr": lr, "dqn/epsilon": self.epsilon(env_steps + steps)}
         if env_steps + steps >= c.learning_starts:
             for _ in range(c.gradient_steps):

@@ -30,8 +30,9 @@ import numpy as np
 
 from neuralab.errors import UserError
 from neuralab.rl import driving
+from neuralab.rl.agents import agents
 from neuralab.rl.config import EnvConfig
-from neuralab.rl.envs import Episode, gym, make_env
+from neuralab.rl.envs import Episode, gym, make_env, vehicle_info
 from neuralab.rl.evaluate import EVAL_SEED, save_episode_gif, summary
 from neuralab.rl.planner import BUDGET, planner
 
@@ -68,11 +69,23 @@ def _lane_is_free(road, v, lane_index, scale: float = 1.0) -> bool:
     return True
 
 
-def rules_action(env) -> int:
-    """The rule-based driver's meta-action in ``env``'s current state."""
-    u = env.unwrapped
-    actions = u.action_type.actions_indexes
-    v, road = u.vehicle, u.road
+def _actions(env) -> dict[str, int]:
+    """The meta-actions of ``env``'s (first) controlled vehicle, by name."""
+    action_type = env.unwrapped.action_type
+    return getattr(action_type, "agents_action_types", [action_type])[0].actions_indexes
+
+
+def rules_action(env) -> int | np.ndarray:
+    """The rule-based driver's meta-action in ``env``'s current state (each controlled
+    vehicle's, where several share the driver)."""
+    if agents(env) > 1:
+        return np.array([_rules(env, v) for v in driving.controlled(env)])
+    return _rules(env, env.unwrapped.vehicle)
+
+
+def _rules(env, v) -> int:
+    """The rule-based driver's meta-action for vehicle ``v``."""
+    actions, road = _actions(env), env.unwrapped.road
     front = road.neighbour_vehicles(v, v.lane_index)[0]
     gap, ttc = _gap_and_ttc(v, front)
     danger = ttc < BRAKE_TTC or gap < HEADWAY * v.speed
@@ -99,10 +112,10 @@ def _constant(name: str) -> Callable:
                 raise UserError(f"{env.spec.id} acts continuously; it has no {name} meta-action")
             space = env.action_space  # no throttle, no steering
             return np.zeros(space.shape, space.dtype)
-        actions = env.unwrapped.action_type.actions_indexes
+        actions = _actions(env)
         if name not in actions:
             raise UserError(f"{env.spec.id} has no {name} action (its actions: {list(actions)})")
-        return actions[name]
+        return np.full(agents(env), actions[name]) if agents(env) > 1 else actions[name]
 
     return act
 
@@ -161,11 +174,22 @@ def drive(env, policy: Callable, seed: int, seen: Callable | None = None) -> Epi
         action = policy(env)
         thinking += time.perf_counter() - start
         _, reward, terminated, truncated, info = env.step(action)
-        rewards.append(reward)
+        rewards.append(info["agents_rewards"] if agents(env) > 1 else reward)
         done = terminated or truncated
         seen()
     info = {**info, "decision_s": thinking / len(rewards)}
     return Episode(np.zeros((0,)), np.zeros(0, np.int64), np.asarray(rewards, np.float32), info)
+
+
+def each_vehicle(episode: Episode) -> list[Episode]:
+    """A ``drive``'s episode as one episode per controlled vehicle: its rewards (column j of
+    the (T, k) rewards of k vehicles) and its driving metrics."""
+    if episode.rewards.ndim == 1:
+        return [episode]
+    return [
+        Episode(episode.obs, episode.actions, rewards, vehicle_info(episode.info, j))
+        for j, rewards in enumerate(episode.rewards.T)
+    ]
 
 
 def _driver(name: str, planner_budget: int) -> Callable:
@@ -185,7 +209,8 @@ def driver_gif(
     fps = env.metadata.get("render_fps") or 30
     env.close()
     save_episode_gif(frames, fps, out)
-    return {"gif": str(out), "gif_return": episode.total, "gif_length": len(episode.rewards)}
+    total = float(np.mean([ep.total for ep in each_vehicle(episode)]))  # a vehicle's
+    return {"gif": str(out), "gif_return": total, "gif_length": len(episode.rewards)}
 
 
 def _drive_seeds(cfg: EnvConfig, name: str, planner_budget: int, seeds: list[int]) -> list:
@@ -193,7 +218,7 @@ def _drive_seeds(cfg: EnvConfig, name: str, planner_budget: int, seeds: list[int
     env = make_env(cfg)
     policy = _driver(name, planner_budget)
     try:
-        return [drive(env, policy, seed) for seed in seeds]
+        return [ep for seed in seeds for ep in each_vehicle(drive(env, policy, seed))]
     finally:
         env.close()
 
@@ -206,7 +231,8 @@ def baselines(
     workers: int = 1,
 ) -> dict[str, dict[str, float | None]]:
     """Each scripted driver's ``summary`` over ``episodes`` episodes on the evaluation seeds
-    (those ``rl eval`` scores a learnt agent on), with its mean ``decision_ms``. ``names``
+    (those ``rl eval`` scores a learnt agent on; each controlled vehicle's where several share
+    the driver), with its mean ``decision_ms``. ``names``
     defaults to the env's quick drivers (not the planner, whose decisions take ~0.1-1 s).
     ``workers`` > 1 shares the episodes among that many processes."""
     if episodes <= 0:
@@ -220,6 +246,7 @@ def baselines(
         )
     planner(planner_budget)  # its settings' errors, before any work
     env = make_env(cfg)
+    k = agents(env)
     if names is None:  # the rule-based driver and braking are meta-actions
         names = list(DISCRETE_BASELINES)
         if _continuous(env):
@@ -244,4 +271,6 @@ def baselines(
         out[name] = summary(episodes_played)
         thinking = [ep.info["decision_s"] for ep in episodes_played]
         out[name]["decision_ms"] = 1000 * float(np.mean(thinking))
+        if k > 1:  # the rates are over every vehicle's episode, as in rl eval
+            out[name].update(episodes=episodes, vehicles=k)
     return out

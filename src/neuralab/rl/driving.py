@@ -56,6 +56,34 @@ def check_config(env_id: str, config: dict[str, Any]) -> None:
         )
 
 
+def shared_config(env_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with more than one ``controlled_vehicles`` made multi-agent: the env's action
+    and observation (``config``'s or its defaults) become a ``MultiAgentAction`` and a
+    ``MultiAgentObservation`` of them (``rl.agents`` shares one policy among the vehicles)."""
+    controlled = config.get("controlled_vehicles", 1)
+    if not isinstance(controlled, int) or controlled < 1:
+        raise UserError(
+            f"env.config.controlled_vehicles must be a whole number >= 1, got {controlled!r}"
+        )
+    creator = gym.envs.registration.load_env_creator(gym.registry[env_id].entry_point)
+    defaults = creator.default_config()
+    action = config.get("action", defaults["action"])
+    if controlled == 1 or action.get("type") == "MultiAgentAction":
+        return config
+    observation = config.get("observation", defaults["observation"])
+    return {
+        **config,
+        "action": {"type": "MultiAgentAction", "action_config": action},
+        "observation": {"type": "MultiAgentObservation", "observation_config": observation},
+    }
+
+
+def observation_type(env: gym.Env):
+    """The observation type of a highway-env env's (first) controlled vehicle."""
+    observation = env.unwrapped.observation_type
+    return getattr(observation, "agents_observation_types", [observation])[0]
+
+
 def as_highway_config(config: Any) -> Any:
     """A deep copy of ``config`` for highway-env, with every ``observation_shape`` a tuple:
     TOML and JSON have only lists, and highway-env's camera prepends its stack to a tuple."""
@@ -76,6 +104,11 @@ def ego(env: gym.Env):
     return env.unwrapped.vehicle
 
 
+def controlled(env: gym.Env) -> list:
+    """Every controlled vehicle of a highway-env environment, the ego vehicle first."""
+    return list(env.unwrapped.controlled_vehicles)
+
+
 def is_racetrack(env: gym.Env) -> bool:
     return type(env.unwrapped).__name__.startswith("Racetrack")
 
@@ -91,11 +124,12 @@ def lap_length(env: gym.Env) -> float:
     )
 
 
-def success(env: gym.Env, info: dict, distance: float) -> bool | None:
-    """Whether the ego vehicle reached its goal, on envs that have one (else None):
-    intersection (it left through its exit), merge (past the end of the ramp), parking,
-    racetrack (it drove a lap, ``distance`` >= ``lap_length``, on the road and unhurt)."""
-    u, v = env.unwrapped, ego(env)
+def success(env: gym.Env, info: dict, distance: float, v=None) -> bool | None:
+    """Whether vehicle ``v`` (the ego vehicle by default) reached its goal, on envs that have
+    one (else None): intersection (it left through its exit), merge (past the end of the
+    ramp), parking, racetrack (it drove a lap, ``distance`` >= ``lap_length``, on the road and
+    unhurt)."""
+    u, v = env.unwrapped, ego(env) if v is None else v
     name = type(u).__name__
     if is_racetrack(env):
         return distance >= lap_length(env) and bool(v.on_road) and not v.crashed
@@ -111,36 +145,46 @@ def success(env: gym.Env, info: dict, distance: float) -> bool | None:
 class DrivingMetrics(gym.Wrapper):
     """Adds ``info["driving"]`` on the step that ends an episode: ``crashed``, ``success``
     (None without a goal), ``speed`` (mean m/s over the policy's steps), ``distance`` (m the
-    ego vehicle moved) and ``lane_changes`` (moves to a neighbouring lane of the same road)."""
+    ego vehicle moved) and ``lane_changes`` (moves to a neighbouring lane of the same road).
+    With several controlled vehicles, ``info["agents_driving"]`` holds each one's instead."""
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        v = ego(self.env)
-        self._speeds: list[float] = []
-        self._distance, self._lane_changes = 0.0, 0
-        self._position, self._lane = np.array(v.position, dtype=float), v.lane_index
+        self._vehicles = controlled(self.env)
+        k = len(self._vehicles)
+        self._speeds: list[list[float]] = [[] for _ in range(k)]
+        self._distance, self._lane_changes = [0.0] * k, [0] * k
+        self._position = [np.array(v.position, dtype=float) for v in self._vehicles]
+        self._lane = [v.lane_index for v in self._vehicles]
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        v = ego(self.env)
-        position = np.array(v.position, dtype=float)
-        self._distance += float(np.linalg.norm(position - self._position))
-        self._position = position
-        self._speeds.append(float(v.speed))
-        lane = v.lane_index
-        if lane != self._lane and lane is not None and self._lane is not None:
-            self._lane_changes += lane[:2] == self._lane[:2]  # same road, another lane
-        self._lane = lane
+        for j, v in enumerate(self._vehicles):
+            position = np.array(v.position, dtype=float)
+            self._distance[j] += float(np.linalg.norm(position - self._position[j]))
+            self._position[j] = position
+            self._speeds[j].append(float(v.speed))
+            lane = v.lane_index
+            if lane != self._lane[j] and lane is not None and self._lane[j] is not None:
+                self._lane_changes[j] += lane[:2] == self._lane[j][:2]  # same road, another lane
+            self._lane[j] = lane
         if terminated or truncated:
             info = dict(info)
-            info["driving"] = {
-                "crashed": bool(v.crashed),
-                "success": success(self.env, info, self._distance),
-                "speed": float(np.mean(self._speeds)),
-                "distance": self._distance,
-                "lane_changes": self._lane_changes,
-            }
+            records = [
+                {
+                    "crashed": bool(v.crashed),
+                    "success": success(self.env, info, self._distance[j], v),
+                    "speed": float(np.mean(self._speeds[j])),
+                    "distance": self._distance[j],
+                    "lane_changes": self._lane_changes[j],
+                }
+                for j, v in enumerate(self._vehicles)
+            ]
+            if len(records) == 1:
+                info["driving"] = records[0]
+            else:
+                info["agents_driving"] = records
         return obs, reward, terminated, truncated, info
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from neuralab.errors import UserError
 from neuralab.rl import atari, driving, her
+from neuralab.rl.agents import AgentStreams, SharedPolicy, agents
 from neuralab.rl.config import EnvConfig
 from neuralab.rl.nets import Sensors
 
@@ -116,7 +117,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
                 "environment (e.g. highway-fast-v0, intersection-v0)"
             )
         driving.check_config(cfg.id, cfg.config)
-        kwargs["config"] = driving.as_highway_config(cfg.config)
+        kwargs["config"] = driving.as_highway_config(driving.shared_config(cfg.id, cfg.config))
     try:
         with warnings.catch_warnings():
             # "intersection-v0 is out of date, consider v1": highway-env's v1 is another env
@@ -134,6 +135,12 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
             raise
         raise UserError(f"{cfg.id}: highway-env rejects env.config: {err}") from None
     space = env.action_space
+    if isinstance(space, gym.spaces.Tuple):  # several controlled vehicles: see rl.agents
+        if cfg.actions or her.is_goal_space(env.observation_space[0]):
+            raise UserError(
+                f"{cfg.id}: several controlled vehicles take neither env.actions nor goals"
+            )
+        return SharedPolicy(_driving(env, cfg))
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         if not np.all(np.isfinite(space.low) & np.isfinite(space.high)):
             raise UserError(f"{cfg.id} has unbounded actions {space}; SAC's squash needs bounds")
@@ -159,21 +166,26 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
 
 
 def _driving(env: gym.Env, cfg: EnvConfig) -> gym.Env:
-    """A highway-env env with its driving metrics and its observation flattened."""
+    """A highway-env env with its driving metrics and its observation flattened (with several
+    controlled vehicles, each one's by ``SharedPolicy``)."""
     space = env.observation_space
     if her.is_goal_space(space):  # parking-v0: flattened by make_env's GoalObservation
         return driving.DrivingMetrics(env)
-    observation = type(env.unwrapped.observation_type).__name__
+    observation = type(driving.observation_type(env)).__name__
     fused = observation == "TupleObservation"  # several sensors: see sensors()
+    shared = isinstance(env.action_space, gym.spaces.Tuple)  # flattened by SharedPolicy
+    if shared:
+        space = space[0]
     if not (isinstance(space, gym.spaces.Box) or fused):
-        kind = env.unwrapped.config["observation"].get("type")
+        kind = env.unwrapped.config["observation"]
+        kind = (kind["observation_config"] if shared else kind).get("type")
         raise UserError(
             f"{cfg.id} with observation type {kind!r} gives {type(space).__name__} "
             "observations; the networks here take one array (Kinematics, OccupancyGrid, "
             "Lidar, TimeToCollision, GrayscaleObservation) or a TupleObservation of them"
         )
     env = driving.DrivingMetrics(env)
-    if fused or len(space.shape) > 1:  # a Tuple: each sensor flattened, one after another
+    if not shared and (fused or len(space.shape) > 1):  # a Tuple: sensors one after another
         env = gym.wrappers.FlattenObservation(env)
     return env
 
@@ -190,11 +202,13 @@ SENSOR_NAMES = {  # highway-env's observation classes, as sensors
 def sensors(env: gym.Env) -> Sensors | None:
     """The ``Sensors`` of a driving env with a TupleObservation (None for one array): each
     part named after its observation type (a second of the same type gets ``_2``)."""
-    observation = getattr(env.unwrapped, "observation_type", None)
+    if not hasattr(env.unwrapped, "observation_type"):
+        return None
+    observation = driving.observation_type(env)
     if type(observation).__name__ != "TupleObservation":
         return None
     parts, seen = [], set()
-    spaces = env.unwrapped.observation_space
+    spaces = observation.space()
     for sub, space in zip(observation.observation_types, spaces, strict=True):
         name = SENSOR_NAMES.get(type(sub).__name__, type(sub).__name__.lower())
         if name == "kinematics" and sub.features[0] != "presence":
@@ -231,7 +245,8 @@ def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
     """``cfg.num_envs`` envs, reset on the step that ends an episode; that step's
     ``infos["episode"]`` holds the episode's return and length. ``cfg.vector`` steps them in
     this process (``sync``) or each in its own subprocess (``async``, forked: the slow
-    pure-Python simulators of highway-env then use every core)."""
+    pure-Python simulators of highway-env then use every core). With k controlled vehicles
+    sharing the policy, the vector env has ``cfg.num_envs * k`` streams (``AgentStreams``)."""
     if cfg.preprocess == "atari":
         return atari.make_vector(cfg, cfg.num_envs)
     make = [lambda: make_env(cfg) for _ in range(cfg.num_envs)]
@@ -240,7 +255,17 @@ def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
         envs = gym.vector.AsyncVectorEnv(make, autoreset_mode=mode, context="fork")
     else:
         envs = gym.vector.SyncVectorEnv(make, autoreset_mode=mode)
+    k = vehicles(cfg)
+    if k > 1:
+        return AgentStreams(envs, k)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def vehicles(cfg: EnvConfig) -> int:
+    """How many vehicles the configured env's policy drives (``controlled_vehicles``)."""
+    if not cfg.config:
+        return 1
+    return int(cfg.config.get("controlled_vehicles", 1))
 
 
 def spaces(cfg: EnvConfig, continuous: bool = False) -> tuple[tuple[int, ...], int]:
@@ -254,6 +279,8 @@ def spaces(cfg: EnvConfig, continuous: bool = False) -> tuple[tuple[int, ...], i
         return (atari.STACK, atari.SIZE, atari.SIZE), atari.n_actions(cfg)
     env = make_env(cfg)
     space = env.action_space
+    if agents(env) > 1:  # each vehicle's: see rl.agents
+        space = gym.spaces.Discrete(int(space.nvec[0]))
     if continuous != isinstance(space, gym.spaces.Box):
         env.close()
         if continuous:
@@ -263,8 +290,11 @@ def spaces(cfg: EnvConfig, continuous: bool = False) -> tuple[tuple[int, ...], i
             "(use algo=sac)"
         )
     n_actions = int(space.shape[0] if continuous else space.n)
-    shape: tuple[int, ...] = sensors(env) or (int(np.prod(env.observation_space.shape)),)
-    observation = getattr(env.unwrapped, "observation_type", None)
+    obs_shape = env.observation_space.shape[agents(env) > 1 :]
+    shape: tuple[int, ...] = sensors(env) or (int(np.prod(obs_shape)),)
+    observation = None
+    if hasattr(env.unwrapped, "observation_type"):
+        observation = driving.observation_type(env)
     if type(observation).__name__ == "KinematicObservation" and observation.features[0] == (
         "presence"
     ):
@@ -322,31 +352,45 @@ def play_episodes(
 
     ``act`` maps a batch of observations (B, obs_dim) to B actions; ``seeds[i]``
     resets env i (None continues its RNG). With ``record=False`` only rewards
-    are kept (evaluation).
+    are kept (evaluation). An env of k vehicles sharing the policy (``rl.agents``) gives k
+    episodes, one per vehicle (its rewards, and its ``info["driving"]``), in a row.
     """
     first = [env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]
-    obs = {i: o for i, o in enumerate(first)}
-    trajs: list[dict[str, list]] = [{"obs": [], "actions": [], "rewards": []} for _ in envs]
+    k = [agents(env) for env in envs]
+    obs = {i: o.reshape(k[i], -1) if k[i] > 1 else o[None] for i, o in enumerate(first)}
+    trajs = [[{"obs": [], "actions": [], "rewards": []} for _ in range(n)] for n in k]
     last: list[dict] = [{} for _ in envs]
     while obs:
         ids = list(obs)
-        actions = act(np.stack([obs[i] for i in ids]))
-        for i, a in zip(ids, actions, strict=True):
-            o, r, terminated, truncated, last[i] = envs[i].step(a)
-            if record:
-                trajs[i]["obs"].append(obs[i])
-                trajs[i]["actions"].append(a)
-            trajs[i]["rewards"].append(r)
+        actions = act(np.concatenate([obs[i] for i in ids]))
+        start = 0
+        for i in ids:
+            a, start = actions[start : start + k[i]], start + k[i]
+            o, r, terminated, truncated, last[i] = envs[i].step(a if k[i] > 1 else a[0])
+            rewards = last[i]["agents_rewards"] if k[i] > 1 else [r]
+            for j, t in enumerate(trajs[i]):
+                if record:
+                    t["obs"].append(obs[i][j])
+                    t["actions"].append(a[j])
+                t["rewards"].append(rewards[j])
             if terminated or truncated:
                 del obs[i]
             else:
-                obs[i] = o
+                obs[i] = o.reshape(k[i], -1) if k[i] > 1 else o[None]
     return [
         Episode(
             obs=np.stack(t["obs"]) if record else np.zeros((0,)),
             actions=np.asarray(t["actions"]),
             rewards=np.asarray(t["rewards"], dtype=np.float32),
-            info=info,
+            info=vehicle_info(info, j),
         )
-        for t, info in zip(trajs, last, strict=True)
+        for ts, info in zip(trajs, last, strict=True)
+        for j, t in enumerate(ts)
     ]
+
+
+def vehicle_info(info: dict, j: int) -> dict:
+    """Vehicle ``j``'s view of an episode's last info: its driving metrics as ``driving``."""
+    if "agents_driving" not in info:
+        return info
+    return {**info, "driving": info["agents_driving"][j]}

@@ -19,8 +19,9 @@ from torch import nn
 from neuralab.errors import UserError
 from neuralab.plots import save_gif
 from neuralab.rl import atari, driving
+from neuralab.rl.agents import agents
 from neuralab.rl.config import RLConfig
-from neuralab.rl.envs import Episode, SensorFailure, make_env, play_episodes
+from neuralab.rl.envs import Episode, SensorFailure, make_env, play_episodes, vehicles
 from neuralab.rl.nets import as_batch
 
 EVAL_SEED = 1_000_000
@@ -53,7 +54,8 @@ def evaluate(
 ) -> dict[str, float | None]:
     """``summary`` of ``episodes`` greedy (or ``sampled``) episodes (mean and std of the
     return, ...), episode i reset with seed ``EVAL_SEED + i``; the ``failed`` sensors of a
-    fused observation read zero (``SensorFailure``)."""
+    fused observation read zero (``SensorFailure``). With k controlled vehicles the returns and
+    rates are over each vehicle's episode, and ``vehicles`` says k."""
     if sampled and not (hasattr(agent, "dist") or hasattr(agent, "sample")):
         raise UserError(f"algo={cfg.algo} has no policy distribution to sample; it acts greedily")
     seeds = [EVAL_SEED + i for i in range(episodes)]
@@ -69,7 +71,10 @@ def evaluate(
     played = play_episodes(envs, _policy(agent, sampled), seeds, record=False)
     for env in envs:
         env.close()
-    return summary(played)
+    out = summary(played)
+    if vehicles(cfg.env) > 1:
+        out.update(episodes=episodes, vehicles=vehicles(cfg.env))
+    return out
 
 
 def summary(played: list[Episode]) -> dict[str, float | None]:
@@ -131,9 +136,10 @@ def _rendered_episode(
         env = SensorFailure(env, failed)
     obs, _ = env.reset(seed=seed)
     frames, total, done = [env.render()], 0.0, False
-    act = _policy(agent)
+    act, k = _policy(agent), agents(env)
     while not done:
-        obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
+        action = act(obs.reshape(k, -1))  # each vehicle's, for k that share the policy
+        obs, reward, terminated, truncated, _ = env.step(action if k > 1 else action[0])
         frames.append(env.render())
         total += float(reward)
         done = terminated or truncated

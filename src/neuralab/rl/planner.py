@@ -24,6 +24,7 @@ import copy
 from collections.abc import Callable
 
 from neuralab.errors import UserError
+from neuralab.rl.agents import agents
 
 BUDGET = 75  # simulated steps per decision: rl-agents' highway configuration
 GAMMA = 0.7  # its discount: a crash 3 s ahead still costs most of the bound
@@ -92,6 +93,11 @@ def planner(budget: int = BUDGET, gamma: float = GAMMA) -> Callable:
 
     def act(env) -> int:
         u = env.unwrapped
+        if agents(env) > 1:
+            raise UserError(
+                f"the planner drives one vehicle; {env.spec.id} has {agents(env)} controlled "
+                "vehicles (env.config.controlled_vehicles)"
+            )
         if not hasattr(u.action_space, "n") or not hasattr(u, "simplify"):
             raise UserError(
                 f"the planner searches highway-env's discrete meta-actions; {env.spec.id} "

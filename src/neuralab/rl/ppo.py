@@ -108,7 +108,7 @@ class PPO:
         self.agent = ActorCritic(obs_shape, n_actions, cfg)
         self.optimizer = build_optimizer(self.agent.parameters(), cfg.optim)
         self.envs = make_vector_env(cfg.env)
-        self.num_envs = cfg.env.num_envs
+        self.num_envs = self.envs.num_envs  # streams: k per env with k vehicles (rl.agents)
         self.dtype = autocast_dtype(cfg.train.precision, torch.device("cpu"))
 
     def reset(self, seed: int) -> None:
@@ -195,7 +195,7 @@ class PPO:
         var = b["returns"].var()
         explained = 1 - (b["returns"] - b["values"]).var() / var if var > 0 else torch.tensor(0.0)
         return {
-            "env_steps": size,
+            "env_steps": c.num_steps * self.cfg.env.num_envs,
             "lr": lr,
             "loss/policy": pg_loss.item(),
             "loss/value": v_loss.item(),

@@ -65,7 +65,8 @@ def test_intersection_presets_train_through_the_cli(preset: str, tmp_path) -> No
 def test_two_cars_share_a_policy_through_the_cli(tmp_path) -> None:
     """intersection_shared_dqn for a few updates: env steps count the simulators' steps (the
     buffer holds one transition per car); rl eval --json scores 2 episodes of 2 cars, and
-    --gif draws them; the scripted drivers' table says it drove 2 cars."""
+    --gif draws them; rl attention draws the first car's; the scripted drivers' table says it
+    drove 2 cars."""
     args = ["train.total_steps=48", "dqn.learning_starts=16", "train.checkpoint_every=3"]
     short = ["train.eval_episodes=1", "train.final_eval_episodes=2"]
     proc = neuralab("rl", "train", "intersection_shared_dqn", *args, *short, "--run-dir", "s",
@@ -76,6 +77,8 @@ def test_two_cars_share_a_policy_through_the_cli(tmp_path) -> None:
     result = json.loads(proc.stdout)
     assert DRIVING_KEYS <= set(result) and result["episodes"] == 2 and result["vehicles"] == 2
     assert (tmp_path / "two.gif").is_file()
+    neuralab("rl", "attention", "s", "--frames", "2", "--out", "a.png", cwd=tmp_path)
+    assert (tmp_path / "a.png").is_file()
     proc = neuralab("rl", "baselines", "intersection_shared_dqn", "--episodes", "1", "--drivers",
                     "idle,rules", cwd=tmp_path)  # fmt: skip
     assert "(1 episodes of 2 vehicles each" in proc.stdout

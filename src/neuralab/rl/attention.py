@@ -3,7 +3,8 @@ road from above at a few moments of a greedy episode (``neuralab rl attention RU
 
 Row i of the Kinematics table is the i-th vehicle highway-env's observation lists (the ego,
 then the nearest others); ``vehicles_in_view`` lists the same vehicles from the simulator,
-so each attention weight lands on the car it belongs to.
+so each attention weight lands on the car it belongs to. Where several controlled cars share
+the policy (``rl.agents``), the plot shows the first car's attention.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 
 from neuralab.errors import UserError
 from neuralab.plots import save_figure, subplots
+from neuralab.rl import driving
+from neuralab.rl.agents import agents
 from neuralab.rl.envs import make_env
 from neuralab.rl.evaluate import EVAL_SEED
 from neuralab.rl.nets import EgoAttention, as_batch
@@ -25,7 +28,7 @@ VIEW_M = 50  # metres shown around the ego vehicle
 def vehicles_in_view(env) -> list:
     """The vehicles of the current observation's rows, in its order (the ego first)."""
     u = env.unwrapped
-    obs = u.observation_type
+    obs = driving.observation_type(env)
     if obs.order != "sorted":
         raise UserError("the attention plot needs env.config.observation.order = 'sorted'")
     others = u.road.close_objects_to(
@@ -49,17 +52,19 @@ def episode_attention(cfg, agent, frames: int, seed: int = EVAL_SEED) -> list[di
     env = make_env(cfg.env)
     obs, _ = env.reset(seed=seed)
     snapshots, done, step = [], False, 0
+    k = agents(env)
+    names = getattr(env.unwrapped.action_type, "agents_action_types", [env.unwrapped.action_type])
     while not done:
         with torch.no_grad():
-            action = int(agent.greedy(as_batch(obs[None]))[0])
-        weights = net.last_attention[0].mean(0).numpy()  # (V,)
+            actions = agent.greedy(as_batch(obs.reshape(k, -1))).numpy()  # each car's
+        weights = net.last_attention[0].mean(0).numpy()  # (V,): the first car's
         cars = vehicles_in_view(env)
         snapshots.append({
-            "step": step, "action": env.unwrapped.action_type.actions[action],
+            "step": step, "action": names[0].actions[int(actions[0])],
             "cars": [(np.array(v.position), float(v.heading), float(w))
                      for v, w in zip(cars, weights, strict=False)],
         })  # fmt: skip
-        obs, _, terminated, truncated, _ = env.step(action)
+        obs, _, terminated, truncated, _ = env.step(actions if k > 1 else actions[0])
         done, step = terminated or truncated, step + 1
     env.close()
     picks = np.unique(np.linspace(0, len(snapshots) - 1, frames).round().astype(int))

@@ -19,6 +19,12 @@ Benchmarks:
                 within 100k steps (also: the first periodic evaluation that reached it)
   racetrack_sac SAC on racetrack-v0, the same way, beside random, idle and the lane keeper;
                 target: a lap on the road in >= 90% of the episodes
+  intersection  intersection_attention_dqn, intersection_mlp_dqn (the same budget on the flat
+                table) and intersection_shared_dqn (two cars, one policy), each trained from
+                scratch and scored on 100 greedy episodes beside the scripted drivers; targets:
+                ego-attention success >= 90%, crashes <= 5%, within 60 minutes, and better
+                than the MLP. A finished run of the same config kept in --out is scored again,
+                not retrained.
   fusion        highway_fusion_dqn against the same agent (one encoder, the same budget) on
                 each of its sensors alone, then the fused agent with each sensor failed
                 (reading zero) at test time; target: fused at least as safe as the best
@@ -58,6 +64,7 @@ PLANNER_ENVS = {  # env id: its config (the planner needs rewards in [0, 1])
     "intersection-v0": {"normalize_reward": True},
 }
 BASELINE_ENVS = ("highway-fast-v0", "merge-v0", "intersection-v0")
+INTERSECTION = ("intersection_attention_dqn", "intersection_mlp_dqn", "intersection_shared_dqn")
 EPISODES = 100
 MAX_WALL_S = 1800.0
 SUCCESS_TARGETS = {  # preset: (success rate, env-step limit)
@@ -162,6 +169,47 @@ def bench_success(preset: str, seed: int, out: Path, overrides: list[str], episo
     })  # fmt: skip
 
 
+def _trained(preset: str, seed: int, out: Path, overrides: list[str]) -> tuple[dict, Path]:
+    """The results of ``preset`` trained with ``seed``: a finished run of the same config in
+    ``out`` is reused (its results.json), otherwise it trains there now."""
+    cfg = rl_config.load(preset, [*overrides, f"seed={seed}"])
+    run_dir = out / f"{preset}-seed{seed}"
+    results = run_dir / "results.json"
+    if results.is_file() and rl_config.load(run_dir) == cfg:
+        log(f"{preset} seed {seed}: reusing the finished run {run_dir}")
+        return json.loads(results.read_text()), run_dir
+    run_dir = new_run_dir(run_dir, cfg)
+    log(f"{preset} seed {seed}: training {cfg.train.total_steps} steps in {run_dir}")
+    return train(cfg, run_dir, progress=False), run_dir
+
+
+def bench_intersection(seed: int, out: Path, overrides: list[str], episodes: int) -> None:
+    rows = {}
+    for preset in INTERSECTION:
+        results, run_dir = _trained(preset, seed, out, overrides)
+        cfg = rl_config.load(run_dir)
+        scripted = baselines(cfg.env, episodes, ["idle", "rules"])
+        rows[preset] = {k: results[f"eval/{k}"] for k in ("success_rate", "crash_rate")}
+        emit({
+            "benchmark": "intersection", "preset": preset, "seed": seed,
+            "episodes": results["eval/episodes"], "vehicles": results.get("eval/vehicles", 1),
+            **rows[preset], "mean_return": results["eval/mean_return"],
+            "mean_speed": results["eval/mean_speed"], "env_steps": results["env/steps"],
+            "wall_s": results["train/wall_s"], "steps_per_s": results["train/steps_per_s"],
+            "scripted": {k: {m: v[m] for m in ("success_rate", "crash_rate")}
+                         for k, v in scripted.items()},
+            "run_dir": str(run_dir),
+        })  # fmt: skip
+    attention, mlp = rows["intersection_attention_dqn"], rows["intersection_mlp_dqn"]
+    emit({
+        "benchmark": "intersection", "seed": seed,
+        "target": {"success_rate": 0.9, "crash_rate": 0.05, "wall_s": 3600},
+        "passes": attention["success_rate"] >= 0.9 and attention["crash_rate"] <= 0.05,
+        "attention_beats_mlp": attention["success_rate"] > mlp["success_rate"]
+        and attention["crash_rate"] <= mlp["crash_rate"],
+    })  # fmt: skip
+
+
 def bench_fusion(seed: int, out: Path, overrides: list[str], episodes: int) -> None:
     fused = rl_config.load("highway_fusion_dqn", [*overrides, f"seed={seed}"])
     sensors_config = fused.env.config["observation"]["observation_configs"]
@@ -221,14 +269,17 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key=value for the trained presets")
     parser.add_argument(
         "--only",
-        help=f"vector, baselines, {', '.join([*PRESETS, *SUCCESS_TARGETS])}, planner, fusion",
+        help=f"vector, baselines, {', '.join([*PRESETS, *SUCCESS_TARGETS])}, planner, "
+        "intersection, fusion",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes for the planner")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--episodes", type=int, default=EPISODES)
     parser.add_argument("--out", help="where to keep the runs (default: a temporary folder)")
     args = parser.parse_args()
-    everything = ["vector", "baselines", *PRESETS, *SUCCESS_TARGETS, "planner", "fusion"]
+    everything = [
+        "vector", "baselines", *PRESETS, *SUCCESS_TARGETS, "planner", "intersection", "fusion",
+    ]  # fmt: skip
     names = [args.only] if args.only else everything
     out = Path(args.out or tempfile.mkdtemp(prefix="neuralab-driving-"))
     overrides = [*args.overrides, f"train.final_eval_episodes={args.episodes}"]
@@ -241,6 +292,9 @@ def main() -> None:
         elif name == "fusion":
             for seed in [int(s) for s in args.seeds.split(",")]:
                 bench_fusion(seed, out, overrides, args.episodes)
+        elif name == "intersection":
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                bench_intersection(seed, out, overrides, args.episodes)
         elif name in SUCCESS_TARGETS:
             for seed in [int(s) for s in args.seeds.split(",")]:
                 bench_success(name, seed, out, overrides, args.episodes)

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from conftest import chromium, open_in_chromium, page_health, with_check_script
+from PIL import Image
 from test_cli import TINY, neuralab
 
 
@@ -89,6 +90,31 @@ def test_report_and_compare_take_reinforcement_learning_runs(tmp_path):
     assert "report" in page and "ppo on CartPole-v1" in (tmp_path / "p1/report.html").read_text()
     out = json.loads(neuralab("compare", "p1", "p2", "--json", cwd=tmp_path).stdout)
     assert set(out["differences"]) == {"optim.lr"}
+
+
+def test_a_driving_runs_report_has_its_driving_table(tmp_path):
+    """A driving run's report: its env steps, its driving metrics as a table (two cars' rates
+    said to be over both), its returns and driving curves; no supervised learning curves."""
+    run = tmp_path / "d"
+    (run / "plots").mkdir(parents=True)
+    (run / "config.toml").write_text('seed = 0\nalgo = "dqn"\n\n[env]\nid = "intersection-v0"\n')
+    results = {"env/steps": 4800, "train/wall_s": 60.0, "eval/mean_return": 5.5,
+               "eval/crash_rate": 0.29, "eval/success_rate": 0.6, "eval/mean_speed": 7.4,
+               "eval/mean_distance": 68.7, "eval/lane_changes_per_km": 0.0,
+               "eval/episodes": 100, "eval/vehicles": 2}  # fmt: skip
+    (run / "results.json").write_text(json.dumps(results))
+    (run / "metrics.jsonl").write_text('{"step": 16, "train/episode_return": 1.0}\n')
+    for name in ("returns.png", "driving.png"):
+        Image.new("RGB", (4, 4)).save(run / "plots" / name)
+    neuralab("report", "d", cwd=tmp_path)
+    page = (run / "report.html").read_text()
+    assert "dqn on intersection-v0, 4800 env steps in 60.0 s" in page
+    table = page[page.index("<h2>Driving</h2>") : page.index("<h2>Results</h2>")]
+    cells = ["5.5", "29%", "60%", "7.4", "69", "0.0"]
+    assert "".join(f"<td>{c}</td>" for c in cells) in table
+    assert "100 greedy episodes of 2 vehicles" in table
+    assert "<h2>Returns</h2>" in page and "<h2>Driving: crash rate and speed</h2>" in page
+    assert "Learning curves" not in page and not (run / "plots/curves.png").exists()
 
 
 @pytest.mark.browser

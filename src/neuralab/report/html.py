@@ -146,18 +146,24 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not results:
         raise UserError(f"{run_dir} has no results.json yet; train (or test) the run first")
     out = writable_file(Path(out) if out else run_dir / "report.html")
-    if (run_dir / "metrics.jsonl").exists():
+    rl = "algo" in cfg  # its curves (returns, driving) were drawn as it trained
+    if (run_dir / "metrics.jsonl").exists() and not rl:
         plot_curves(run_dir)
+    done = (
+        f"{results.get('env/steps', '?')} env steps"
+        if rl
+        else f"status {html.escape(str(results.get('status', '?')))}, "
+        f"{results.get('train/steps', '?')} steps"
+    )
     sections = [
         f"<h1>{html.escape(run_dir.name)}</h1>",
-        f"<p>{html.escape(_what(cfg))}, "
-        f"status {html.escape(str(results.get('status', '?')))}, "
-        f"{results.get('train/steps', '?')} steps in {results.get('train/wall_s', '?')} s</p>",
+        f"<p>{html.escape(_what(cfg))}, {done} in {results.get('train/wall_s', '?')} s</p>",
+        *_driving(results),
         "<h2>Results</h2>",
         table(_scalars(results), ["metric", "value"]),
     ]
     plots = run_dir / "plots"
-    for name, title in (("curves.png", "Learning curves"), ("confusion.png", "Test confusion")):
+    for name, title in CURVES:
         if (plots / name).exists():
             sections += [f"<h2>{title}</h2>", image(plots / name)]
     sections += _scenes(run_dir, results)
@@ -167,7 +173,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         sections += ["<h2>Attacks</h2>", _attacks(run_dir)]
     if (run_dir / "probes").is_dir():
         sections += ["<h2>Probes</h2>", _probes(run_dir)]
-    shown = ("curves.png", "confusion.png", "pr_curves.png")
+    shown = (*(name for name, _ in CURVES), "pr_curves.png")
     others = sorted(p for p in plots.glob("*.png") if p.name not in shown)
     if others:
         sections += ["<h2>Attack and probe plots</h2>", *(image(p) for p in others)]
@@ -183,6 +189,40 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     except OSError as err:
         raise UserError(f"cannot write {out}: {err.strerror}") from None
     return out
+
+
+CURVES = (  # the run's plots shown under their own heading, in this order
+    ("curves.png", "Learning curves"),
+    ("confusion.png", "Test confusion"),
+    ("returns.png", "Returns"),
+    ("driving.png", "Driving: crash rate and speed"),
+)
+DRIVING = (  # a driving run's final evaluation: (column, results key, format)
+    ("return", "eval/mean_return", "{:.1f}"),
+    ("crash rate", "eval/crash_rate", "{:.0%}"),
+    ("success", "eval/success_rate", "{:.0%}"),
+    ("speed m/s", "eval/mean_speed", "{:.1f}"),
+    ("distance m", "eval/mean_distance", "{:.0f}"),
+    ("lane changes/km", "eval/lane_changes_per_km", "{:.1f}"),
+)
+
+
+def _driving(results: dict[str, Any]) -> list[str]:
+    """A driving run's table (its greedy episodes' driving metrics), beside the command that
+    scores the scripted drivers on the same seeds."""
+    if results.get("eval/crash_rate") is None:
+        return []
+    row = ["—" if results.get(key) is None else fmt.format(results[key]) for _, key, fmt in DRIVING]
+    vehicles = results.get("eval/vehicles")
+    episodes = f"{results.get('eval/episodes', '?')} greedy episodes" + (
+        f" of {vehicles} vehicles" if vehicles else ""
+    )
+    return [
+        "<h2>Driving</h2>",
+        table([row], [name for name, _, _ in DRIVING]),
+        f"<p>{episodes}, on the evaluation seeds; the scripted drivers on the same seeds: "
+        "<code>neuralab rl baselines RUN</code></p>",
+    ]
 
 
 def _what(cfg: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ pytest.importorskip("highway_env")
 
 from neuralab.errors import UserError  # noqa: E402
 from neuralab.rl import config as rl_config  # noqa: E402
-from neuralab.rl.agents import AgentStreams, SharedPolicy, agents  # noqa: E402
+from neuralab.rl.agents import AgentStreams, SharedPolicy, agents, vehicles  # noqa: E402
 from neuralab.rl.drivers import baselines, rules_action  # noqa: E402
 from neuralab.rl.envs import gym, make_env, make_vector_env, play_episodes  # noqa: E402
 from neuralab.rl.run import env_spaces  # noqa: E402
@@ -139,8 +139,18 @@ def test_the_rule_based_driver_drives_each_vehicle() -> None:
     env.close()
 
 
+def test_highway_envs_own_multi_agent_intersection_is_two_streams_too() -> None:
+    """intersection-multi-agent-v0 (two cars by its defaults) needs no controlled_vehicles; its
+    success is counted as intersection-v0's."""
+    cfg = rl_config.load("intersection_attention_dqn", ["env.id=intersection-multi-agent-v0"])
+    assert vehicles(cfg.env) == 2 and env_spaces(cfg)[1] == 3
+    played = play_episodes([make_env(cfg.env)], lambda x: np.full(len(x), IDLE), [0])
+    assert len(played) == 2 and all(ep.info["driving"]["success"] is not None for ep in played)
+
+
 def test_shared_policy_mistakes_are_one_line_errors() -> None:
-    """Envs that reward only their first vehicle, continuous algorithms, a bad count."""
+    """Envs that reward only their first vehicle, continuous algorithms, a bad count,
+    highway-env's tuple-of-rewards wrapper, the planner."""
     highway = rl_config.load("highway_dqn", ["env.config.controlled_vehicles=2"])
     with pytest.raises(UserError, match="rewards only its first vehicle"):
         make_env(highway.env)
@@ -148,5 +158,7 @@ def test_shared_policy_mistakes_are_one_line_errors() -> None:
         two_cars("algo=sac")
     with pytest.raises(UserError, match="a whole number >= 1"):
         make_env(two_cars("env.config.controlled_vehicles=0").env)
+    with pytest.raises(UserError, match="returns a tuple of rewards"):
+        make_env(two_cars("env.id=intersection-multi-agent-v1").env)
     with pytest.raises(UserError, match="the planner drives one vehicle"):
         baselines(two_cars("env.config.normalize_reward=true").env, 1, ["planner"])

@@ -1,6 +1,7 @@
 """Several controlled vehicles sharing one policy (highway-env's ``controlled_vehicles``).
 
-highway-env drives k > 1 vehicles with a ``MultiAgentAction`` (a tuple of k actions) and a
+highway-env drives k > 1 vehicles (``env.config.controlled_vehicles``; two by default on
+intersection-multi-agent-v0) with a ``MultiAgentAction`` (a tuple of k actions) and a
 ``MultiAgentObservation`` (a tuple of k observations, each from its own vehicle's seat, that
 vehicle first). Parameter sharing, the plain way to train them (Gupta et al. 2017,
 "Cooperative Multi-agent Control Using Deep Reinforcement Learning"): every vehicle is one
@@ -21,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from neuralab.errors import UserError
+from neuralab.rl import driving
+from neuralab.rl.config import EnvConfig
 
 try:
     import gymnasium as gym
@@ -31,6 +34,20 @@ except ImportError:
 def agents(env: gym.Env | gym.vector.VectorEnv) -> int:
     """How many vehicles share the policy in ``env`` (1 for every ordinary env)."""
     return getattr(env, "agents", 1)
+
+
+def vehicles(cfg: EnvConfig) -> int:
+    """How many vehicles the configured env's policy drives (``controlled_vehicles``)."""
+    if cfg.preprocess == "atari" or not driving.is_driving_id(cfg.id):
+        return 1
+    return driving.controlled_count(cfg.id, cfg.config or {})
+
+
+def vehicle_info(info: dict, j: int) -> dict:
+    """Vehicle ``j``'s view of an episode's last info: its driving metrics as ``driving``."""
+    if "agents_driving" not in info:
+        return info
+    return {**info, "driving": info["agents_driving"][j]}
 
 
 class SharedPolicy(gym.Wrapper):

@@ -30,9 +30,9 @@ import numpy as np
 
 from neuralab.errors import UserError
 from neuralab.rl import driving
-from neuralab.rl.agents import agents
+from neuralab.rl.agents import agents, vehicle_info
 from neuralab.rl.config import EnvConfig
-from neuralab.rl.envs import Episode, gym, make_env, vehicle_info
+from neuralab.rl.envs import Episode, gym, make_env
 from neuralab.rl.evaluate import EVAL_SEED, save_episode_gif, summary
 from neuralab.rl.planner import BUDGET, planner
 

@@ -46,8 +46,7 @@ def is_driving_id(env_id: str) -> bool:
 
 def check_config(env_id: str, config: dict[str, Any]) -> None:
     """A one-line error for a key the env's ``default_config`` does not have."""
-    creator = gym.envs.registration.load_env_creator(gym.registry[env_id].entry_point)
-    valid = creator.default_config()
+    valid = _defaults(env_id)
     unknown = sorted(set(config) - set(valid))
     if unknown:
         raise UserError(
@@ -60,13 +59,8 @@ def shared_config(env_id: str, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with more than one ``controlled_vehicles`` made multi-agent: the env's action
     and observation (``config``'s or its defaults) become a ``MultiAgentAction`` and a
     ``MultiAgentObservation`` of them (``rl.agents`` shares one policy among the vehicles)."""
-    controlled = config.get("controlled_vehicles", 1)
-    if not isinstance(controlled, int) or controlled < 1:
-        raise UserError(
-            f"env.config.controlled_vehicles must be a whole number >= 1, got {controlled!r}"
-        )
-    creator = gym.envs.registration.load_env_creator(gym.registry[env_id].entry_point)
-    defaults = creator.default_config()
+    controlled = controlled_count(env_id, config)
+    defaults = _defaults(env_id)
     action = config.get("action", defaults["action"])
     if controlled == 1 or action.get("type") == "MultiAgentAction":
         return config
@@ -76,6 +70,21 @@ def shared_config(env_id: str, config: dict[str, Any]) -> dict[str, Any]:
         "action": {"type": "MultiAgentAction", "action_config": action},
         "observation": {"type": "MultiAgentObservation", "observation_config": observation},
     }
+
+
+def controlled_count(env_id: str, config: dict[str, Any]) -> int:
+    """How many vehicles ``env_id`` with ``config`` controls: its ``controlled_vehicles``."""
+    controlled = config.get("controlled_vehicles", _defaults(env_id).get("controlled_vehicles", 1))
+    if not isinstance(controlled, int) or controlled < 1:
+        raise UserError(
+            f"env.config.controlled_vehicles must be a whole number >= 1, got {controlled!r}"
+        )
+    return controlled
+
+
+def _defaults(env_id: str) -> dict[str, Any]:
+    creator = gym.envs.registration.load_env_creator(gym.registry[env_id].entry_point)
+    return creator.default_config()
 
 
 def observation_type(env: gym.Env):
@@ -133,7 +142,7 @@ def success(env: gym.Env, info: dict, distance: float, v=None) -> bool | None:
     name = type(u).__name__
     if is_racetrack(env):
         return distance >= lap_length(env) and bool(v.on_road) and not v.crashed
-    if name.startswith("Intersection"):
+    if "Intersection" in name:  # (also MultiAgentIntersectionEnv)
         return bool(u.has_arrived(v)) and not v.crashed
     if name.startswith("Merge"):
         return bool(v.position[0] > 370) and not v.crashed  # where merge-v0 ends the episode

@@ -30,7 +30,7 @@ import numpy as np
 
 from neuralab.errors import UserError
 from neuralab.rl import atari, driving, her
-from neuralab.rl.agents import AgentStreams, SharedPolicy, agents
+from neuralab.rl.agents import AgentStreams, SharedPolicy, agents, vehicle_info, vehicles
 from neuralab.rl.config import EnvConfig
 from neuralab.rl.nets import Sensors
 
@@ -134,6 +134,11 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         if not is_driving:
             raise
         raise UserError(f"{cfg.id}: highway-env rejects env.config: {err}") from None
+    if any(w.name == "MultiAgentWrapper" for w in env.spec.additional_wrappers):
+        raise UserError(
+            f"{cfg.id} returns a tuple of rewards; neuralab shares the policy among the cars "
+            "itself: use intersection-multi-agent-v0 or env.config.controlled_vehicles"
+        )
     space = env.action_space
     if isinstance(space, gym.spaces.Tuple):  # several controlled vehicles: see rl.agents
         if cfg.actions or her.is_goal_space(env.observation_space[0]):
@@ -261,13 +266,6 @@ def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
-def vehicles(cfg: EnvConfig) -> int:
-    """How many vehicles the configured env's policy drives (``controlled_vehicles``)."""
-    if not cfg.config:
-        return 1
-    return int(cfg.config.get("controlled_vehicles", 1))
-
-
 def spaces(cfg: EnvConfig, continuous: bool = False) -> tuple[tuple[int, ...], int]:
     """(observation shape, number of actions) of the configured env: of discrete actions, or
     with ``continuous`` (SAC) the dimensions of its Box of actions; an env of the other kind
@@ -387,10 +385,3 @@ def play_episodes(
         for ts, info in zip(trajs, last, strict=True)
         for j, t in enumerate(ts)
     ]
-
-
-def vehicle_info(info: dict, j: int) -> dict:
-    """Vehicle ``j``'s view of an episode's last info: its driving metrics as ``driving``."""
-    if "agents_driving" not in info:
-        return info
-    return {**info, "driving": info["agents_driving"][j]}

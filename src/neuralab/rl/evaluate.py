@@ -19,9 +19,9 @@ from torch import nn
 from neuralab.errors import UserError
 from neuralab.plots import save_gif
 from neuralab.rl import atari, driving
-from neuralab.rl.agents import agents
+from neuralab.rl.agents import agents, vehicles
 from neuralab.rl.config import RLConfig
-from neuralab.rl.envs import Episode, SensorFailure, make_env, play_episodes, vehicles
+from neuralab.rl.envs import Episode, SensorFailure, make_env, play_episodes
 from neuralab.rl.nets import as_batch
 
 EVAL_SEED = 1_000_000

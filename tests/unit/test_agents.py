@@ -4,6 +4,8 @@ episodes in evaluation and in the scripted drivers' tables."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -11,9 +13,15 @@ pytest.importorskip("highway_env")
 
 from neuralab.errors import UserError  # noqa: E402
 from neuralab.rl import config as rl_config  # noqa: E402
-from neuralab.rl.agents import AgentStreams, SharedPolicy, agents, vehicles  # noqa: E402
+from neuralab.rl.agents import AgentStreams, SharedPolicy, agents  # noqa: E402
 from neuralab.rl.drivers import baselines, rules_action  # noqa: E402
-from neuralab.rl.envs import gym, make_env, make_vector_env, play_episodes  # noqa: E402
+from neuralab.rl.envs import (  # noqa: E402
+    SensorFailure,
+    gym,
+    make_env,
+    make_vector_env,
+    play_episodes,
+)
 from neuralab.rl.run import env_spaces  # noqa: E402
 
 SLOWER, IDLE, FASTER = 0, 1, 2  # intersection-v0's meta-actions (speed only)
@@ -76,7 +84,7 @@ def test_agent_streams_by_hand() -> None:
     observation in final_obs, and its return and length in infos["episode"]."""
     mode = gym.vector.AutoresetMode.SAME_STEP
     inner = gym.vector.SyncVectorEnv([lambda: SharedPolicy(Pair())] * 2, autoreset_mode=mode)
-    envs = AgentStreams(inner, 2)
+    envs = AgentStreams(inner)
     assert envs.num_envs == 4 and envs.single_action_space == gym.spaces.Discrete(2)
     obs, _ = envs.reset(seed=0)
     assert obs.shape == (4, 3) and obs[:, 1].tolist() == [0, 1, 0, 1]
@@ -143,9 +151,26 @@ def test_highway_envs_own_multi_agent_intersection_is_two_streams_too() -> None:
     """intersection-multi-agent-v0 (two cars by its defaults) needs no controlled_vehicles; its
     success is counted as intersection-v0's."""
     cfg = rl_config.load("intersection_attention_dqn", ["env.id=intersection-multi-agent-v0"])
-    assert vehicles(cfg.env) == 2 and env_spaces(cfg)[1] == 3
+    assert agents(make_env(cfg.env)) == 2 and env_spaces(cfg)[1] == 3
     played = play_episodes([make_env(cfg.env)], lambda x: np.full(len(x), IDLE), [0])
     assert len(played) == 2 and all(ep.info["driving"]["success"] is not None for ep in played)
+
+
+def test_a_failed_sensor_reads_zero_for_every_car() -> None:
+    """Two cars with a fused Kinematics + Lidar view: SensorFailure on top of the shared env
+    still sees two cars, and zeroes the lidar part of each car's row, not whole rows."""
+    fused = {
+        "type": "TupleObservation",
+        "observation_configs": [{"type": "Kinematics"}, {"type": "LidarObservation"}],
+    }
+    cfg = two_cars(f"env.config.observation={json.dumps(fused)}")
+    env = SensorFailure(make_env(cfg.env), ["lidar"])
+    assert agents(env) == 2
+    obs, _ = env.reset(seed=0)
+    kinematics = 5 * 5  # highway-env's default table: 5 vehicles x 5 features
+    assert obs.shape == (2, kinematics + 16 * 2) and not obs[:, kinematics:].any()
+    assert obs[:, :kinematics].any(axis=1).all()
+    env.close()
 
 
 def test_shared_policy_mistakes_are_one_line_errors() -> None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from neuralab.errors import UserError
-from neuralab.rl import driving
-from neuralab.rl.config import EnvConfig
 
 try:
     import gymnasium as gym
@@ -31,16 +29,13 @@ except ImportError:
     raise UserError("reinforcement learning needs Gymnasium: pip install 'neuralab[rl]'") from None
 
 
-def agents(env: gym.Env | gym.vector.VectorEnv) -> int:
-    """How many vehicles share the policy in ``env`` (1 for every ordinary env)."""
-    return getattr(env, "agents", 1)
-
-
-def vehicles(cfg: EnvConfig) -> int:
-    """How many vehicles the configured env's policy drives (``controlled_vehicles``)."""
-    if cfg.preprocess == "atari" or not driving.is_driving_id(cfg.id):
+def agents(env: gym.Env) -> int:
+    """How many vehicles share the policy in ``env`` (1 for every ordinary env); read through
+    any wrappers put on top of ``SharedPolicy`` (Gymnasium's wrappers do not forward it)."""
+    try:
+        return env.get_wrapper_attr("agents")
+    except AttributeError:
         return 1
-    return driving.controlled_count(cfg.id, cfg.config or {})
 
 
 def vehicle_info(info: dict, j: int) -> dict:
@@ -107,9 +102,9 @@ class AgentStreams(gym.vector.VectorWrapper):
     vehicles', and ``infos["episode"]`` / ``infos["_episode"]`` hold each finished vehicle's
     return and length (as ``RecordEpisodeStatistics`` does for one vehicle)."""
 
-    def __init__(self, envs: gym.vector.VectorEnv, agents: int) -> None:
+    def __init__(self, envs: gym.vector.VectorEnv) -> None:
         super().__init__(envs)
-        self.agents, self.envs_count = agents, envs.num_envs
+        self.agents, self.envs_count = len(envs.single_action_space.nvec), envs.num_envs
         one = envs.single_observation_space
         self.single_observation_space = gym.spaces.Box(one.low[0], one.high[0], dtype=one.dtype)
         self.single_action_space = gym.spaces.Discrete(int(envs.single_action_space.nvec[0]))

@@ -53,14 +53,13 @@ def episode_attention(cfg, agent, frames: int, seed: int = EVAL_SEED) -> list[di
     obs, _ = env.reset(seed=seed)
     snapshots, done, step = [], False, 0
     k = agents(env)
-    names = getattr(env.unwrapped.action_type, "agents_action_types", [env.unwrapped.action_type])
     while not done:
         with torch.no_grad():
             actions = agent.greedy(as_batch(obs.reshape(k, -1))).numpy()  # each car's
         weights = net.last_attention[0].mean(0).numpy()  # (V,): the first car's
         cars = vehicles_in_view(env)
         snapshots.append({
-            "step": step, "action": names[0].actions[int(actions[0])],
+            "step": step, "action": driving.action_type(env).actions[int(actions[0])],
             "cars": [(np.array(v.position), float(v.heading), float(w))
                      for v, w in zip(cars, weights, strict=False)],
         })  # fmt: skip

@@ -69,12 +69,6 @@ def _lane_is_free(road, v, lane_index, scale: float = 1.0) -> bool:
     return True
 
 
-def _actions(env) -> dict[str, int]:
-    """The meta-actions of ``env``'s (first) controlled vehicle, by name."""
-    action_type = env.unwrapped.action_type
-    return getattr(action_type, "agents_action_types", [action_type])[0].actions_indexes
-
-
 def rules_action(env) -> int | np.ndarray:
     """The rule-based driver's meta-action in ``env``'s current state (each controlled
     vehicle's, where several share the driver)."""
@@ -85,7 +79,7 @@ def rules_action(env) -> int | np.ndarray:
 
 def _rules(env, v) -> int:
     """The rule-based driver's meta-action for vehicle ``v``."""
-    actions, road = _actions(env), env.unwrapped.road
+    actions, road = driving.action_type(env).actions_indexes, env.unwrapped.road
     front = road.neighbour_vehicles(v, v.lane_index)[0]
     gap, ttc = _gap_and_ttc(v, front)
     danger = ttc < BRAKE_TTC or gap < HEADWAY * v.speed
@@ -112,7 +106,7 @@ def _constant(name: str) -> Callable:
                 raise UserError(f"{env.spec.id} acts continuously; it has no {name} meta-action")
             space = env.action_space  # no throttle, no steering
             return np.zeros(space.shape, space.dtype)
-        actions = _actions(env)
+        actions = driving.action_type(env).actions_indexes
         if name not in actions:
             raise UserError(f"{env.spec.id} has no {name} action (its actions: {list(actions)})")
         return np.full(agents(env), actions[name]) if agents(env) > 1 else actions[name]

@@ -87,6 +87,12 @@ def _defaults(env_id: str) -> dict[str, Any]:
     return creator.default_config()
 
 
+def action_type(env: gym.Env):
+    """The action type of a highway-env env's (first) controlled vehicle."""
+    action = env.unwrapped.action_type
+    return getattr(action, "agents_action_types", [action])[0]
+
+
 def observation_type(env: gym.Env):
     """The observation type of a highway-env env's (first) controlled vehicle."""
     observation = env.unwrapped.observation_type

@@ -30,7 +30,7 @@ import numpy as np
 
 from neuralab.errors import UserError
 from neuralab.rl import atari, driving, her
-from neuralab.rl.agents import AgentStreams, SharedPolicy, agents, vehicle_info, vehicles
+from neuralab.rl.agents import AgentStreams, SharedPolicy, agents, vehicle_info
 from neuralab.rl.config import EnvConfig
 from neuralab.rl.nets import Sensors
 
@@ -242,7 +242,7 @@ class SensorFailure(gym.ObservationWrapper):
     def observation(self, obs: np.ndarray) -> np.ndarray:
         obs = obs.copy()
         for part in self.cut:
-            obs[part] = 0
+            obs[..., part] = 0  # (each vehicle's, where several share the policy)
         return obs
 
 
@@ -260,9 +260,8 @@ def make_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
         envs = gym.vector.AsyncVectorEnv(make, autoreset_mode=mode, context="fork")
     else:
         envs = gym.vector.SyncVectorEnv(make, autoreset_mode=mode)
-    k = vehicles(cfg)
-    if k > 1:
-        return AgentStreams(envs, k)
+    if isinstance(envs.single_action_space, gym.spaces.MultiDiscrete):  # SharedPolicy's
+        return AgentStreams(envs)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 

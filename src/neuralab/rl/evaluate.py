@@ -19,7 +19,7 @@ from torch import nn
 from neuralab.errors import UserError
 from neuralab.plots import save_gif
 from neuralab.rl import atari, driving
-from neuralab.rl.agents import agents, vehicles
+from neuralab.rl.agents import agents
 from neuralab.rl.config import RLConfig
 from neuralab.rl.envs import Episode, SensorFailure, make_env, play_episodes
 from neuralab.rl.nets import as_batch
@@ -69,11 +69,12 @@ def evaluate(
     if failed:
         envs = [SensorFailure(env, failed) for env in envs]
     played = play_episodes(envs, _policy(agent, sampled), seeds, record=False)
+    k = agents(envs[0])
     for env in envs:
         env.close()
     out = summary(played)
-    if vehicles(cfg.env) > 1:
-        out.update(episodes=episodes, vehicles=vehicles(cfg.env))
+    if k > 1:
+        out.update(episodes=episodes, vehicles=k)
     return out
 
 

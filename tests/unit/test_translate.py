@@ -134,6 +134,7 @@ def test_beam_of_one_is_greedy(name):
 
 
 def test_label_smoothing_zero_is_cross_entropy_over_real_tokens():
+    """And with smoothing 0.1 the loss is PyTorch's own label-smoothed cross-entropy."""
     torch.manual_seed(0)
     logits, targets = torch.randn(2, 4, 9), torch.randint(1, 9, (2, 4))
     targets[0, 2:] = 0
@@ -143,8 +144,12 @@ def test_label_smoothing_zero_is_cross_entropy_over_real_tokens():
     torch.testing.assert_close(loss, expected)
     assert int(stats["count"]) == 6
     assert float(stats["ce"]) == pytest.approx(6 * expected.item(), rel=1e-5)
-    smoothed, _ = label_smoothed_loss(logits, targets, pad_id=0, smoothing=0.1)
+    smoothed, stats = label_smoothed_loss(logits, targets, pad_id=0, smoothing=0.1)
     assert smoothed.item() != pytest.approx(loss.item())
+    oracle = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0,
+                             label_smoothing=0.1)  # fmt: skip
+    torch.testing.assert_close(smoothed, oracle)
+    assert float(stats["ce"]) == pytest.approx(6 * expected.item(), rel=1e-5)
 
 
 def test_sacrebleu_on_a_hand_worked_case():

@@ -159,10 +159,49 @@ class GRUTranslator(Seq2Seq):
 
     def attend(self, memory: Memory, s: Tensor) -> tuple[Tensor, Tensor]:
         """Bahdanau's context of state ``s`` (B, h): (c (B, 2h), α (B, S))."""
+        return self.align(memory, self.w_a(s))
+
+    def align(self, memory: Memory, query: Tensor) -> tuple[Tensor, Tensor]:
+        """The context and weights from ``W s`` (B, a), already projected."""
         annotations, keep, keys, _, _ = memory
-        scores = self.v_a(torch.tanh(self.w_a(s)[:, None] + keys))[..., 0]  # (B, S)
+        scores = torch.tanh(query[:, None] + keys) @ self.v_a.weight[0]  # (B, S)
         alpha = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=1)
-        return (alpha[..., None] * annotations).sum(1), alpha
+        return torch.bmm(alpha[:, None], annotations)[:, 0], alpha
+
+    def loop_weights(self, memory: Memory) -> tuple[Memory, Tensor, Tensor]:
+        """What every step multiplies by, made once: ``w_s`` = [W_hh; W], so that one product
+        of ``s`` serves the cell and the score, and ``w_c``, the context's part of the cell's
+        input weights; under autocast they and the annotations are cast once here, not at
+        every step."""
+        w_s = torch.cat([self.cell.weight_hh, self.w_a.weight])
+        w_c = self.cell.weight_ih[:, self.config.d_embed :]
+        kind = memory[0].device.type
+        if torch.is_autocast_enabled(kind):
+            dtype = torch.get_autocast_dtype(kind)
+            memory = (memory[0].to(dtype), *memory[1:])
+            w_s, w_c = w_s.to(dtype), w_c.to(dtype)
+        return memory, w_s, w_c
+
+    def advance(
+        self, memory: Memory, s: Tensor, gi_words: Tensor, w_s: Tensor, w_c: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One attention step from ``s_{i-1}``: the GRU cell's arithmetic (PyTorch's gate
+        order r, z, n), with the word's part of its input, ``gi_words`` (B, 3h), computed
+        ahead, and the weights of ``loop_weights``. -> (s_i, c_i, α_i)."""
+        h = self.config.hidden
+        both = s @ w_s.T
+        context, alpha = self.align(memory, both[:, 3 * h :])
+        gi = gi_words + context @ w_c.T
+        i_r, i_z, i_n = gi.chunk(3, 1)
+        h_r, h_z, h_n = (both[:, : 3 * h] + self.cell.bias_hh).chunk(3, 1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return n + z * (s - n), context, alpha
+
+    def word_gates(self, embedded: Tensor) -> Tensor:
+        """The words' part of the cell's input gates, for one step or all at once."""
+        weight = self.cell.weight_ih[:, : self.config.d_embed]
+        return F.linear(embedded, weight, self.cell.bias_ih)
 
     def logits(self, s: Tensor, context: Tensor, embedded: Tensor) -> Tensor:
         t = torch.tanh(self.deep_out(self.drop(torch.cat([s, context, embedded], -1))))
@@ -172,23 +211,36 @@ class GRUTranslator(Seq2Seq):
         (s,) = state
         e = self.drop(self.embed(words))  # (B, d)
         if self.attends:
-            context, alpha = self.attend(memory, s)
-            s = self.cell(torch.cat([e, context], 1), s)
+            memory, w_s, w_c = self.loop_weights(memory)
+            s, context, alpha = self.advance(memory, s, self.word_gates(e), w_s, w_c)
         else:
             context, alpha = memory[3], memory[0].new_zeros(len(words), 0)
             s = self.decoder(torch.cat([e, context], 1)[:, None], s[None])[1][0]
         return self.logits(s, context, e), (s,), alpha
 
     def forward(self, src: Tensor, words: Tensor, need_weights: bool = False):
-        if self.attends:
-            return super().forward(src, words, need_weights)
+        """Teacher forcing. Only the recurrence is stepped; the word projections before it
+        and the deep output and vocabulary logits after it run once over all (B, T)."""
         memory = self.encode(src)
-        context = memory[3]
         e = self.drop(self.embed(words))  # (B, T, d)
-        fixed = context[:, None].expand(-1, words.shape[1], -1)
-        states, _ = self.decoder(torch.cat([e, fixed], -1), self.start(memory)[0][None])
-        out = self.logits(states, fixed, e)  # one fused GRU call: the same as stepping
-        return (out, out.new_zeros(*words.shape, 0)) if need_weights else out
+        s = self.start(memory)[0]
+        if self.attends:
+            gi_words = self.word_gates(e)
+            memory, w_s, w_c = self.loop_weights(memory)
+            states, contexts, alphas = [], [], []
+            for t in range(words.shape[1]):
+                s, context, alpha = self.advance(memory, s, gi_words[:, t], w_s, w_c)
+                states.append(s)
+                contexts.append(context)
+                alphas.append(alpha)
+            states, contexts = torch.stack(states, 1), torch.stack(contexts, 1)
+            weights = torch.stack(alphas, 1)
+        else:
+            contexts = memory[3][:, None].expand(-1, words.shape[1], -1)
+            states, _ = self.decoder(torch.cat([e, contexts], -1), s[None])
+            weights = e.new_zeros(*words.shape, 0)
+        out = self.logits(states, contexts, e)
+        return (out, weights) if need_weights else out
 
 
 register_model("seq2seq_gru", arch="gru")(GRUTranslator)
@@ -199,11 +251,19 @@ def label_smoothed_loss(
     logits: Tensor, targets: Tensor, pad_id: int, smoothing: float = 0.0
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Mean cross-entropy of the (B, T) non-pad target tokens with label smoothing, and
-    ``count``, ``correct`` and the unsmoothed ``ce`` (summed) over them."""
+    ``count``, ``correct`` and the unsmoothed ``ce`` (summed) over them.
+
+    ``F.cross_entropy(..., label_smoothing=ε)``'s value, (1 - ε)·NLL + ε·mean over classes
+    of -log p, from one log-softmax that also gives ``ce`` (tested equal to it)."""
     flat, goal = logits.flatten(0, 1).float(), targets.flatten()
-    loss = F.cross_entropy(flat, goal, ignore_index=pad_id, label_smoothing=smoothing)
+    log_p = F.log_softmax(flat, -1)
     valid = goal != pad_id
+    count = valid.sum()
+    nll = F.nll_loss(log_p, goal, ignore_index=pad_id, reduction="sum")
+    total = nll
+    if smoothing:
+        uniform = -(log_p.mean(-1) * valid).sum()
+        total = (1 - smoothing) * nll + smoothing * uniform
     with torch.no_grad():
-        ce = F.cross_entropy(flat, goal, ignore_index=pad_id, reduction="sum")
         correct = ((flat.argmax(-1) == goal) & valid).sum()
-    return loss, {"count": valid.sum(), "correct": correct, "ce": ce}
+    return total / count, {"count": count, "correct": correct, "ce": nll.detach()}

@@ -7,8 +7,10 @@ per line.
   equal, and encode throughput (MB/s) of the whole text, single-threaded, median of 3.
 - ``baseline``: TF-IDF of word unigrams and bigrams + logistic regression on bible-genre
   and on fortunes.
-- one object per classifier preset (``cnn``, ``bilstm``, ``transformer`` on bible-genre,
-  ``fortunes_cnn``): test accuracy, macro-F1, majority class, training time.
+- one object per classifier preset (``cnn``, ``bilstm``, ``transformer``, ``gpt`` on
+  bible-genre, ``fortunes_cnn``): test accuracy, macro-F1, majority class, training time.
+- ``pretrained_gpt``: ``bible_genre_lm`` (a GPT language model of the train and val verses),
+  then ``bible_genre_gpt`` fine-tuned from it; ``gpt`` is the same classifier from scratch.
 - one object per translation preset (``en_es_gru``, ``en_es_attention``,
   ``en_es_transformer``): sacreBLEU BLEU and chrF on the test books (beam 4 and greedy)
   beside the source copied, target tokens per second, training time.
@@ -21,6 +23,7 @@ Transformer (≥ 20), each in 45 minutes.
     python benchmarks/nlp.py                       # tokenizer, baseline, the classifiers
     python benchmarks/nlp.py --only baseline cnn   # some of them
     python benchmarks/nlp.py train.epochs=2 --only cnn
+    python benchmarks/nlp.py --only pretrained_gpt gpt     # pretrained against scratch
     python benchmarks/nlp.py --only en_es_transformer   # 6 epochs, about 40 minutes
 """
 
@@ -38,7 +41,7 @@ from neuralab.data import bible, fortunes
 from neuralab.text.bpe import BYTE_RANK, BPETokenizer
 from neuralab.train import fit, load_model, new_run_dir, test
 
-PRESETS = ("cnn", "bilstm", "transformer", "fortunes_cnn")
+PRESETS = ("cnn", "bilstm", "transformer", "gpt", "fortunes_cnn")
 READERS = {"bible-genre": bible.genre_split, "fortunes": fortunes.fortune_split}
 TRANSLATORS = ("en_es_gru", "en_es_attention", "en_es_transformer")
 
@@ -102,12 +105,30 @@ def baseline(name: str) -> dict:
     }
 
 
+def classifier(preset: str, overrides: list[str], out: Path, what: str = "") -> dict:
+    """Train ``preset`` to the end and test it."""
+    cfg = config.load(preset, overrides)
+    run_dir = new_run_dir(out / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}", cfg)
+    summary = fit(cfg, run_dir, progress=False)
+    result = test(run_dir)
+    return {
+        "what": what or preset,
+        "run": str(run_dir),
+        "test_acc": round(result["test/acc"], 4),
+        "test_macro_f1": round(result["test/macro_f1"], 4),
+        "majority": round(result["test/majority"], 4),
+        "train/wall_s": summary["train/wall_s"],
+        "train/steps": summary["train/steps"],
+        "params": load_model(run_dir).num_params(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of every preset")
     parser.add_argument(
         "--only", nargs="+", default=["tokenizer", "baseline", *PRESETS],
-        choices=["tokenizer", "baseline", *PRESETS, *TRANSLATORS],
+        choices=["tokenizer", "baseline", *PRESETS, "pretrained_gpt", *TRANSLATORS],
     )  # fmt: skip
     parser.add_argument("--out", default="runs/bench", help="where new runs go")
     args = parser.parse_args()
@@ -116,24 +137,27 @@ def main() -> None:
     if "baseline" in args.only:
         for name in READERS:
             emit(baseline(name))
-    for arch in (a for a in PRESETS if a in args.only):
-        preset = arch if arch.startswith("fortunes") else f"bible_genre_{arch}"
-        cfg = config.load(preset, args.overrides)
-        run_dir = new_run_dir(Path(args.out) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}", cfg)
+    if "pretrained_gpt" in args.only:
+        cfg = config.load("bible_genre_lm")
+        run_dir = new_run_dir(
+            Path(args.out) / f"bible_genre_lm-{time.strftime('%Y%m%d-%H%M%S')}", cfg
+        )
         summary = fit(cfg, run_dir, progress=False)
-        result = test(run_dir)
         emit(
             {
-                "what": preset,
+                "what": "bible_genre_lm",
                 "run": str(run_dir),
-                "test_acc": round(result["test/acc"], 4),
-                "test_macro_f1": round(result["test/macro_f1"], 4),
-                "majority": round(result["test/majority"], 4),
+                "val/loss": round(summary["val/loss"], 4),
+                "test/loss": round(test(run_dir)["test/loss"], 4),
                 "train/wall_s": summary["train/wall_s"],
                 "train/steps": summary["train/steps"],
-                "params": load_model(run_dir).num_params(),
             }
         )
+        init = [*args.overrides, f"train.init_from={run_dir}"]
+        emit(classifier("bible_genre_gpt", init, Path(args.out), "bible_genre_gpt pretrained"))
+    for arch in (a for a in PRESETS if a in args.only):
+        preset = arch if arch.startswith("fortunes") else f"bible_genre_{arch}"
+        emit(classifier(preset, args.overrides, Path(args.out)))
     for name in (t for t in TRANSLATORS if t in args.only):
         preset = f"bible_{name}"
         cfg = config.load(preset, args.overrides)

@@ -120,6 +120,8 @@ class TrainConfig:
     batch_size: int = field(default=128, metadata=bounds(1))
     eval_batch_size: int = field(default=1000, metadata=bounds(1))
     threads: int = field(default=0, metadata=bounds(0))  # 0 = all cores
+    # a finished run whose best weights start this one (fine-tuning; its tokenizer too)
+    init_from: str = ""
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPUs
     # bf16: matmuls in bfloat16 under autocast (fp32 weights); auto: bf16 on a GPU that has it
     # and on a CPU with bf16 arithmetic (AMX tiles or AVX512-BF16), else fp32;

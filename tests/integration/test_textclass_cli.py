@@ -74,3 +74,45 @@ def test_fortunes_info_and_a_short_run(tmp_path):
 def test_a_text_classifier_on_images_is_refused(tmp_path):
     proc = neuralab("train", "bible_genre_cnn", "data.name=digits", cwd=tmp_path, check=False)
     assert_user_error(proc, "text classification needs labelled texts")
+
+
+def test_a_gpt_classifier_starts_from_its_language_model(tmp_path):
+    """`bible_genre_lm` (shortened) learns a BPE language model of the train and val verses,
+    its tokenizer holding the classifier's <pad> and <cls>; `bible_genre_gpt
+    train.init_from=` that run reads the same tokenizer and starts from all its tensors.
+    Another width, or a directory that is no run, is one line (exit 2), the latter before
+    any run directory exists."""
+    require_dataset("bible-genre")
+    tiny = ["model.n_layer=1", "model.n_heads=2", "model.d_model=16", "data.vocab_size=300"]
+    neuralab("train", "bible_genre_lm", *tiny, "train.max_steps=3", "train.val_every=3",
+             "--run-dir", "lm", cwd=tmp_path)  # fmt: skip
+    result = json.loads(
+        neuralab(
+            "train",
+            "bible_genre_gpt",
+            *tiny,
+            "data.max_tokens=16",
+            "train.max_steps=2",
+            "train.batch_size=8",
+            "train.init_from=lm",
+            "--run-dir",
+            "clf",
+            "--json",
+            cwd=tmp_path,
+        ).stdout  # fmt: skip
+    )
+    assert 0 <= result["test/macro_f1"] <= 1
+    lm_tokenizer = (tmp_path / "lm" / "tokenizer.json").read_bytes()
+    assert (tmp_path / "clf" / "tokenizer.json").read_bytes() == lm_tokenizer
+    assert json.loads(lm_tokenizer)["special"].keys() >= {"<pad>", "<cls>"}
+    summary = json.loads((tmp_path / "clf" / "results.json").read_text())
+    assert summary["train/init_tensors"] == 9  # wte, one block's 6 (no biases), ln_f, head (tied)
+    proc = neuralab("train", "bible_genre_gpt", *tiny, "model.d_model=32", "train.init_from=lm",
+                    "--run-dir", "wide", cwd=tmp_path, check=False)  # fmt: skip
+    assert_user_error(proc, "train.init_from=lm: its gpt differs from this text_gpt "
+                      "(d_model=16 there, 32 here)")  # fmt: skip
+    assert not (tmp_path / "wide").exists()
+    proc = neuralab("train", "bible_genre_gpt", "train.init_from=nowhere", "--run-dir", "none",
+                    cwd=tmp_path, check=False)  # fmt: skip
+    assert_user_error(proc, "no 'best' checkpoint in nowhere")
+    assert not (tmp_path / "none").exists()

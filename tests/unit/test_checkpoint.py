@@ -113,3 +113,30 @@ def test_prune_keeps_last_and_best(tmp_path):
             checkpoint.point(root, "best", p)
     checkpoint.prune(root)
     assert sorted(p.name for p in root.glob("step-*")) == ["step-000002", "step-000003"]
+
+
+def test_a_classifier_starts_from_a_language_models_weights(tmp_path):
+    """train.init_from: every tensor of a GPT language model's best checkpoint lands in the
+    text_gpt of the same options (its own head stays as initialised, and it trains); a
+    text_gpt of another width is refused in one line naming the shapes."""
+    from neuralab.models import create_model
+
+    options = dict(vocab_size=40, block_size=16, n_layer=1, n_heads=2, d_model=8)
+    torch.manual_seed(0)
+    lm = create_model("gpt", **options)
+    root = tmp_path / "lm" / "checkpoints"
+    step = checkpoint.write(root, 1, model=lm.state_dict(), state={},
+                            meta={"model": {"name": "gpt", "config": options}})  # fmt: skip
+    checkpoint.point(root, "best", step)
+    torch.manual_seed(1)
+    classifier = create_model("text_gpt", num_classes=3, max_tokens=16, **options)
+    head = classifier.classifier.weight.detach().clone()
+    assert checkpoint.start_from(classifier, tmp_path / "lm") == len(lm.state_dict())
+    for name, tensor in lm.state_dict().items():
+        torch.testing.assert_close(classifier.state_dict()[name], tensor)
+    torch.testing.assert_close(classifier.classifier.weight, head)
+    classifier(torch.randint(2, 40, (2, 5))).sum().backward()
+    assert classifier.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    wider = create_model("text_gpt", num_classes=3, max_tokens=16, **{**options, "d_model": 16})
+    with pytest.raises(UserError, match=r"^train.init_from=.*its gpt does not fit .* vs \(16,"):
+        checkpoint.start_from(wider, tmp_path / "lm")

@@ -47,11 +47,12 @@ def test_texts_are_padded_to_the_longest_and_cut_at_max_tokens():
     assert tok.decode(ids[1].tolist()).startswith("a bb")
 
 
-@pytest.mark.parametrize("name", ["text_cnn", "text_bilstm", "text_transformer"])
+@pytest.mark.parametrize("name", ["text_cnn", "text_bilstm", "text_transformer", "text_gpt"])
 def test_padding_never_changes_a_prediction(name):
     """The same texts padded to 12 or to 30 tokens get the same logits (eval mode): the CNN
     pools only windows that start on a real token, the LSTM is packed, the Transformer's
-    padding gets no attention."""
+    padding gets no attention, the GPT's tokens never read later ones and it pools the real
+    ones only."""
     torch.manual_seed(0)
     model = create_model(name, vocab_size=50, num_classes=4, pad_id=0, cls_id=1, max_tokens=30)
     model.eval()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from neuralab.data import bible, fortunes
 from neuralab.data.spec import DATASETS
 from neuralab.data.store import located
 from neuralab.errors import UserError
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from neuralab.config import DataConfig
 
 TEST_FRACTION = 0.05
+# the labelled-text datasets: (texts, labels) of a split; a language model reads their texts
+LABELLED_TEXTS = {"bible-genre": bible.genre_split, "fortunes": fortunes.fortune_split}
+CLASSIFIER_SPECIAL = ("<pad>", "<cls>")  # a text classifier's tokens beyond BPE's
 MIN_CHARS = 100  # shorter texts cannot fill a train, a val and a test split
 
 
@@ -110,8 +114,8 @@ class BPETextTokenizer:
         self.bpe = bpe
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> BPETextTokenizer:
-        return cls(BPETokenizer.train(text, vocab_size))
+    def train(cls, text: str, vocab_size: int, special: Sequence[str] = ()) -> BPETextTokenizer:
+        return cls(BPETokenizer.train(text, vocab_size, special=special))
 
     @property
     def vocab_size(self) -> int:
@@ -266,13 +270,25 @@ def load_token_splits(
 ) -> tuple[Tokenizer, dict[str, Tensor]]:
     """The tokenizer (unless given: ``data.tokenizer``'s, the characters of the whole text or
     BPE learnt from the train split) and the token ids of the train, val and test splits of
-    a run's text, split by characters."""
-    text, _ = load_text(cfg)
-    bounds = split_bounds(len(text), cfg.val_fraction)
-    parts = {name: text[a:b] for name, (a, b) in bounds.items()}
+    a run's text, split by characters.
+
+    A labelled-text dataset (``bible-genre``, ``fortunes``) is read as its own splits' texts,
+    one per line, labels unused: the unlabelled text that a classifier of the same splits can
+    be pretrained on (GPT-1's recipe). Its BPE tokenizer then has the classifier's ``<pad>``
+    and ``<cls>``, so that a text classifier can start from the language model
+    (``train.init_from``)."""
+    special: tuple[str, ...] = ()
+    if cfg.name in LABELLED_TEXTS and not cfg.path:
+        read = LABELLED_TEXTS[cfg.name]
+        parts = {s: "\n".join(read(s, cfg.data_dir or None)[0]) for s in ("train", "val", "test")}
+        text, special = "\n".join(parts.values()), CLASSIFIER_SPECIAL
+    else:
+        text, _ = load_text(cfg)
+        bounds = split_bounds(len(text), cfg.val_fraction)
+        parts = {name: text[a:b] for name, (a, b) in bounds.items()}
     if tokenizer is None:
         if cfg.tokenizer == "bpe":
-            tokenizer = BPETextTokenizer.train(parts["train"], cfg.vocab_size)
+            tokenizer = BPETextTokenizer.train(parts["train"], cfg.vocab_size, special)
         else:
             tokenizer = CharTokenizer.from_text(text)
     return tokenizer, {name: tokenizer.encode(part) for name, part in parts.items()}

@@ -189,9 +189,9 @@ class GRUTranslator(Seq2Seq):
         order r, z, n), with the word's part of its input, ``gi_words`` (B, 3h), computed
         ahead, and the weights of ``loop_weights``. -> (s_i, c_i, α_i)."""
         h = self.config.hidden
-        both = s @ w_s.T
+        both = (s @ w_s.T).float()  # the gates' arithmetic and the state stay fp32 in autocast
         context, alpha = self.align(memory, both[:, 3 * h :])
-        gi = gi_words + context @ w_c.T
+        gi = gi_words.float() + (context @ w_c.T).float()
         i_r, i_z, i_n = gi.chunk(3, 1)
         h_r, h_z, h_n = (both[:, : 3 * h] + self.cell.bias_hh).chunk(3, 1)
         r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)

@@ -8,6 +8,12 @@
 - ``text_transformer``: a ``<cls>`` token before the text, learned positions, pre-LN
   Transformer encoder blocks (``models/attention.py``) with padding masks (a padded position
   gets no attention weight), the ``<cls>`` output classified (BERT's recipe).
+- ``text_gpt``: a GPT (``models/gpt``) read left to right, the mean and the max of its last
+  layer over the real tokens classified: GPT-1's fine-tuning (Radford et al. 2018, "Improving
+  Language Understanding by Generative Pre-Training") with ULMFiT's pooling (Howard & Ruder
+  2018). Its tensors are named as a GPT's, so ``train.init_from`` starts it from a GPT language
+  model of the same texts (``bible_genre_lm``); without it, the same network from scratch. A
+  token never reads a later one, so the padding after a text cannot change it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import Tensor, nn
 
 from neuralab.models.attention import Block
 from neuralab.models.base import check, register_model
+from neuralab.models.gpt import GPT, GPTConfig
 
 ARCHS = ("cnn", "bilstm", "transformer")
 
@@ -130,3 +137,51 @@ class TextClassifier(nn.Module):
 
 for _arch in ARCHS:
     register_model(f"text_{_arch}", arch=_arch)(TextClassifier)
+
+
+@dataclass(frozen=True)
+class TextGPTConfig(GPTConfig):
+    num_classes: int = 8
+    pad_id: int = 0
+    cls_id: int = 1  # unused: the pooled tokens are classified, not a <cls>
+    max_tokens: int = 96  # the longest text it reads (at most block_size)
+    head_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}")
+        check(0 <= self.pad_id < self.vocab_size, "pad_id must be in [0, vocab_size)")
+        check(
+            1 <= self.max_tokens <= self.block_size,
+            f"max_tokens must be in [1, block_size={self.block_size}], got {self.max_tokens}",
+        )
+        check(0 <= self.head_dropout < 1, f"head_dropout must be in [0, 1): {self.head_dropout}")
+
+
+@register_model("text_gpt", block_size=128)
+class TextGPT(GPT):
+    """``text_gpt`` (see the module's docstring): (B, L) token ids -> (B, classes) logits."""
+
+    Config = TextGPTConfig
+    kind: ClassVar[str] = "textclass"
+
+    def __init__(self, config: TextGPTConfig) -> None:
+        super().__init__(config)
+        self.head_drop = nn.Dropout(config.head_dropout)
+        self.classifier = nn.Linear(2 * config.d_model, config.num_classes)
+
+    def forward_features(self, ids: Tensor, state: object = None) -> Tensor:
+        """(B, L) token ids -> (B, 2 d_model): the mean and the max over the real tokens."""
+        c = self.config
+        check(
+            ids.dim() == 2 and 1 <= ids.shape[1] <= c.max_tokens,
+            f"expected (B, L) token ids with 1 <= L <= {c.max_tokens}, got {tuple(ids.shape)}",
+        )
+        h, _ = self._body(ids, need_weights=False)  # (B, L, d)
+        real = (ids != c.pad_id)[..., None]
+        mean = (h * real).sum(1) / real.sum(1).clamp(min=1)
+        top = h.masked_fill(~real, float("-inf")).amax(1).clamp(min=-1e4)
+        return torch.cat([mean, top], 1)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.classifier(self.head_drop(self.forward_features(ids)))

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from neuralab import data
-from neuralab.data import bible, fortunes
 from neuralab.data.batches import ImageBatches
+from neuralab.data.text import CLASSIFIER_SPECIAL as SPECIAL
+from neuralab.data.text import LABELLED_TEXTS as READERS
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.seed import seed_everything
@@ -25,7 +26,6 @@ from neuralab.text.bpe import BPETokenizer
 if TYPE_CHECKING:
     from neuralab.config import DataConfig, RunConfig
 
-SPECIAL = ("<pad>", "<cls>")
 TOKENIZER = "tokenizer.json"
 
 
@@ -54,13 +54,23 @@ def encode_texts(tokenizer: BPETokenizer, texts: list[str], max_tokens: int) -> 
     return ids, sum(len(e) > max_tokens for e in encoded)
 
 
-READERS = {"bible-genre": bible.genre_split, "fortunes": fortunes.fortune_split}
-
-
 def split_texts(cfg: DataConfig, split: str) -> tuple[list[str], Tensor]:
     """(texts, labels) of ``split`` of the labelled-text dataset ``cfg.name``."""
     texts, labels = READERS[cfg.name](split, cfg.data_dir or None)
     return texts, torch.tensor(labels, dtype=torch.int64)
+
+
+def pretrained_tokenizer(run_dir: Path) -> BPETokenizer:
+    """The tokenizer of the run a classifier starts from (``train.init_from``): its weights
+    read token ids of that tokenizer, so the classifier must read the same."""
+    path = run_dir / TOKENIZER
+    tokenizer = BPETokenizer.load(path) if path.is_file() else None
+    if tokenizer is None or any(s not in tokenizer.special for s in SPECIAL):
+        raise UserError(
+            f"train.init_from={run_dir} has no BPE tokenizer with {' and '.join(SPECIAL)}: start "
+            "from a language model of a labelled-text dataset (e.g. preset bible_genre_lm)"
+        )
+    return tokenizer
 
 
 @TASKS.register("textclass")
@@ -95,7 +105,10 @@ class TextClassTask(ClassifyTask):
             return BPETokenizer.load(path)
         if texts is None:
             raise UserError(f"{run_dir} has no {TOKENIZER}: it is not a text classification run")
-        tokenizer = BPETokenizer.train(texts, cfg.data.vocab_size, special=SPECIAL)
+        if cfg.train.init_from:
+            tokenizer = pretrained_tokenizer(Path(cfg.train.init_from))
+        else:
+            tokenizer = BPETokenizer.train(texts, cfg.data.vocab_size, special=SPECIAL)
         tokenizer.save(path)
         return tokenizer
 

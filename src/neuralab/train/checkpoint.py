@@ -167,3 +167,35 @@ def read(run_dir: Path, which: str = "last", *, with_state: bool = True) -> Chec
     ema = _load_tensors(ema_path) if ema_path.exists() else None
     state = load_state(path / "state.pt") if with_state else {}
     return Checkpoint(path=path.resolve(), model=model, ema=ema, state=state, meta=meta)
+
+
+def weights_of(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint was validated with: its EMA when the run kept one."""
+    if ckpt.ema is None:
+        return ckpt.model
+    return {k.removeprefix("module."): v for k, v in ckpt.ema.items() if k != "n_averaged"}
+
+
+def start_from(module: torch.nn.Module, run_dir: Path) -> int:
+    """Load the best weights of ``run_dir`` into ``module`` (``train.init_from``, fine-tuning):
+    every tensor of that checkpoint must be one of ``module``'s, by name and shape; the
+    module's other tensors (a new head) keep their fresh values. Returns how many were
+    loaded; anything that does not fit is one line."""
+    ckpt = read(Path(run_dir), "best", with_state=False)
+    weights, own = weights_of(ckpt), module.state_dict()
+    extra = [k for k in weights if k not in own]
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if extra or shapes:
+        what = f"not in this {type(module).__name__}: {', '.join(extra[:3])}" if extra else ""
+        what += "; " if extra and shapes else ""
+        what += f"shape (saved vs model): {', '.join(shapes[:3])}" if shapes else ""
+        raise UserError(
+            f"train.init_from={run_dir}: its {ckpt.meta['model']['name']} does not fit this "
+            f"model ({what}); give both the same architecture options"
+        )
+    module.load_state_dict({**own, **weights})
+    return len(weights)

@@ -27,10 +27,7 @@ def load_model(run_dir: str | Path, which: str = "best") -> nn.Module:
     ckpt = checkpoint.read(Path(run_dir), which, with_state=False)
     spec = ckpt.meta["model"]
     model = create_model(spec["name"], **spec["config"])
-    weights = ckpt.model
-    if ckpt.ema is not None:
-        weights = {k.removeprefix("module."): v for k, v in ckpt.ema.items() if k != "n_averaged"}
-    checkpoint.load_weights(model, weights, ckpt.path)
+    checkpoint.load_weights(model, checkpoint.weights_of(ckpt), ckpt.path)
     return model.eval()
 
 

@@ -17,6 +17,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from tqdm.auto import tqdm
 
 from neuralab import config as config_lib
 from neuralab.config import RunConfig
+from neuralab.errors import UserError
+from neuralab.models import model_config
 from neuralab.runs import (
     Progress,
     lock_run_dir,
@@ -33,7 +36,7 @@ from neuralab.runs import (
     write_atomic,
 )
 from neuralab.tasks import build_task
-from neuralab.train import distributed
+from neuralab.train import checkpoint, distributed
 from neuralab.train.metrics import MetricsLogger
 from neuralab.train.trainer import StopRequest, Trainer, check_parallel
 
@@ -49,8 +52,36 @@ def new_run_dir(
     overwritten. ``command`` continues such a run (default: the command of the run's kind,
     ``neuralab train`` or ``neuralab pretrain``)."""
     command = command or build_task(cfg).command
+    if cfg.train.init_from:
+        check_init(cfg)
     default = name or f"{cfg.data.name}_{cfg.model.name}"
     return make_run_dir(run_dir, default, config_lib.to_toml(cfg), command)
+
+
+# options that may differ between a run and the run it starts from (train.init_from)
+FREE_WHEN_FINE_TUNING = ("vocab_size", "dropout", "attn_impl")
+
+
+def check_init(cfg: RunConfig) -> None:
+    """Refuse ``train.init_from`` before a run directory exists: a run that is not there, or
+    whose model differs from this one in an option both have (its width, depth, heads...),
+    other than those the data sets or fine-tuning may change."""
+    source = cfg.train.init_from
+    meta = checkpoint.read(Path(source), "best", with_state=False).meta["model"]
+    ours = asdict(model_config(cfg.model.name, **cfg.model.options))
+    theirs = meta["config"]
+    differ = [
+        f"{key}={theirs[key]!r} there, {ours[key]!r} here"
+        for key in theirs
+        if key in ours
+        and key not in FREE_WHEN_FINE_TUNING
+        and json.dumps(theirs[key]) != json.dumps(ours[key])
+    ]
+    if differ:
+        raise UserError(
+            f"train.init_from={source}: its {meta['name']} differs from this {cfg.model.name} "
+            f"({'; '.join(differ)}); give both the same architecture options"
+        )
 
 
 def fit(
@@ -77,6 +108,8 @@ def fit(
     task.check(cfg, world.size)
     # 1. prepare data and 2. design the model (the test split is not loaded here)
     setup = task.prepare(cfg, run_dir, resume)
+    if tc.init_from and not resume:  # a resumed run's checkpoint holds its own weights
+        setup.sizes["train/init_tensors"] = checkpoint.start_from(setup.model, tc.init_from)
     trainer = Trainer(cfg, task, setup, run_dir, world)
     state = trainer.restore(run_dir) if resume else Progress()
     total, per_epoch = trainer.total_steps, setup.batches.steps_per_epoch

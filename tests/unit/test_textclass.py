@@ -134,3 +134,21 @@ def test_balanced_class_weights_are_scikit_learns_and_weigh_the_loss():
     cfg = config.load("moving_fashion_single", ["train.class_weights=balanced"])
     with pytest.raises(UserError, match="train.class_weights=balanced is for image and text"):
         build_task(cfg).check(cfg)
+
+
+def test_a_language_model_reads_a_labelled_sets_texts_by_split(monkeypatch):
+    """`data.name=bible-genre` in a language-model run: each split is that split's texts, a
+    line each, labels unused (so a test text never trains it), and its BPE tokenizer holds
+    the classifier's <pad> and <cls>, so a classifier can start from the model."""
+    from neuralab.config import DataConfig
+    from neuralab.data import text
+
+    fake = {"train": (["in the beginning", "god created"], [0, 1]),
+            "val": (["the heavens"], [0]), "test": (["and the earth"], [1])}  # fmt: skip
+    monkeypatch.setitem(text.LABELLED_TEXTS, "bible-genre", lambda split, _=None: fake[split])
+    cfg = DataConfig(name="bible-genre", tokenizer="bpe", vocab_size=270)
+    tokenizer, splits = text.load_token_splits(cfg)
+    assert tokenizer.decode(splits["train"]) == "in the beginning\ngod created"
+    assert tokenizer.decode(splits["val"]) == "the heavens"
+    assert tokenizer.decode(splits["test"]) == "and the earth"
+    assert set(tokenizer.bpe.special) == {"<pad>", "<cls>"} and tokenizer.vocab_size == 270

@@ -37,12 +37,12 @@ from pathlib import Path
 from vision import emit
 
 from neuralab import config
-from neuralab.data import bible, fortunes
+from neuralab.data import bible
+from neuralab.data.text import LABELLED_TEXTS as READERS
 from neuralab.text.bpe import BYTE_RANK, BPETokenizer
 from neuralab.train import fit, load_model, new_run_dir, test
 
 PRESETS = ("cnn", "bilstm", "transformer", "gpt", "fortunes_cnn")
-READERS = {"bible-genre": bible.genre_split, "fortunes": fortunes.fortune_split}
 TRANSLATORS = ("en_es_gru", "en_es_attention", "en_es_transformer")
 
 

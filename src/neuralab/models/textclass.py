@@ -170,7 +170,7 @@ class TextGPT(GPT):
         self.head_drop = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(2 * config.d_model, config.num_classes)
 
-    def forward_features(self, ids: Tensor, state: object = None) -> Tensor:
+    def forward_features(self, ids: Tensor) -> Tensor:
         """(B, L) token ids -> (B, 2 d_model): the mean and the max over the real tokens."""
         c = self.config
         check(

@@ -123,11 +123,13 @@ def load_state(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    """``module.load_state_dict(weights)``, or one line saying which keys and shapes differ
-    (a checkpoint of another model, or of this model with other options)."""
+def misfits(
+    module: torch.nn.Module, weights: dict[str, torch.Tensor], *, missing_ok: bool = False
+) -> list[str]:
+    """What keeps ``weights`` from loading into ``module``: keys it lacks (unless
+    ``missing_ok``), keys it does not have, and shapes that differ; the first 3 of each."""
     own = module.state_dict()
-    missing = [k for k in own if k not in weights]
+    missing = [] if missing_ok else [k for k in own if k not in weights]
     extra = [k for k in weights if k not in own]
     shapes = [
         f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
@@ -143,6 +145,13 @@ def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], sour
         if items:
             more = f" and {len(items) - 3} more" if len(items) > 3 else ""
             problems.append(f"{what}: {', '.join(items[:3])}{more}")
+    return problems
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """``module.load_state_dict(weights)``, or one line saying which keys and shapes differ
+    (a checkpoint of another model, or of this model with other options)."""
+    problems = misfits(module, weights)
     if problems:
         raise UserError(
             f"{source} does not fit this {type(module).__name__}: {'; '.join(problems)}"
@@ -182,20 +191,12 @@ def start_from(module: torch.nn.Module, run_dir: Path) -> int:
     module's other tensors (a new head) keep their fresh values. Returns how many were
     loaded; anything that does not fit is one line."""
     ckpt = read(Path(run_dir), "best", with_state=False)
-    weights, own = weights_of(ckpt), module.state_dict()
-    extra = [k for k in weights if k not in own]
-    shapes = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in weights.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if extra or shapes:
-        what = f"not in this {type(module).__name__}: {', '.join(extra[:3])}" if extra else ""
-        what += "; " if extra and shapes else ""
-        what += f"shape (saved vs model): {', '.join(shapes[:3])}" if shapes else ""
+    weights = weights_of(ckpt)
+    problems = misfits(module, weights, missing_ok=True)
+    if problems:
         raise UserError(
             f"train.init_from={run_dir}: its {ckpt.meta['model']['name']} does not fit this "
-            f"model ({what}); give both the same architecture options"
+            f"model ({'; '.join(problems)}); give both the same architecture options"
         )
-    module.load_state_dict({**own, **weights})
+    module.load_state_dict({**module.state_dict(), **weights})
     return len(weights)

@@ -82,6 +82,31 @@ def test_a_set_is_synthesized_by_its_split_voices_deterministically_and_cached(t
 
 
 @pytest.mark.data
+def test_the_recorded_voices_speak_at_the_pitch_drawn(tmp_path):
+    """flite's awb and festival's Ked diphones asked for 1.8 times their own mean F0 speak
+    about that much higher, measured by librosa's pYIN (an independent pitch tracker); the
+    test split's recorded voices are never shifted."""
+    librosa = pytest.importorskip("librosa")
+    require_synthesizers()
+    voices = {v.name: v for v in speech.VOICES}
+
+    def median_f0(voice: str, f0: float) -> float:
+        job = speech.Job("one two three four", voices[voice], 1.0, 50, f0, "m1",
+                         tmp_path / f"{voice}-{f0}.wav")  # fmt: skip
+        audio = speech.synthesize([job], workers=1)[0]
+        track = librosa.pyin(audio, fmin=60, fmax=400, sr=16000)[0]
+        return float(np.nanmedian(track))
+
+    for voice in ("awb", "ked_diphone"):
+        ratio = median_f0(voice, 1.8) / median_f0(voice, 1.0)
+        assert 1.5 < ratio < 2.1, (voice, ratio)
+    rng = np.random.default_rng(0)
+    assert np.all(speech.f0_factors("test", 50, rng) == 1)
+    drawn = speech.f0_factors("train", 500, rng)
+    assert speech.F0_RANGE[0] <= drawn.min() < 0.9 and 1.9 < drawn.max() <= speech.F0_RANGE[1]
+
+
+@pytest.mark.data
 @pytest.mark.slow
 def test_a_ctc_run_resumes_bit_identically(tmp_path, monkeypatch):
     """The LSTM on 24 utterances, 6 steps straight or stopped at 3 and resumed: the same

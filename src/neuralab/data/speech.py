@@ -5,8 +5,8 @@ No speech corpus ships in a Debian package, but speech synthesizers do: ``espeak
 formant synthesizer: accents, each with male, female and Klatt variants), ``flite`` (CMU's
 voices awb, rms, slt, kal, kal16) and ``festival`` (the Kal and Ked diphone voices and the
 HTS voice of CMU Arctic's slt). An utterance is a text (1–7 digits like TIDIGITS, or one of the
-commands like Speech Commands) spoken by a voice at a random rate (and, for espeak-ng,
-pitch), resampled to 16 kHz, sped up or slowed by a random factor in [0.9, 1.1] (pitch and
+commands like Speech Commands) spoken by a voice at a random rate and pitch, resampled
+to 16 kHz, sped up or slowed by a random factor in [0.9, 1.1] (pitch and
 tempo together, Ko et al. 2015), padded with up to 0.15 s of silence at each end, mixed with
 white, pink or babble noise (three other utterances of the same split) at a random SNR in
 ``SNR`` dB, and scaled by a random gain of -12 to 0 dB.
@@ -20,6 +20,11 @@ The voices are split by speaker, never by utterance (``VOICES``):
 - ``test``, voices never heard in training nor validation: espeak-ng's en-gb-x-gbcwmd,
   flite's slt and festival's cmu_us_slt_arctic_hts (the same speaker, a different engine);
 - ``test_seen``: new utterances by the training voices.
+
+The recorded voices in training and validation are all men's, so outside the test their
+pitch is drawn too: flite's and festival's mean F0 is scaled by a factor log-uniform in
+``F0_RANGE``, from a low man's voice to a woman's (flite's rms ignores it: his F0 comes
+from his own accent model). The test voices speak at their own pitch.
 
 A set is deterministic from (name, split, size, seed, the synthesizers' versions), built on
 first use (the synthesizers run as subprocesses, in parallel) and cached under a hash of all
@@ -46,7 +51,7 @@ from neuralab.errors import UserError
 if TYPE_CHECKING:
     from neuralab.config import DataConfig
 
-GENERATOR_VERSION = 2  # bump when the same settings and seed would draw different audio
+GENERATOR_VERSION = 3  # bump when the same settings and seed would draw different audio
 NAMES = ("spoken-digits", "spoken-commands")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 COMMANDS = (
@@ -57,6 +62,7 @@ COMMANDS = (
 )
 SPLITS = ("train", "val", "test", "test_seen")
 SNR = (5.0, 30.0)  # dB, uniform
+F0_RANGE = (0.85, 2.0)  # the recorded voices' mean F0 scaled by this much, log-uniform
 NOISES = ("white", "pink", "babble")
 MAX_DIGITS = 7
 ESPEAK_VARIANTS = (
@@ -184,6 +190,7 @@ class Job(NamedTuple):
     voice: Voice
     stretch: float  # duration multiplier (1: the voice's own rate)
     pitch: int  # espeak-ng's pitch, 0-99 (others ignore it)
+    f0: float  # flite's and festival's mean F0 multiplier (1: the voice's own)
     variant: str  # espeak-ng's variant (others ignore it)
     out: Path
 
@@ -201,8 +208,8 @@ def _speak_one(job: Job) -> None:
         cmd = ["espeak-ng", "-v", f"{v.name}+{job.variant}", "-s", words_per_minute]
         _run([*cmd, "-p", str(job.pitch), "-w", str(job.out), job.text], "espeak-ng")
     else:
-        stretch = f"duration_stretch={job.stretch:.3f}"
-        cmd = ["flite", "-voice", v.name, "--setf", stretch, "-t", job.text, "-o", str(job.out)]
+        cmd = ["flite", "-voice", v.name, "--setf", f"duration_stretch={job.stretch:.3f}"]
+        cmd += ["--setf", f"f0_shift={job.f0:.3f}", "-t", job.text, "-o", str(job.out)]
         _run(cmd, "flite")
 
 
@@ -211,6 +218,12 @@ def _speak_festival(jobs: list[Job], script: Path) -> None:
     for job in jobs:
         lines.append(f"(voice_{job.voice.name})")
         lines.append(f"(Parameter.set 'Duration_Stretch {job.stretch:.3f})")
+        if job.voice.name.endswith("_diphone"):  # Kal's and Ked's own: mean 105 Hz, sd 15
+            mean, sd = 105 * job.f0, 15 * job.f0
+            lines.append(
+                f"(set! int_lr_params '((target_f0_mean {mean:.1f}) (target_f0_std {sd:.1f})"
+                " (model_f0_mean 170) (model_f0_std 34)))"
+            )
         lines.append(
             f'(utt.save.wave (utt.synth (Utterance Text "{job.text}")) "{job.out}" \'riff)'
         )
@@ -259,6 +272,12 @@ def mix(
     return (clean + scale * noise).astype(np.float32)
 
 
+def f0_factors(split: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The recorded voices' F0 multipliers: log-uniform in ``F0_RANGE``, 1 in the test."""
+    factors = np.exp(rng.uniform(*np.log(F0_RANGE), n))
+    return np.ones(n) if split == "test" else factors
+
+
 def generate(name: str, split: str, n: int, seed: int, workers: int) -> Utterances:
     """``n`` utterances of ``name`` spoken by ``split``'s voices (see the module's text)."""
     rng = np.random.default_rng([seed, NAMES.index(name), SPLITS.index(split)])
@@ -271,6 +290,7 @@ def generate(name: str, split: str, n: int, seed: int, workers: int) -> Utteranc
     pads = rng.integers(0, int(0.15 * SAMPLE_RATE) + 1, (n, 2))
     kinds, snr = rng.integers(0, len(NOISES), n), rng.uniform(*SNR, n).astype(np.float32)
     gain = 10 ** (rng.uniform(-12, 0, n) / 20)
+    f0 = f0_factors(split, n, rng)
     with tempfile.TemporaryDirectory(prefix="neuralab-speech-") as tmp:
         jobs = [
             Job(
@@ -278,6 +298,7 @@ def generate(name: str, split: str, n: int, seed: int, workers: int) -> Utteranc
                 VOICES[voices[i]],
                 stretch[i],
                 int(pitch[i]),
+                float(f0[i]),
                 ESPEAK_VARIANTS[variants[i]],
                 Path(tmp) / f"u{i}.wav",
             )

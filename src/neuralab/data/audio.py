@@ -110,15 +110,14 @@ def spec_augment(
     return torch.where(keep, feats, fill)
 
 
-def warp_frequency(
-    feats: Tensor, gen: torch.Generator, low: float = 0.85, high: float = 1.15
-) -> Tensor:
+def warp_frequency(feats: Tensor, gen: torch.Generator, low: float, high: float) -> Tensor:
     """Vocal tract length perturbation (Jaitly & Hinton 2013) of (B, T, mels) features: per
-    utterance a factor α drawn from [``low``, ``high``] scales every frequency by α, as a
-    longer or shorter vocal tract would; band m takes the value the unwarped spectrum has at
+    utterance a factor α drawn log-uniform from [``low``, ``high``] scales every frequency by
+    α, as a longer or shorter vocal tract would; band m takes the value the unwarped spectrum has at
     its centre frequency / α, interpolated between bands (the band edges clamp)."""
     b, _, mels = feats.shape
-    alpha = torch.empty(b, dtype=torch.float64).uniform_(low, high, generator=gen)
+    log_alpha = torch.empty(b, dtype=torch.float64)
+    alpha = log_alpha.uniform_(math.log(low), math.log(high), generator=gen).exp()
     top = float(hz_to_mel(torch.tensor(SAMPLE_RATE / 2.0, dtype=torch.float64)))
     step = top / (mels + 1)
     centres = mel_to_hz(torch.arange(1, mels + 1, dtype=torch.float64) * step)  # Hz

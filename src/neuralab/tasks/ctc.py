@@ -6,8 +6,9 @@ negative log of the summed probability of every path that reads as the transcrip
 utterance. The labels are the set's words (``data.units = "words"``) or their characters and
 the space (``"chars"``). Training batches hold utterances of similar length (windows of
 ``BUCKET`` batches sorted by frames), augmented (``data.augment``) from (seed, step): each
-utterance's frequencies scaled by a factor in [0.85, 1.15] (vocal tract length
-perturbation, as if by another speaker), then SpecAugment's masks.
+utterance's frequencies scaled by a factor log-uniform in [``data.vtlp_low``,
+``data.vtlp_high``] (vocal tract length perturbation, as if by another speaker), then
+SpecAugment's masks.
 Before training, every train and val utterance is checked to give enough output steps for
 its transcript (a one-line error otherwise, never an infinite loss).
 
@@ -100,9 +101,15 @@ class SpeechBatches:
     tract length perturbation and SpecAugment."""
 
     def __init__(
-        self, feats: list[Tensor], y: Tensor, batch_size: int, seed: int, augment: bool
+        self,
+        feats: list[Tensor],
+        y: Tensor,
+        batch_size: int,
+        seed: int,
+        augment: bool,
+        vtlp: tuple[float, float],
     ) -> None:
-        self.feats, self.y, self.seed, self.augment = feats, y, seed, augment
+        self.feats, self.y, self.seed, self.augment, self.vtlp = feats, y, seed, augment, vtlp
         self.fill = torch.cat(feats).mean(0)  # masked bands and frames: the mean, per mel
         self.batch_size = min(batch_size, len(feats))
         self.steps_per_epoch = len(feats) // self.batch_size
@@ -118,7 +125,7 @@ class SpeechBatches:
         x, y = pad_features([self.feats[j] for j in idx]), self.y[idx]
         y = y[:, : 1 + max(int((y[:, 1:] > 0).sum(1).max()), 1)]
         if self.augment:
-            x = warp_frequency(x, derived_generator(self.seed, step, 4))
+            x = warp_frequency(x, derived_generator(self.seed, step, 4), *self.vtlp)
             x = spec_augment(x, y[:, 0], derived_generator(self.seed, step, 3), self.fill)
         return Batch(x, y)
 
@@ -185,7 +192,14 @@ class CTCTask(Task):
         check_lengths(model.out_lengths(val_frames), val_targets, f"(val) {hint}")
         self.val_references = [str(t) for t in val.texts]
         y = pack_targets(frames, train_targets)
-        batches = SpeechBatches(feats, y, cfg.train.batch_size, cfg.seed, cfg.data.augment)
+        batches = SpeechBatches(
+            feats,
+            y,
+            cfg.train.batch_size,
+            cfg.seed,
+            cfg.data.augment,
+            (cfg.data.vtlp_low, cfg.data.vtlp_high),
+        )
         val_pair = (pad_features(val_feats), pack_targets(val_frames, val_targets))
         sizes = {
             "train/examples": len(train),

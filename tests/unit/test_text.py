@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -292,3 +293,14 @@ def test_a_bpe_language_model_reports_bits_per_character_and_samples(tmp_path, t
     with pytest.raises(UserError, match="reads BPE tokens"):
         lstm_run(run_dir, "to be or not to be")
     straight_and_resumed(tmp_path / "resume", cfg, stop_at=7)
+
+
+def test_a_finished_language_model_is_offered_the_shakespeare_prompt_only_on_shakespeare():
+    """`neuralab train`'s closing hint: `--prompt 'ROMEO:'` for tiny shakespeare only; a model
+    of the user's own text is offered a plain `neuralab sample`."""
+    from neuralab.cli.train import next_step
+
+    shakespeare = config.load("shakespeare_gpt_cpu", [])
+    assert "--prompt 'ROMEO:'" in next_step(shakespeare, Path("runs/a"))[1]
+    own = config.load("shakespeare_gpt_cpu", ["data.path=notes.txt"])
+    assert next_step(own, Path("runs/b")) == ("sample", "neuralab sample runs/b --tokens 500")

@@ -66,7 +66,7 @@ def report_interrupted(summary: dict, run_dir: Path, command: str) -> int:
 def train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json: bool) -> int:
     """Train (or resume) ``cfg`` in ``run_dir``, test its best checkpoint, print the results."""
     from neuralab.plots import plot_curves
-    from neuralab.tasks import build_task, task_name
+    from neuralab.tasks import build_task
     from neuralab.train import distributed, fit, test
 
     summary = fit(cfg, run_dir, resume=resume, progress=progress)
@@ -87,13 +87,26 @@ def train_and_test(cfg, run_dir: Path, *, resume: bool, progress: bool, as_json:
     print(f"\nrun directory: {run_dir}")
     print(f"  checkpoint:  {run_dir / 'checkpoints' / 'best'}")
     print(f"  metrics:     {run_dir / 'metrics.jsonl'}, results.json, tensorboard/, plots/")
-    next_step = {
-        "language_model": ("sample", f"neuralab sample {run_dir} --prompt 'ROMEO:' --tokens 500"),
-        "caption": ("predict", f"neuralab predict {run_dir} scene.png --beam 3"),
-    }.get(task_name(cfg))
-    if next_step is not None:
-        print(f"  {next_step[0] + ':':<12} {next_step[1]}")
+    step = next_step(cfg, run_dir)
+    if step is not None:
+        print(f"  {step[0] + ':':<12} {step[1]}")
     return 0
+
+
+def next_step(cfg: Any, run_dir: Path) -> tuple[str, str] | None:
+    """(what, command) a finished run of ``cfg``'s kind can do next, if anything: the
+    Shakespeare prompt only for a model of Shakespeare."""
+    from neuralab.tasks import task_name
+
+    shakespeare = cfg.data.name == "tinyshakespeare" and not cfg.data.path
+    prompt = " --prompt 'ROMEO:'" if shakespeare else ""
+    return {
+        "language_model": ("sample", f"neuralab sample {run_dir}{prompt} --tokens 500"),
+        "caption": ("predict", f"neuralab predict {run_dir} scene.png --beam 3"),
+        "translate": ("translate", f"neuralab translate {run_dir} 'In the beginning...'"),
+        "textclass": ("predict", f"neuralab predict {run_dir} --text '...' --top-k 3"),
+        "ctc": ("predict", f"neuralab predict {run_dir} utterance.wav"),
+    }.get(task_name(cfg))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -96,14 +96,15 @@ class DataConfig:
     books: str = ""
     # speech sets (spoken-digits, spoken-commands): utterances per split (test: the unseen
     # voices' set and the seen voices' set each), log-mel bands, and the units a CTC model
-    # writes (words of the closed vocabulary, or characters); with data.augment, each training
-    # utterance's frequencies are scaled by a factor log-uniform in [vtlp_low, vtlp_high]
-    # (vocal tract length perturbation: above 1, a shorter tract; 1, 1 = none)
+    # writes (words of the closed vocabulary, or characters)
     utterances_train: int = field(default=6000, metadata=bounds(1))
     utterances_val: int = field(default=600, metadata=bounds(1))
     utterances_test: int = field(default=600, metadata=bounds(1))
     mels: int = field(default=40, metadata=bounds(16, 128))
     units: str = field(default="words", metadata=choices("words", "chars"))
+    # with data.augment, each training utterance's frequencies are scaled by a factor drawn
+    # log-uniform from [vtlp_low, vtlp_high] (vocal tract length perturbation: above 1, a
+    # shorter tract; 1 and 1: none)
     vtlp_low: float = field(default=0.9, metadata=bounds(0.5, 1))
     vtlp_high: float = field(default=1.5, metadata=bounds(1, 2))
 

@@ -113,8 +113,8 @@ def spec_augment(
 def warp_frequency(feats: Tensor, gen: torch.Generator, low: float, high: float) -> Tensor:
     """Vocal tract length perturbation (Jaitly & Hinton 2013) of (B, T, mels) features: per
     utterance a factor α drawn log-uniform from [``low``, ``high``] scales every frequency by
-    α, as a longer or shorter vocal tract would; band m takes the value the unwarped spectrum has at
-    its centre frequency / α, interpolated between bands (the band edges clamp)."""
+    α, as a longer or shorter vocal tract would; band m takes the value the unwarped spectrum
+    has at its centre frequency / α, interpolated between bands (the band edges clamp)."""
     b, _, mels = feats.shape
     log_alpha = torch.empty(b, dtype=torch.float64)
     alpha = log_alpha.uniform_(math.log(low), math.log(high), generator=gen).exp()

@@ -218,7 +218,7 @@ def _speak_festival(jobs: list[Job], script: Path) -> None:
     for job in jobs:
         lines.append(f"(voice_{job.voice.name})")
         lines.append(f"(Parameter.set 'Duration_Stretch {job.stretch:.3f})")
-        if job.voice.name.endswith("_diphone"):  # Kal's and Ked's own: mean 105 Hz, sd 15
+        if job.voice.name.endswith("_diphone"):  # Ked's own: 105 Hz, sd 15 (Kal's: sd 14)
             mean, sd = 105 * job.f0, 15 * job.f0
             lines.append(
                 f"(set! int_lr_params '((target_f0_mean {mean:.1f}) (target_f0_std {sd:.1f})"

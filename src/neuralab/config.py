@@ -94,6 +94,10 @@ class DataConfig:
     # parallel text (bible-en-es, bible-kjv-web): only these books (OSIS names, comma-
     # separated, e.g. "Gen,Ruth,Judg"); "" = every book. The split of a book is fixed.
     books: str = ""
+    # labelled text (bible-genre): the English translations whose train-chapter verses train
+    # (web, kjv: the King James Version's rendering of the same verses, a paraphrase for
+    # free); val and test are always the World English Bible's
+    translations: tuple[str, ...] = ("web",)
     # speech sets (spoken-digits, spoken-commands): utterances per split (test: the unseen
     # voices' set and the seen voices' set each), log-mel bands, and the units a CTC model
     # writes (words of the closed vocabulary, or characters)

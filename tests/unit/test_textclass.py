@@ -94,6 +94,29 @@ def test_the_genres_cover_the_66_books_once():
     assert len(bible.GENRES) == 8
 
 
+def test_a_second_translation_trains_only_where_the_chapters_agree(monkeypatch):
+    """`data.translations=web,kjv`: train holds both translations' train-chapter verses, val
+    and test stay WEB's, and a KJV chapter whose verse count differs from the WEB's (a verse
+    the WEB leaves out) trains nothing; a translation outside web/kjv is a UserError."""
+    from neuralab.config import DataConfig
+    from neuralab.data.text import labelled_split
+    from neuralab.errors import UserError
+
+    web = {"Gen 1:1": "w1", "Gen 1:2": "w2", "Acts 8:36": "w3", "Gen 10:1": "test"}
+    kjv = {"Gen 1:1": "k1", "Gen 1:2": "k2", "Acts 8:36": "k3", "Acts 8:37": "k4"}
+    kjv["Gen 10:1"] = "kjv test"
+    monkeypatch.setattr(bible, "read_verses", lambda t, d=None: web if t == "web" else kjv)
+    both = DataConfig(name="bible-genre", translations=("web", "kjv"))
+    texts, labels = labelled_split(both, "train")
+    assert texts == ["w1", "w2", "w3", "k1", "k2"] and labels == [0, 0, 1, 0, 0]
+    assert labelled_split(both, "test")[0] == ["test"]
+    assert labelled_split(DataConfig(name="bible-genre"), "train")[0] == ["w1", "w2", "w3"]
+    with pytest.raises(UserError, match="data.translations"):
+        labelled_split(DataConfig(name="bible-genre", translations=("rv1909",)), "train")
+    with pytest.raises(UserError, match="bible-genre's option"):
+        labelled_split(DataConfig(name="fortunes", translations=("kjv",)), "train")
+
+
 @pytest.mark.data
 def test_bible_genre_runs_resume_bit_identically(tmp_path, monkeypatch):
     """The CNN on the real corpus (a 300-token vocabulary), 6 steps straight or stopped at 3
@@ -145,7 +168,7 @@ def test_a_language_model_reads_a_labelled_sets_texts_by_split(monkeypatch):
 
     fake = {"train": (["in the beginning", "god created"], [0, 1]),
             "val": (["the heavens"], [0]), "test": (["and the earth"], [1])}  # fmt: skip
-    monkeypatch.setitem(text.LABELLED_TEXTS, "bible-genre", lambda split, _=None: fake[split])
+    monkeypatch.setitem(text.LABELLED_TEXTS, "bible-genre", lambda split, _=None, **_o: fake[split])
     cfg = DataConfig(name="bible-genre", tokenizer="bpe", vocab_size=270)
     tokenizer, splits = text.load_token_splits(cfg)
     assert tokenizer.decode(splits["train"]) == "in the beginning\ngod created"

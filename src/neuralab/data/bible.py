@@ -168,20 +168,51 @@ def parse_ref(ref: str) -> tuple[str, int, int]:
     return book, int(chapter), int(verse)
 
 
-def genre_split(split: str, data_dir: str | Path | None = None) -> tuple[list[str], list[int]]:
-    """(texts, genre ids) of ``split`` of ``bible-genre``: WEB verses, test from chapters
-    10, 20, ..., val from chapters 5, 15, ..., train from the rest; in canon order."""
+GENRE_TRANSLATIONS = ("web", "kjv")  # the English ones, which may train bible-genre
+
+
+def genre_split(
+    split: str, data_dir: str | Path | None = None, translations: tuple[str, ...] = ("web",)
+) -> tuple[list[str], list[int]]:
+    """(texts, genre ids) of ``split`` of ``bible-genre``: test from chapters 10, 20, ...,
+    val from chapters 5, 15, ..., train from the rest; in canon order. Val and test are WEB
+    verses; train holds the train chapters' verses of each of ``translations`` in turn.
+
+    A KJV chapter trains only where it holds as many verses as the WEB's chapter of that
+    number, so that a verse numbered into another chapter (and so maybe another split) never
+    trains. Of the KJV's 1,189 chapters, 5 are left out: verses that the WEB leaves out of
+    the text (Acts 8:37, Luke 17:36, ...)."""
     if split not in ("train", "val", "test"):
         raise UserError(f"split must be train, val or test, got {split!r}")
+    unknown = [t for t in translations if t not in GENRE_TRANSLATIONS]
+    if not translations or unknown or len(set(translations)) < len(translations):
+        raise UserError(
+            f"data.translations must name each of {', '.join(GENRE_TRANSLATIONS)} at most once "
+            f"(at least one), got {','.join(translations) or 'none'}"
+        )
     genres = list(GENRES)
+    web = read_verses("web", data_dir)
     texts, labels = [], []
-    for ref, text in read_verses("web", data_dir).items():
-        book, chapter, _ = parse_ref(ref)
-        where = "test" if chapter % 10 == 0 else "val" if chapter % 10 == 5 else "train"
-        if where == split:
-            texts.append(text)
-            labels.append(genres.index(GENRE_OF[book]))
+    for translation in translations if split == "train" else ("web",):
+        verses = web if translation == "web" else read_verses(translation, data_dir)
+        same = _same_chapters(web, verses)
+        for ref, text in verses.items():
+            book, chapter, _ = parse_ref(ref)
+            where = "test" if chapter % 10 == 0 else "val" if chapter % 10 == 5 else "train"
+            if where == split and (book, chapter) in same:
+                texts.append(text)
+                labels.append(genres.index(GENRE_OF[book]))
     return texts, labels
+
+
+def _same_chapters(web: dict[str, str], other: dict[str, str]) -> set[tuple[str, int]]:
+    """The (book, chapter)s that hold as many verses in ``other`` as in ``web``."""
+    counts: list[dict[tuple[str, int], int]] = [{}, {}]
+    for count, verses in zip(counts, (web, other), strict=True):
+        for ref in verses:
+            key = parse_ref(ref)[:2]
+            count[key] = count.get(key, 0) + 1
+    return {key for key, n in counts[1].items() if counts[0].get(key) == n}
 
 
 # --------------------------------------------------------------------------- translation

@@ -38,6 +38,19 @@ TEST_FRACTION = 0.05
 # the labelled-text datasets: (texts, labels) of a split; a language model reads their texts
 LABELLED_TEXTS = {"bible-genre": bible.genre_split, "fortunes": fortunes.fortune_split}
 CLASSIFIER_SPECIAL = ("<pad>", "<cls>")  # a text classifier's tokens beyond BPE's
+
+
+def labelled_split(cfg: DataConfig, split: str) -> tuple[list[str], list[int]]:
+    """(texts, labels) of ``split`` of the labelled-text dataset ``cfg.name``; bible-genre's
+    train split holds the verses of each of ``data.translations``."""
+    read = LABELLED_TEXTS[cfg.name]
+    if cfg.name == "bible-genre":
+        return read(split, cfg.data_dir or None, translations=cfg.translations)
+    if cfg.translations != ("web",):
+        raise UserError(f"data.translations is bible-genre's option, not {cfg.name}'s")
+    return read(split, cfg.data_dir or None)
+
+
 MIN_CHARS = 100  # shorter texts cannot fill a train, a val and a test split
 
 
@@ -279,8 +292,7 @@ def load_token_splits(
     (``train.init_from``)."""
     special: tuple[str, ...] = ()
     if cfg.name in LABELLED_TEXTS and not cfg.path:
-        read = LABELLED_TEXTS[cfg.name]
-        parts = {s: "\n".join(read(s, cfg.data_dir or None)[0]) for s in ("train", "val", "test")}
+        parts = {s: "\n".join(labelled_split(cfg, s)[0]) for s in ("train", "val", "test")}
         text, special = "\n".join(parts.values()), CLASSIFIER_SPECIAL
     else:
         text, _ = load_text(cfg)

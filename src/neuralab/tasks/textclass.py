@@ -16,6 +16,7 @@ from neuralab import data
 from neuralab.data.batches import ImageBatches
 from neuralab.data.text import CLASSIFIER_SPECIAL as SPECIAL
 from neuralab.data.text import LABELLED_TEXTS as READERS
+from neuralab.data.text import labelled_split
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.seed import seed_everything
@@ -56,7 +57,7 @@ def encode_texts(tokenizer: BPETokenizer, texts: list[str], max_tokens: int) -> 
 
 def split_texts(cfg: DataConfig, split: str) -> tuple[list[str], Tensor]:
     """(texts, labels) of ``split`` of the labelled-text dataset ``cfg.name``."""
-    texts, labels = READERS[cfg.name](split, cfg.data_dir or None)
+    texts, labels = labelled_split(cfg, split)
     return texts, torch.tensor(labels, dtype=torch.int64)
 
 

@@ -26,7 +26,7 @@ Transformer (≥ 20), each in 45 minutes.
     python benchmarks/nlp.py --only pretrained_gpt gpt     # pretrained against scratch
     python benchmarks/nlp.py data.translations=web,kjv --only pretrained_gpt \
         --lm-set data.translations=web,kjv train.max_steps=3000   # KJV too, a longer LM
-    python benchmarks/nlp.py --only en_es_transformer   # 6 epochs, about 40 minutes
+    python benchmarks/nlp.py --only en_es_transformer   # 7 epochs, about 35 minutes
 """
 
 from __future__ import annotations

@@ -71,7 +71,9 @@ def _type_name(tp: Any) -> str:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     origin = typing.get_origin(tp)
     if origin is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+        inner = typing.get_args(tp)[0]
+        plural = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+        return f"a list of {plural.get(inner, str(inner))}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         tp, str(tp)
     )

@@ -213,7 +213,8 @@ def coerce(value: Any, tp: Any, *, text: bool = False) -> Any:
     """``value`` as type ``tp`` (a bool, int, float, str, tuple of them, or optional one), or
     TypeError. Ints widen to floats and lists become tuples; nothing else is converted, unless
     ``text``: then ``value`` may be written as in a config file or a ``key=value`` override (a
-    string parsed as JSON, ``true``/``false``, ``1,2`` for a tuple) and whole floats are ints.
+    string parsed as JSON, ``true``/``false``, ``1,2`` or ``a,b`` for a tuple) and whole
+    floats are ints.
     """
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
@@ -226,9 +227,12 @@ def coerce(value: Any, tp: Any, *, text: bool = False) -> Any:
         try:
             value = json.loads(raw.replace("'", '"')) if raw else raw
         except json.JSONDecodeError:
-            if tp is not bool or raw.lower() not in ("true", "false"):
+            if origin is tuple and typing.get_args(tp)[0] is str:  # a,b: a tuple of words
+                value = [word.strip() for word in raw[1:-1].split(",")]
+            elif tp is not bool or raw.lower() not in ("true", "false"):
                 raise TypeError(value) from None
-            value = raw.lower() == "true"
+            else:
+                value = raw.lower() == "true"
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise TypeError(value)

@@ -28,11 +28,16 @@ def test_overrides_are_coerced_by_field_type():
             "data.augment=false",
             "model.name=cnn",
             "model.widths=8,16",
+            "data.translations=web, kjv",
         ],
     )
     assert cfg.train.max_steps == 50 and isinstance(cfg.train.max_steps, int)
     assert cfg.train.ema == 0.99 and cfg.data.augment is False
     assert cfg.model.options["widths"] == (8, 16)
+    assert cfg.data.translations == ("web", "kjv")  # words need no quotes
+    assert config.load(None, ['data.translations=["kjv"]']).data.translations == ("kjv",)
+    with pytest.raises(UserError, match="'data.translations' must be a list of strings, got '1'"):
+        config.load(None, ["data.translations=1"])
 
 
 def test_deep_overrides_merge_into_nested_tables():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+from collections import Counter
 from pathlib import Path
 
 import regex
@@ -192,27 +193,23 @@ def genre_split(
         )
     genres = list(GENRES)
     web = read_verses("web", data_dir)
+    web_sizes = _chapter_sizes(web)
     texts, labels = [], []
     for translation in translations if split == "train" else ("web",):
         verses = web if translation == "web" else read_verses(translation, data_dir)
-        same = _same_chapters(web, verses)
+        sizes = web_sizes if translation == "web" else _chapter_sizes(verses)
         for ref, text in verses.items():
             book, chapter, _ = parse_ref(ref)
             where = "test" if chapter % 10 == 0 else "val" if chapter % 10 == 5 else "train"
-            if where == split and (book, chapter) in same:
+            if where == split and sizes[book, chapter] == web_sizes[book, chapter]:
                 texts.append(text)
                 labels.append(genres.index(GENRE_OF[book]))
     return texts, labels
 
 
-def _same_chapters(web: dict[str, str], other: dict[str, str]) -> set[tuple[str, int]]:
-    """The (book, chapter)s that hold as many verses in ``other`` as in ``web``."""
-    counts: list[dict[tuple[str, int], int]] = [{}, {}]
-    for count, verses in zip(counts, (web, other), strict=True):
-        for ref in verses:
-            key = parse_ref(ref)[:2]
-            count[key] = count.get(key, 0) + 1
-    return {key for key, n in counts[1].items() if counts[0].get(key) == n}
+def _chapter_sizes(verses: dict[str, str]) -> Counter[tuple[str, int]]:
+    """How many verses each (book, chapter) of ``verses`` holds."""
+    return Counter(parse_ref(ref)[:2] for ref in verses)
 
 
 # --------------------------------------------------------------------------- translation
@@ -244,16 +241,8 @@ def aligned_pairs(
        lies outside ``RATIO`` is dropped (``shifted``: an offset with equal counts);
     3. any other pair outside ``RATIO`` is dropped (``ratio``)."""
     a, b = read_verses(source, data_dir), read_verses(target, data_dir)
-    counts: dict[str, dict[tuple[str, int], int]] = {"a": {}, "b": {}}
-    for side, verses in (("a", a), ("b", b)):
-        for ref in verses:
-            book, chapter, _ = parse_ref(ref)
-            counts[side][book, chapter] = counts[side].get((book, chapter), 0) + 1
-    uneven = {
-        k
-        for k in counts["a"].keys() | counts["b"].keys()
-        if counts["a"].get(k) != counts["b"].get(k)
-    }
+    sizes_a, sizes_b = _chapter_sizes(a), _chapter_sizes(b)
+    uneven = {k for k in sizes_a.keys() | sizes_b.keys() if sizes_a[k] != sizes_b[k]}
     uneven |= {(book, chapter + 1) for book, chapter in uneven}
     common = [ref for ref in a if ref in b]
     outliers: dict[tuple[str, int], int] = {}

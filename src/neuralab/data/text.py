@@ -38,6 +38,7 @@ TEST_FRACTION = 0.05
 # the labelled-text datasets: (texts, labels) of a split; a language model reads their texts
 LABELLED_TEXTS = {"bible-genre": bible.genre_split, "fortunes": fortunes.fortune_split}
 CLASSIFIER_SPECIAL = ("<pad>", "<cls>")  # a text classifier's tokens beyond BPE's
+MIN_CHARS = 100  # shorter texts cannot fill a train, a val and a test split
 
 
 def labelled_split(cfg: DataConfig, split: str) -> tuple[list[str], list[int]]:
@@ -49,9 +50,6 @@ def labelled_split(cfg: DataConfig, split: str) -> tuple[list[str], list[int]]:
     if cfg.translations != ("web",):
         raise UserError(f"data.translations is bible-genre's option, not {cfg.name}'s")
     return read(split, cfg.data_dir or None)
-
-
-MIN_CHARS = 100  # shorter texts cannot fill a train, a val and a test split
 
 
 class CharTokenizer:

@@ -24,8 +24,8 @@ Transformer (≥ 20), each in 45 minutes.
     python benchmarks/nlp.py --only baseline cnn   # some of them
     python benchmarks/nlp.py train.epochs=2 --only cnn
     python benchmarks/nlp.py --only pretrained_gpt gpt     # pretrained against scratch
-    python benchmarks/nlp.py data.translations=web,kjv --only pretrained_gpt \
-        --lm-set data.translations=web,kjv train.max_steps=3000   # KJV too, a longer LM
+    python benchmarks/nlp.py data.translations=web --only pretrained_gpt \
+        --lm-set data.translations=web train.max_steps=1000   # without the KJV, shorter
     python benchmarks/nlp.py --only en_es_transformer   # 7 epochs, about 35 minutes
 """
 

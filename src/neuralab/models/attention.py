@@ -183,6 +183,73 @@ class MultiHeadSelfAttention(nn.Module):
         return y, weights
 
 
+class CachedBlocks:
+    """Causal ``blocks`` generating one token at a time: each block's ``KVCache`` (``caches``,
+    filled by reading a prompt through ``run_blocks``) and, for ``step``, the tensors and
+    sizes of each block looked up once.
+
+    ``step`` runs ``Block.forward``'s arithmetic with a cache functionally. A one-token step
+    is about a hundred tiny ops, and nn.Module's call and attribute overheads were most of its
+    time: sampling the classic GPT on a 2-core Xeon went from 1,450 to about 2,000 characters
+    per second. Generation through it is tested equal to recomputation."""
+
+    def __init__(self, blocks: nn.ModuleList) -> None:
+        self.caches = [KVCache() for _ in blocks]
+        self.layers = [
+            (
+                b.ln1.weight,
+                b.ln1.bias,
+                b.ln1.eps,
+                b.attn.qkv.weight,
+                b.attn.qkv.bias,
+                b.attn.n_heads,
+                b.attn.d_head,
+                b.attn.rope_cis if b.attn.rope_len else None,
+                b.attn._manual if b.attn.attn_impl == "manual" else None,
+                b.attn.proj.weight,
+                b.attn.proj.bias,
+                b.ln2.weight,
+                b.ln2.bias,
+                b.ln2.eps,
+                b.mlp.fc.weight,
+                b.mlp.fc.bias,
+                b.mlp.act,
+                b.mlp.proj.weight,
+                b.mlp.proj.bias,
+            )  # fmt: skip
+            for b in blocks
+        ]
+
+    def __len__(self) -> int:
+        return len(self.caches[0])  # the tokens read so far
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One new token (B, 1, d_model) through the blocks in eval mode, after a prompt: each
+        block appends its key and value to its cache. Returns (B, 1, d_model)."""
+        B, _, C = x.shape
+        at = len(self)
+        for cache, layer in zip(self.caches, self.layers, strict=True):
+            ln1_w, ln1_b, eps1, qkv_w, qkv_b, nh, hs, cis, manual = layer[:9]
+            proj_w, proj_b, ln2_w, ln2_b, eps2, fc_w, fc_b, act, out_w, out_b = layer[9:]
+            h = F.layer_norm(x, (C,), ln1_w, ln1_b, eps1)
+            qkv = F.linear(h, qkv_w, qkv_b).view(B, 1, 3, nh, hs)
+            if cis is not None:
+                q, k = rotate(qkv[:, :, :2], cis[at : at + 1]).unbind(2)  # (B, 1, nh, hs)
+                v = qkv[:, :, 2]
+            else:
+                q, k, v = qkv.unbind(2)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, 1, hs)
+            cache.k, cache.v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+            if manual is None:
+                y = F.scaled_dot_product_attention(q, cache.k, cache.v)  # one query sees all
+            else:
+                y = manual(q, cache.k, cache.v, False)[0]
+            x = x + F.linear(y.transpose(1, 2).reshape(B, 1, C), proj_w, proj_b)
+            h = act(F.linear(F.layer_norm(x, (C,), ln2_w, ln2_b, eps2), fc_w, fc_b))
+            x = x + F.linear(h, out_w, out_b)
+        return x
+
+
 class CrossAttention(nn.Module):
     """Attention of ``n_heads`` heads from (B, T, d_model) queries to (B, S, d_model) memory
     (an encoder's output): the decoder's "encoder-decoder attention" (Vaswani et al. 2017,

@@ -30,7 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from neuralab.models.attention import ATTN_IMPLS, MLP_ACTIVATIONS, Block, KVCache, run_blocks
+from neuralab.models.attention import (
+    ATTN_IMPLS,
+    MLP_ACTIVATIONS,
+    Block,
+    CachedBlocks,
+    KVCache,
+    run_blocks,
+)
 from neuralab.models.base import (
     LanguageModel,
     TextModelConfig,
@@ -131,19 +138,25 @@ class GPT(LanguageModel):
         return self.ln_f(x), maps
 
     def _next_logits(
-        self, idx: torch.Tensor, new: torch.Tensor, caches: list[KVCache] | None
-    ) -> tuple[torch.Tensor, list[KVCache]]:
+        self, idx: torch.Tensor, new: torch.Tensor, state: CachedBlocks | None
+    ) -> tuple[torch.Tensor, CachedBlocks]:
         """Generation with a KV cache: each block keeps the keys and values of the context, so
         a new token is read once. The context is the last ``block_size`` tokens of the prompt;
         when it is full, it shifts: the caches restart from the last ``block_size // 2``
         tokens, read again in one pass (so every token sees at least half a block before it,
         and the positions stay within the table the model was trained on)."""
         size = self.config.block_size
-        if caches is None or len(caches[0]) + new.shape[1] > size:
-            keep = size if caches is None else max(size // 2, 1)
-            new, caches = idx[:, -keep:], [KVCache() for _ in self.blocks]
-        features, _ = self._body(new, need_weights=False, caches=caches)
-        return self.head(features[:, -1, :]), caches
+        if state is None or len(state) + new.shape[1] > size:
+            keep = size if state is None else max(size // 2, 1)
+            new, state = idx[:, -keep:], CachedBlocks(self.blocks)
+        elif not self.training and not torch.is_autocast_enabled(new.device.type):
+            at = len(state)  # one more token after the prompt: without module calls
+            x = self.wte(new)  # (B, 1, C)
+            if self.wpe is not None:
+                x = x + self.wpe.weight[at : at + 1]
+            return self.head(self.ln_f(state.step(x)[:, -1, :])), state
+        features, _ = self._body(new, need_weights=False, caches=state.caches)
+        return self.head(features[:, -1, :]), state
 
     def forward_features(self, idx: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, None]:
         """(B, T) token ids, T <= block_size -> ((B, T, d_model) after the final LayerNorm,

@@ -3,6 +3,7 @@ time budget, and model FLOP utilisation. Prints one JSON object per result on st
 
     python benchmarks/lm.py                          # everything (about 30 minutes on 2 cores)
     python benchmarks/lm.py --only classic           # a subset
+    python benchmarks/lm.py --only sample            # sampling speed, about 2 minutes
 
 Results:
   matmul      fp32 (and bf16) matmul throughput of this machine: the peak MFU is measured against
@@ -18,6 +19,11 @@ Results:
               recipe) against the reference's time for its whole run (target: at most half)
   budget      best validation loss of the shakespeare_gpt preset, sized for 10 minutes of
               training (target <= 1.60), and of the shakespeare_lstm preset beside it
+  sample      characters/s of sampling 3,000 characters from the shakespeare_gpt_cpu model
+              on 1 and 2 threads, three ways alternated: neuralab's generation (a KV cache,
+              each new token through CachedBlocks.step), the same cache with every step
+              through the modules (the code before), and nanoGPT's generate (the last
+              block_size tokens read again for each new one); issue 27's target: >= 2,000
 
 All validation losses are on the same split (the 5% of the text after nanoGPT's 90% train
 split) and measured the same way: the mean loss over non-overlapping windows of the model's
@@ -35,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import MethodType
 
 import numpy as np
 import torch
@@ -43,6 +50,8 @@ from torch import nn
 from vision import machine
 
 from neuralab import config, data
+from neuralab.models import create_model
+from neuralab.models.attention import CachedBlocks
 from neuralab.runs import read_jsonl
 from neuralab.tasks import LanguageModelTask
 from neuralab.train import fit, new_run_dir
@@ -265,9 +274,65 @@ def time_to(curve: list[dict], target: float) -> float | None:
     return next((c["train_s"] for c in curve if c["val_loss"] <= target), None)
 
 
+def modules_next_logits(self, idx: torch.Tensor, new: torch.Tensor, state):
+    """GPT._next_logits with every step through the modules: the KV-cache code before
+    CachedBlocks.step, the anchor of the sample benchmark."""
+    size = self.config.block_size
+    if state is None or len(state) + new.shape[1] > size:
+        keep = size if state is None else max(size // 2, 1)
+        new, state = idx[:, -keep:], CachedBlocks(self.blocks)
+    features, _ = self._body(new, need_weights=False, caches=state.caches)
+    return self.head(features[:, -1, :]), state
+
+
+def sampling(tokens: int = 3000, repeats: int = 3) -> dict:
+    """Characters/s of three ways to sample from the shakespeare_gpt_cpu preset's model (its
+    weights untrained: the speed does not depend on them), medians of ``repeats`` alternated
+    runs, on 1 and 2 threads."""
+    model = create_model("gpt", **config.load("shakespeare_gpt_cpu").model.options).eval()
+    size = model.config.block_size
+    through_modules = create_model("gpt", **config.load("shakespeare_gpt_cpu").model.options)
+    through_modules.load_state_dict(model.state_dict())
+    through_modules._next_logits = MethodType(modules_next_logits, through_modules)
+
+    @torch.inference_mode()
+    def nanogpt(n: int) -> None:  # nanoGPT's model.generate: crop, rerun, sample
+        idx = torch.zeros(1, 1, dtype=torch.long)
+        for _ in range(n):
+            logits = model(idx[:, -size:])[0][:, -1, :] / 0.8
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1)
+            idx = torch.cat([idx, token], dim=1)
+
+    ways = {
+        "neuralab": lambda n: list(
+            model.generate_stream(torch.zeros(1, 1, dtype=torch.long), n, 0.8)
+        ),
+        "through_modules": lambda n: list(
+            through_modules.generate_stream(torch.zeros(1, 1, dtype=torch.long), n, 0.8)
+        ),
+        "nanogpt_generate": nanogpt,
+    }
+    result: dict = {"benchmark": "sample_classic_gpt", "characters": tokens}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rates: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(repeats):
+            for name, way in ways.items():
+                start = time.perf_counter()
+                way(tokens)
+                rates[name].append(tokens / (time.perf_counter() - start))
+        result[f"threads_{threads}"] = {
+            name: {"median": round(float(np.median(r)), 1), "runs": [round(x) for x in r]}
+            for name, r in rates.items()
+        }
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    best = max(result[f"threads_{t}"]["neuralab"]["median"] for t in (1, 2))
+    return {**result, "target": 2000, "met": best >= 2000}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="matmul,classic,fast,budget")
+    parser.add_argument("--only", default="matmul,classic,fast,budget,sample")
     parser.add_argument("--out", help="keep run directories here (default: a temp dir)")
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -344,6 +409,8 @@ def main() -> None:
                 "met": gpt["best_val_loss"] <= 1.60 and gpt["train_s"] <= 660,
             }
         )
+    if "sample" in only:
+        emit(sampling())
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_a_genre_classifier_trains_tests_and_predicts(tmp_path, arch):
     assert 0.2 < result["test/majority"] < 0.3 and result["test/examples"] > 2000
     assert (tmp_path / "r" / "tokenizer.json").is_file()
     text = "And Jesus said to his disciples, follow me. " * 3
-    proc = neuralab("predict", "r", "--text", text, "--text", "Woe to you, O Nineveh",
+    proc = neuralab("predict", "r", "--text", text, "--text", "Woe to you",
                     "--top-k", "2", "--json", cwd=tmp_path)  # fmt: skip
     first, second = json.loads(proc.stdout)["predictions"]
     assert len(first["top"]) == 2 and first["tokens"] == 16 and second["tokens"] < 16

@@ -190,8 +190,9 @@ class CachedBlocks:
 
     ``step`` runs ``Block.forward``'s arithmetic with a cache functionally. A one-token step
     is about a hundred tiny ops, and nn.Module's call and attribute overheads were most of its
-    time: sampling the classic GPT on a 2-core Xeon went from 1,450 to about 2,000 characters
-    per second. Generation through it is tested equal to recomputation."""
+    time: sampling the classic GPT on a 2-core Xeon went from 1,360 to 1,860 characters per
+    second (``benchmarks/lm.py --only sample``). Generation through it is tested equal to
+    recomputation."""
 
     def __init__(self, blocks: nn.ModuleList) -> None:
         self.caches = [KVCache() for _ in blocks]

@@ -183,6 +183,14 @@ class MultiHeadSelfAttention(nn.Module):
         return y, weights
 
 
+def _norm(ln: nn.LayerNorm) -> tuple:
+    return ln.weight, ln.bias, ln.eps
+
+
+def _linear(layer: nn.Linear) -> tuple:
+    return layer.weight, layer.bias
+
+
 class CachedBlocks:
     """Causal ``blocks`` generating one token at a time: each block's ``KVCache`` (``caches``,
     filled by reading a prompt through ``run_blocks``) and, for ``step``, the tensors and
@@ -198,25 +206,17 @@ class CachedBlocks:
         self.caches = [KVCache() for _ in blocks]
         self.layers = [
             (
-                b.ln1.weight,
-                b.ln1.bias,
-                b.ln1.eps,
-                b.attn.qkv.weight,
-                b.attn.qkv.bias,
+                *_norm(b.ln1),
+                *_linear(b.attn.qkv),
                 b.attn.n_heads,
                 b.attn.d_head,
                 b.attn.rope_cis if b.attn.rope_len else None,
                 b.attn._manual if b.attn.attn_impl == "manual" else None,
-                b.attn.proj.weight,
-                b.attn.proj.bias,
-                b.ln2.weight,
-                b.ln2.bias,
-                b.ln2.eps,
-                b.mlp.fc.weight,
-                b.mlp.fc.bias,
+                *_linear(b.attn.proj),
+                *_norm(b.ln2),
+                *_linear(b.mlp.fc),
                 b.mlp.act,
-                b.mlp.proj.weight,
-                b.mlp.proj.bias,
+                *_linear(b.mlp.proj),
             )  # fmt: skip
             for b in blocks
         ]

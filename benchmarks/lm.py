@@ -23,7 +23,8 @@ Results:
               on 1 and 2 threads, three ways alternated: neuralab's generation (a KV cache,
               each new token through CachedBlocks.step), the same cache with every step
               through the modules (the code before), and nanoGPT's generate (the last
-              block_size tokens read again for each new one); issue 27's target: >= 2,000
+              block_size tokens read again for each new one); same_text: the first two
+              write the same 300 characters under one seed; issue 27's target: >= 2,000
 
 All validation losses are on the same split (the 5% of the text after nanoGPT's 90% train
 split) and measured the same way: the mean loss over non-overlapping windows of the model's
@@ -312,7 +313,13 @@ def sampling(tokens: int = 3000, repeats: int = 3) -> dict:
         ),
         "nanogpt_generate": nanogpt,
     }
-    result: dict = {"benchmark": "sample_classic_gpt", "characters": tokens}
+
+    def text(m: nn.Module) -> torch.Tensor:  # 300 characters under a fixed seed
+        prompt, seeded = torch.zeros(1, 1, dtype=torch.long), torch.Generator().manual_seed(0)
+        return torch.cat(list(m.generate_stream(prompt, 300, 0.8, generator=seeded)))
+
+    same = torch.equal(text(model), text(through_modules))
+    result: dict = {"benchmark": "sample_classic_gpt", "characters": tokens, "same_text": same}
     for threads in (1, 2):
         torch.set_num_threads(threads)
         rates: dict[str, list[float]] = {name: [] for name in ways}

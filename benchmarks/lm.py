@@ -21,10 +21,11 @@ Results:
               training (target <= 1.60), and of the shakespeare_lstm preset beside it
   sample      characters/s of sampling 3,000 characters from the shakespeare_gpt_cpu model
               on 1 and 2 threads, three ways alternated: neuralab's generation (a KV cache,
-              each new token through CachedBlocks.step), the same cache with every step
-              through the modules (the code before), and nanoGPT's generate (the last
-              block_size tokens read again for each new one); same_text: the first two
-              write the same 300 characters under one seed; issue 27's target: >= 2,000
+              each new token through CachedBlocks.step, drawn by TokenSampler), the same
+              cache and sampler with every step through the modules (the step before
+              CachedBlocks), and nanoGPT's generate (the last block_size tokens read again
+              for each new one, torch.multinomial); same_text: the first two write the
+              same 300 characters under one seed; issue 27's target: >= 2,000
 
 All validation losses are on the same split (the 5% of the text after nanoGPT's 90% train
 split) and measured the same way: the mean loss over non-overlapping windows of the model's
@@ -52,7 +53,7 @@ from vision import machine
 
 from neuralab import config, data
 from neuralab.models import create_model
-from neuralab.models.attention import CachedBlocks
+from neuralab.models.cached import CachedBlocks
 from neuralab.runs import read_jsonl
 from neuralab.tasks import LanguageModelTask
 from neuralab.train import fit, new_run_dir

@@ -197,6 +197,24 @@ def test_rotary_scores_depend_only_on_relative_position() -> None:
     assert not torch.allclose(scores[0, 0], scores[0, 1])  # positions do matter
 
 
+def test_rotation_matrices_equal_rotate() -> None:
+    """The one-token generation step turns a row by ``x @ R[t]``; that equals ``rotate``'s
+    complex product at every position t (float64, to 1e-12), and R[t] is orthogonal."""
+    from neuralab.models.attention import rotary_tables, rotate
+    from neuralab.models.cached import rotation_matrices
+
+    length, hs = 10, 8
+    cis = rotary_tables(length, hs)
+    x = torch.randn(
+        3, length, 2, hs, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    R = rotation_matrices(cis, torch.float64)  # (T, hs, hs)
+    by_matrix = torch.einsum("btnh,thk->btnk", x, R)
+    torch.testing.assert_close(by_matrix, rotate(x, cis), rtol=0, atol=1e-12)
+    eye = torch.eye(hs, dtype=torch.float64).expand(length, hs, hs)
+    torch.testing.assert_close(R @ R.transpose(1, 2), eye, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_rotary_sdpa_and_manual_agree_and_stay_causal(causal: bool) -> None:
     """With rotary embeddings both implementations still compute one function (1e-10 in

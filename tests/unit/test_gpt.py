@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from neuralab.errors import UserError
 from neuralab.models import LanguageModel, create_model, list_models
+from neuralab.models.base import TokenSampler
 from neuralab.models.gpt import GPT
 
 SMALL = dict(vocab_size=11, block_size=16, n_layer=2, n_heads=2, d_model=16)
@@ -138,22 +139,44 @@ def test_generate_is_seeded_and_greedy() -> None:
     assert torch.equal(top1, greedy)
 
 
+def test_token_sampler_draws_from_the_softmax_of_the_top_k() -> None:
+    """The Gumbel-max draws follow softmax(logits / T) over the k likeliest tokens: 40,000
+    draws (one call, one row each) of a 5-token distribution at T = 0.7, top_k = 4, against
+    the probabilities computed directly, within 4 standard errors each; the token outside
+    the top 4 is never drawn. A seed repeats the draws; a shorter run is a prefix of a longer
+    one (the noise is drawn in chunks, not per length)."""
+    logits = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0])
+    probs = torch.softmax(torch.cat([logits[:4] / 0.7, torch.tensor([-math.inf])]), 0)
+    pick = TokenSampler(0.7, 4, torch.Generator().manual_seed(0))
+    freq = torch.bincount(pick(logits.expand(40_000, 5)), minlength=5) / 40_000
+    stderr = (probs * (1 - probs) / 40_000).sqrt()
+    assert freq[4] == 0
+    assert ((freq - probs).abs() <= 4 * stderr + 1e-12).all(), (freq, probs)
+
+    def draws(n: int, seed: int) -> list[int]:
+        pick = TokenSampler(1.0, None, torch.Generator().manual_seed(seed))
+        return [int(pick(logits[None])[0]) for _ in range(n)]
+
+    long = draws(150, 1)
+    assert draws(100, 1) == long[:100] and draws(150, 1) == long and draws(150, 2) != long
+    assert TokenSampler(0, None, None)(logits[None]).item() == 0  # temperature 0: argmax
+
+
 def windows_by_recomputation(model: GPT, prompt: torch.Tensor, steps: int, seed: int):
     """The oracle: sampling where every step runs the whole model, without a cache, over the
     context window that generation promises (the last block_size tokens of the prompt; when
-    full, it restarts from the last block_size // 2). Returns the tokens and each step's
-    logits."""
-    size, idx, generator = model.config.block_size, prompt, torch.Generator().manual_seed(seed)
+    full, it restarts from the last block_size // 2), drawing each token with the sampler
+    generation uses. Returns the tokens and each step's logits."""
+    size, idx = model.config.block_size, prompt
     start, all_logits = max(0, prompt.shape[1] - size), []
+    pick = TokenSampler(0.9, None, torch.Generator().manual_seed(seed))  # generation's sampler
     with torch.no_grad():
         for _ in range(steps):
             if idx.shape[1] - start > size:
                 start = idx.shape[1] - size // 2
             logits = model(idx[:, start:])[0][:, -1]
             all_logits.append(logits)
-            probs = torch.softmax(logits.float() / 0.9, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator)
-            idx = torch.cat([idx, token], dim=1)
+            idx = torch.cat([idx, pick(logits)[:, None]], dim=1)
     return idx, all_logits
 
 

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neuralab.models.attention import (
     ATTN_IMPLS,
     MLP_ACTIVATIONS,
     Block,
-    CachedBlocks,
     KVCache,
     run_blocks,
 )
@@ -45,6 +45,7 @@ from neuralab.models.base import (
     check_choice,
     register_model,
 )
+from neuralab.models.cached import CachedBlocks
 
 
 @dataclass(frozen=True)
@@ -146,15 +147,19 @@ class GPT(LanguageModel):
         tokens, read again in one pass (so every token sees at least half a block before it,
         and the positions stay within the table the model was trained on)."""
         size = self.config.block_size
-        if state is None or len(state) + new.shape[1] > size:
-            keep = size if state is None else max(size // 2, 1)
-            new, state = idx[:, -keep:], CachedBlocks(self.blocks)
+        if state is None:
+            new, state = idx[:, -size:], CachedBlocks(self.blocks)
+        elif len(state) + new.shape[1] > size:
+            new = idx[:, -max(size // 2, 1) :]
+            state.restart()
         elif not self.training and not torch.is_autocast_enabled(new.device.type):
             at = len(state)  # one more token after the prompt: without module calls
-            x = self.wte(new)  # (B, 1, C)
+            x = F.embedding(new[:, -1], self.wte.weight)  # (B, C)
             if self.wpe is not None:
-                x = x + self.wpe.weight[at : at + 1]
-            return self.head(self.ln_f(state.step(x)[:, -1, :])), state
+                x = x + self.wpe.weight[at]
+            ln_f = self.ln_f
+            x = F.layer_norm(state.step(x), ln_f.normalized_shape, ln_f.weight, ln_f.bias, ln_f.eps)
+            return F.linear(x, self.head.weight, self.head.bias), state
         features, _ = self._body(new, need_weights=False, caches=state.caches)
         return self.head(features[:, -1, :]), state
 

@@ -270,14 +270,15 @@ def test_bpe_text_streams_whole_characters():
 
 def test_a_bpe_language_model_reports_bits_per_character_and_samples(tmp_path, text_file):
     """Bits per character are the loss per token times the test split's tokens per
-    character over ln 2; the run keeps tokenizer.json, samples from it and resumes
+    character over ln 2; the run keeps tokenizer.json, and `sample` writes the run
+    tokenizer's decoding of the tokens the model generates under the seed; it resumes
     bit-identically; the character-cell probes refuse it."""
     from test_train import straight_and_resumed
 
     from neuralab.data.text import load_run_tokenizer
     from neuralab.errors import UserError
     from neuralab.probe.lstm_cells import lstm_run
-    from neuralab.train import sample
+    from neuralab.train import load_model, sample
 
     cfg = _cfg(text_file, LSTM, ["train.max_steps=20", "data.tokenizer=bpe",
                                  "data.vocab_size=300", "train.log_every=1"])  # fmt: skip
@@ -289,7 +290,10 @@ def test_a_bpe_language_model_reports_bits_per_character_and_samples(tmp_path, t
     test = splits["test"]
     per_char = len(test) / len(tokenizer.decode(test))
     assert result["test/bpc"] == pytest.approx(result["test/loss"] * per_char / 0.6931471805599453)
-    assert len(sample(run_dir, "To be", 10, seed=1)) > 10
+    prompt = tokenizer.encode("To be")[None, :]
+    seeded = torch.Generator().manual_seed(1)
+    tokens = load_model(run_dir).generate(prompt, 10, 0.8, generator=seeded)[0, prompt.shape[1] :]
+    assert len(tokens) == 10 and sample(run_dir, "To be", 10, seed=1) == tokenizer.decode(tokens)
     with pytest.raises(UserError, match="reads BPE tokens"):
         lstm_run(run_dir, "to be or not to be")
     straight_and_resumed(tmp_path / "resume", cfg, stop_at=7)

@@ -117,10 +117,10 @@ def true_masks_miou(task, cfg, y: torch.Tensor, predicted: torch.Tensor) -> dict
 
 
 def crop_cnn_reference(
-    task, cfg, y: torch.Tensor, x: torch.Tensor, scenes: int = 40000, epochs: int = 6
+    task, cfg, y: torch.Tensor, x: torch.Tensor, n_scenes: int = 40000, epochs: int = 6
 ) -> dict:
     """A ceiling for recognition: the true boxes (perfect localisation), each crop classified
-    by fashion_cnn's network (3 channels) trained on every true box of the first ``scenes``
+    by fashion_cnn's network (3 channels) trained on every true box of the first ``n_scenes``
     train scenes, resized to 28x28, for ``epochs`` (AdamW, one-cycle, label smoothing 0.1,
     the precision ``auto`` picks); mAP with the top-3 classes as for the logistic regression,
     and the crops' top-1 accuracy."""
@@ -131,7 +131,7 @@ def crop_cnn_reference(
 
     torch.manual_seed(0)
     x_train, y_train = task.load(cfg.data, "train", raw=True)
-    features, classes = crops(x_train[:scenes], y_train[:scenes])
+    features, classes = crops(x_train[:n_scenes], y_train[:n_scenes])
     features = features.view(-1, 3, 28, 28)
     model = create_model(
         "cnn", in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, widths=(16, 32, 64),

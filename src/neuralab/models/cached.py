@@ -55,7 +55,8 @@ class CachedBlocks:
     new position as one (hs, hs) matrix. A one-token step is about a hundred tiny ops, and
     nn.Module's call and attribute overheads were most of its time: sampling the classic GPT
     on a 2-core Xeon went from 1,360 to 1,860 characters per second with the functional step,
-    and further with mm and the rotation matrices (``benchmarks/lm.py --only sample``).
+    and to 2,160-2,390 on one thread with mm, the rotation matrices and ``TokenSampler``
+    (``benchmarks/lm.py --only sample``).
     Generation through it is tested equal to recomputation."""
 
     def __init__(self, blocks: nn.ModuleList) -> None:

@@ -12,10 +12,16 @@ import sacrebleu
 import torch
 
 from neuralab.data import caption_grammar as grammar
-from neuralab.data.captions import EOS, PAD, UNK, Vocabulary
+from neuralab.data.captions import EOS, PAD, UNK, Vocabulary, object_cells
 from neuralab.errors import UserError
 from neuralab.models import create_model
-from neuralab.models.captioner import BOS, Captioner, CaptionerConfig, doubly_stochastic
+from neuralab.models.captioner import (
+    BOS,
+    Captioner,
+    CaptionerConfig,
+    doubly_stochastic,
+    objects_loss,
+)
 from neuralab.models.search import beam_search, greedy, sample
 from neuralab.tasks.caption_metrics import bleu, cider_d
 
@@ -153,25 +159,129 @@ def test_cider_d_equals_the_coco_caption_code():
 
 
 @pytest.mark.parametrize(
-    ("name", "stride"), [("caption_lstm", 8), ("caption_attention", 8), ("caption_attention", 4)]
+    ("name", "options"),
+    [
+        ("caption_lstm", {}),
+        ("caption_lstm", {"objects": 1.0}),
+        ("caption_attention", {}),
+        ("caption_attention", {"stride": 4}),
+        ("caption_attention", {"deep_output": True, "objects": 0.5}),
+    ],
 )
-def test_teacher_forcing_equals_decoding_step_by_step(name, stride):
+def test_teacher_forcing_equals_decoding_step_by_step(name, options):
     """``forward`` (the fused LSTM over the whole sequence for NeuralTalk) gives the logits
-    that ``step``, which the searches use, gives word by word; attention weights sum to 1
-    over the 8×8 (or, at stride 4, 16×16) cells of a 64×64 image."""
+    that ``step``, which the searches use, gives word by word, with or without the deep
+    output layer; attention weights sum to 1 over the 8×8 (or, at stride 4, 16×16) cells of
+    a 64×64 image; the objects head gives every cell 11 + 8 + 3 logits."""
     torch.manual_seed(0)
-    sizes = {"widths": (8, 16, 16), "hidden": 24, "embed": 12, "stride": stride}
+    sizes = {"widths": (8, 16, 16), "hidden": 24, "embed": 12, **options}
     model = create_model(name, vocab_size=30, **sizes).eval()
     x, words = torch.rand(3, 3, 64, 64), torch.randint(0, 30, (3, 7))
-    logits, alphas = model(x, words)
+    logits, alphas, objects = model(x, words)
+    cells = (64 // options.get("stride", 8)) ** 2
+    assert objects.shape == (3, cells, 22 if "objects" in options else 0)
     memory = model.encode(x)
     state = model.start(memory)
     for t in range(7):
         step_logits, state, alpha = model.step(memory, state, words[:, t])
         torch.testing.assert_close(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
     if model.attends:
-        assert alphas.shape == (3, 7, (64 // stride) ** 2)
+        assert alphas.shape == (3, 7, cells)
         torch.testing.assert_close(alphas.sum(-1), torch.ones(3, 7))
+
+
+def test_deep_output_is_the_papers_readout():
+    """With ``deep_output`` the logits of a step are L_o(tanh(E y + L_h h + L_z z)) (Xu et
+    al. 2015, eq. 7) of the step's new state h and its attended context z, computed here
+    from the step's own pieces; without it, the NeuralTalk caption model refuses it."""
+    torch.manual_seed(0)
+    model = create_model(
+        "caption_attention",
+        vocab_size=30,
+        widths=(8, 8, 16),
+        hidden=24,
+        embed=12,
+        deep_output=True,
+    ).eval()
+    x, words = torch.rand(2, 3, 64, 64), torch.tensor([5, 7])
+    memory = model.encode(x)
+    state = model.start(memory)
+    logits, (h, _), _ = model.step(memory, state, words)
+    context, _ = model.attend(memory, state[0])
+    read = model.embed(words) + h @ model.out_h.weight.T + model.out_h.bias
+    read = read + context @ model.out_z.weight.T + model.out_z.bias
+    expected = torch.tanh(read) @ model.out.weight.T + model.out.bias
+    torch.testing.assert_close(logits, expected)
+    with pytest.raises(UserError, match="deep_output"):
+        create_model("caption_lstm", vocab_size=30, deep_output=True)
+
+
+def test_object_cells_by_hand():
+    """A 20-px item at (2, 20) on a 64-px scene has its centre (12, 30) in cell (row 3,
+    col 1) of an 8×8 map and cell (7, 3) of a 16×16 one; its targets are class + 1, colour
+    and size index; every other cell is class 0 with no colour and no size."""
+    scene = [thing(BAG, RED, "small", 2, 20), thing(BOOT, BLUE, "large", 40, 24, side=36)]
+    for side, first in ((8, 3 * 8 + 1), (16, 7 * 16 + 3)):
+        cells = object_cells([scene], 64, side)
+        assert cells.shape == (1, side * side, 3)
+        assert cells[0, first].tolist() == [BAG + 1, RED, 0]
+        second = cells[0, :, 0].nonzero().flatten().tolist()
+        assert len(second) == 2 and first in second
+        other = [i for i in second if i != first][0]
+        assert cells[0, other].tolist() == [BOOT + 1, BLUE, 2]
+        assert other == min(int(42 / 64 * side), side - 1) * side + int(58 / 64 * side)
+        empty = cells[0, cells[0, :, 0] == 0]
+        assert (empty[:, 1:] == -1).all() and len(empty) == side * side - 2
+
+
+@torch.no_grad()
+def test_the_task_reads_the_cells_targets_after_the_words():
+    """A training batch's y is the (B, T) words then the flattened (B, P, 3) cell targets;
+    the task's loss is the model's loss of those words and cells, which is the words' loss
+    plus the objects loss weighted by ``objects``."""
+    from neuralab.models.search import teacher_inputs
+    from neuralab.tasks.caption import CaptionTask
+
+    torch.manual_seed(0)
+    model = create_model(
+        "caption_attention",
+        vocab_size=30,
+        widths=(8, 8, 16),
+        hidden=24,
+        embed=12,
+        max_len=6,
+        objects=0.5,
+    ).eval()
+    x, words = torch.rand(2, 3, 64, 64), torch.randint(3, 30, (2, 6))
+    scenes = [[thing(BAG, RED, "small", 2, 20)], [thing(BOOT, BLUE, "large", 10, 10, side=36)]]
+    cells = object_cells(scenes, 64, 8)
+    total, stats = CaptionTask().loss(model, x, torch.cat([words, cells.flatten(1)], 1))
+    out = model(x, teacher_inputs(words, BOS))
+    words_only, _ = model.loss(out, words)
+    named = objects_loss(out[2], cells, model.config.object_targets)
+    assert float(total) == pytest.approx(float(words_only + 0.5 * named), rel=1e-6)
+    assert float(stats["objects"]) == pytest.approx(float(named), rel=1e-6) and float(named) > 0
+
+
+def test_objects_loss_is_the_sum_of_the_targets_cross_entropies():
+    """Each target's mean negative log-probability over the cells that have it (-1 ignored),
+    summed over the targets, written out with loops."""
+    torch.manual_seed(0)
+    sizes = (4, 3)
+    logits = torch.randn(2, 5, 7)
+    cells = torch.tensor(
+        [[[0, -1], [2, 1], [0, -1], [3, 0], [0, -1]], [[1, 2], [0, -1], [0, -1], [0, -1], [2, 2]]]
+    )
+    expected = 0.0
+    for k, (offset, n) in enumerate(((0, 4), (4, 3))):
+        terms = [
+            -float(torch.log_softmax(logits[b, p, offset : offset + n], 0)[cells[b, p, k]])
+            for b in range(2)
+            for p in range(5)
+            if cells[b, p, k] >= 0
+        ]
+        expected += sum(terms) / len(terms)
+    assert float(objects_loss(logits, cells, sizes)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_doubly_stochastic_term_is_the_formula():
@@ -317,10 +427,18 @@ def test_sizes_are_facts_of_the_picture(splits):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("preset", ["scenes_caption_lstm", "scenes_caption_attention"])
-def test_captioning_resumes_bit_identically(tmp_path, monkeypatch, preset):
+@pytest.mark.parametrize(
+    ("preset", "options"),
+    [
+        ("scenes_caption_lstm", []),
+        ("scenes_caption_attention", []),
+        ("scenes_caption_attention", ["model.deep_output=true", "model.objects=1"]),
+    ],
+)
+def test_captioning_resumes_bit_identically(tmp_path, monkeypatch, preset, options):
     """12 steps straight == 5 steps, Ctrl-C, resume, 7 steps: identical parameters and the
-    same validation BLEU-4 and fact F1, for both captioners."""
+    same validation BLEU-4 and fact F1, for both captioners, and with the deep output layer
+    and the objects loss (whose targets ride in the batches)."""
     from conftest import require_dataset
     from test_train import straight_and_resumed
 
@@ -328,7 +446,7 @@ def test_captioning_resumes_bit_identically(tmp_path, monkeypatch, preset):
 
     require_dataset("fashion-mnist")
     monkeypatch.setenv("NEURALAB_CACHE", str(tmp_path / "cache"))
-    cfg = config.load(preset, [*TINY, "train.max_steps=12"])
+    cfg = config.load(preset, [*TINY, *options, "train.max_steps=12"])
     done, resumed = straight_and_resumed(tmp_path, cfg, 5)
     for key in ("val/bleu4", "val/fact_f1", "val/loss"):
         assert resumed[key] == done[key] and math.isfinite(done[key])

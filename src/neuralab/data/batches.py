@@ -51,12 +51,16 @@ class ImageBatches:
         self.augment, self.crop_pad, self.hflip = augment, crop_pad, hflip
         self._perm, self._epoch = None, -1
 
-    def get(self, step: int) -> Batch:
+    def indices(self, step: int) -> Tensor:
+        """The examples of batch ``step``."""
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             gen = derived_generator(self.seed, epoch)
             self._perm, self._epoch = torch.randperm(len(self.x), generator=gen), epoch
-        idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def get(self, step: int) -> Batch:
+        idx = self.indices(step)
         xb = self.x[idx]
         if self.augment:
             gen = derived_generator(self.seed, step, 1)

@@ -44,6 +44,7 @@ SIZES = ("small", "medium", "large")
 HELD_OUT_COLOURS = frozenset((c, (3 * c + 1) % len(grammar.COLOURS)) for c in range(10))
 HELD_OUT_PAIRS = frozenset({(0, 7), (1, 5), (2, 9), (3, 8), (4, 6)})
 CANDIDATES = 8  # scenes drawn per compositional scene wanted (about 1 in 4 qualifies)
+OBJECT_TARGETS = (11, len(grammar.COLOURS), len(SIZES))  # what object_cells gives a cell
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = range(4)
 
@@ -118,6 +119,21 @@ def references(scene: list[grammar.Thing], seed: list[int]) -> list[str]:
     """The scene's reference captions, drawn from ``seed``."""
     rng = np.random.Generator(np.random.PCG64(seed))
     return [grammar.describe(scene, rng) for _ in range(REFERENCES)]
+
+
+def object_cells(scenes: list[list[grammar.Thing]], size: int, side: int) -> torch.Tensor:
+    """(N, side², 3) int64 targets (of ``OBJECT_TARGETS`` values) of the side × side map of
+    ``size``-pixel scenes: for the cell holding an item's centre, its class + 1, colour and
+    size (an index of ``SIZES``); elsewhere class 0 (none) and -1 (no colour, no size)."""
+    cells = torch.full((len(scenes), side * side, 3), -1, dtype=torch.int64)
+    cells[..., 0] = 0
+    for n, scene in enumerate(scenes):
+        for t in scene:
+            x0, y0, x1, y1 = t.box
+            row = min(int((y0 + y1) / 2 * side / size), side - 1)
+            col = min(int((x0 + x1) / 2 * side / size), side - 1)
+            cells[n, row * side + col] = torch.tensor([t.cls + 1, t.colour, SIZES.index(t.size)])
+    return cells
 
 
 class CaptionSplit(NamedTuple):

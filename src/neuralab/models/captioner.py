@@ -13,10 +13,21 @@ is a tanh layer of the mean feature. Its loss adds the doubly stochastic regular
 ``λ·mean_i (1 − Σ_t α_ti)²`` (each cell attended about once over the caption; the mean over
 cells, as the authors' code and common reimplementations scale it).
 
+With ``deep_output`` the next word is read as in the paper's eq. 7 and the authors' code
+(``ctx2out``, ``prev2out``): ``L_o·tanh(E y_{t-1} + L_h h_t + L_z z_t)``, so the attended
+context reaches the word directly and not only through the LSTM's state.
+
+Both may learn, beside the captions, to name what the encoder's map holds (``objects`` > 0,
+the weight of that loss): a linear layer reads each cell's feature and predicts the class of
+the item centred in the cell (or none), and that item's colour and size. This is how a
+captioner without pretrained weights gets its encoder a grounding signal like the ImageNet
+(or Visual Genome) labels that the papers' encoders were trained on.
+
 Both decode one word at a time through the same three methods, which the searches of
 ``models.search`` drive: ``encode(x)`` -> memory, ``start(memory)`` -> state,
 ``step(memory, state, words)`` -> (logits, state, attention weights or None). ``forward(x,
-words)`` is teacher forcing: logits of every next word at once.
+words)`` is teacher forcing: logits of every next word at once, the attention weights and
+the cells' object logits.
 """
 
 from __future__ import annotations
@@ -53,6 +64,10 @@ class CaptionerConfig(ImageModelConfig):
     attention: int = 128  # size of the additive attention's hidden layer
     dropout: float = 0.2  # before the output layer
     alpha_c: float = 1.0  # λ of the doubly stochastic attention regulariser
+    deep_output: bool = False  # the word from tanh(E y + L_h h + L_z z), not h alone
+    objects: float = 0.0  # weight of the loss naming each cell's item (0: no such head)
+    object_targets: tuple[int, ...] = (11, 8, 3)  # values of a cell's targets: class or none,
+    # colour, size
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,6 +81,11 @@ class CaptionerConfig(ImageModelConfig):
             check(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.alpha_c >= 0, f"alpha_c must be >= 0, got {self.alpha_c}")
+        check(self.objects >= 0, f"objects must be >= 0, got {self.objects}")
+        check(
+            len(self.object_targets) >= 1 and all(n >= 2 for n in self.object_targets),
+            f"object_targets must be sizes >= 2, got {self.object_targets}",
+        )
         check(self.image_size >= 16, f"captioners need image_size >= 16, got {self.image_size}")
 
 
@@ -106,9 +126,20 @@ class Captioner(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.embed)
         self.drop = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.hidden, config.vocab_size)
+        self.objects = (
+            nn.Linear(config.widths[-1], sum(config.object_targets)) if config.objects else None
+        )
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) images -> the encoder's (B, C', h, w) map."""
+        return self.encoder(self.normalize(x))
+
+    def read(self, features: Tensor) -> Memory:
+        """The decoder's memory of the encoder's map."""
+        raise NotImplementedError
 
     def encode(self, x: Tensor) -> Memory:
-        raise NotImplementedError
+        return self.read(self.features(x))
 
     def start(self, memory: Memory) -> State:
         raise NotImplementedError
@@ -118,26 +149,53 @@ class Captioner(nn.Module):
         weights (an empty (B, 0) tensor for a model that does not attend)."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor, words: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher forcing: (B, T) input words (``<bos>`` first) -> (B, T, V) logits of the
-        words after each, and (B, T, P) attention weights ((B, T, 0) without attention)."""
-        return step_through(self, x, words)
+    def decode_teacher(self, memory: Memory, words: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, V) logits and (B, T, P) attention weights of teacher forcing."""
+        return step_through(self, memory, words)
 
-    def loss(self, out: tuple[Tensor, Tensor], targets: Tensor) -> tuple[Tensor, dict]:
+    def forward(self, x: Tensor, words: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Teacher forcing: (B, T) input words (``<bos>`` first) -> (B, T, V) logits of the
+        words after each, (B, T, P) attention weights ((B, T, 0) without attention) and
+        (B, P, K) logits of the cells' objects ((B, P, 0) without the objects head)."""
+        features = self.features(x)
+        logits, alphas = self.decode_teacher(self.read(features), words)
+        cells = features.flatten(2).transpose(1, 2)  # (B, P, C)
+        objects = self.objects(cells) if self.objects is not None else cells[..., :0]
+        return logits, alphas, objects
+
+    def loss(
+        self, out: tuple[Tensor, Tensor, Tensor], targets: Tensor, cells: Tensor | None = None
+    ) -> tuple[Tensor, dict]:
         """Mean cross-entropy of the (B, T) target words (``<pad>`` ignored), plus the
-        attention regulariser for a model that attends; ``count`` and ``correct`` are
-        over the non-pad words."""
-        logits, alphas = out
+        attention regulariser for a model that attends, plus ``objects`` × the objects
+        loss of (B, P, len(object_targets)) ``cells`` targets (-1: none, e.g. no colour for
+        an empty cell); ``count`` and ``correct`` are over the non-pad words."""
+        logits, alphas, objects = out
         valid = targets != PAD
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=PAD)
         total = ce
         if self.attends and self.config.alpha_c > 0:
             total = total + self.config.alpha_c * doubly_stochastic(alphas, valid)
+        stats = {"ce": ce.detach()}
+        if self.objects is not None and cells is not None:
+            named = objects_loss(objects, cells, self.config.object_targets)
+            total = total + self.config.objects * named
+            stats["objects"] = named.detach()
         correct = ((logits.detach().argmax(-1) == targets) & valid).sum()
-        return total, {"count": valid.sum(), "correct": correct, "ce": ce.detach()}
+        return total, {"count": valid.sum(), "correct": correct, **stats}
 
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def objects_loss(logits: Tensor, cells: Tensor, sizes: tuple[int, ...]) -> Tensor:
+    """The sum over targets of the mean cross-entropy of each cell's target: (B, P, Σ sizes)
+    logits split by ``sizes``, (B, P, len(sizes)) targets, -1 ignored."""
+    parts = logits.float().split(list(sizes), -1)
+    return sum(
+        F.cross_entropy(part.flatten(0, 1), cells[..., k].flatten(), ignore_index=-1)
+        for k, part in enumerate(parts)
+    )
 
 
 def doubly_stochastic(alphas: Tensor, valid: Tensor) -> Tensor:
@@ -153,13 +211,13 @@ class NeuralTalk(Captioner):
 
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__(config)
+        check(not config.deep_output, "deep_output reads an attended context: caption_attention")
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.project = nn.Linear(config.widths[-1] * 16, config.embed)
         self.lstm = nn.LSTM(config.embed, config.hidden, batch_first=True)
 
-    def encode(self, x: Tensor) -> Memory:
-        feature = self.pool(self.encoder(self.normalize(x))).flatten(1)  # (B, C·16)
-        return (self.project(feature),)  # (B, E)
+    def read(self, features: Tensor) -> Memory:
+        return (self.project(self.pool(features).flatten(1)),)  # (B, E) from (B, C·16)
 
     def start(self, memory: Memory) -> State:
         _, (h, c) = self.lstm(memory[0][:, None])  # read the image vector
@@ -171,10 +229,9 @@ class NeuralTalk(Captioner):
         logits = self.out(self.drop(out[:, 0]))  # (B, V)
         return logits, (h[0], c[0]), out.new_zeros(len(words), 0)
 
-    def forward(self, x: Tensor, words: Tensor) -> tuple[Tensor, Tensor]:
+    def decode_teacher(self, memory: Memory, words: Tensor) -> tuple[Tensor, Tensor]:
         """The whole sequence through the fused LSTM at once (the same as ``step`` by step)."""
-        (image,) = self.encode(x)
-        sequence = torch.cat([image[:, None], self.embed(words)], 1)  # (B, 1 + T, E)
+        sequence = torch.cat([memory[0][:, None], self.embed(words)], 1)  # (B, 1 + T, E)
         out, _ = self.lstm(sequence)
         logits = self.out(self.drop(out[:, 1:]))  # (B, T, V)
         return logits, logits.new_zeros(*words.shape, 0)
@@ -194,10 +251,13 @@ class ShowAttendTell(Captioner):
         self.att_score = nn.Linear(a, 1)
         self.gate = nn.Linear(h, c)
         self.cell = nn.LSTMCell(config.embed + c, h)
+        if config.deep_output:  # L_h, L_z, and L_o over the embedding size (E y is added)
+            self.out_h, self.out_z = nn.Linear(h, config.embed), nn.Linear(c, config.embed)
+            self.out = nn.Linear(config.embed, config.vocab_size)
 
-    def encode(self, x: Tensor) -> Memory:
-        features = self.encoder(self.normalize(x)).flatten(2).transpose(1, 2)  # (B, P, C)
-        return features, self.att_features(features)  # and W_a a_i, (B, P, A), computed once
+    def read(self, features: Tensor) -> Memory:
+        cells = features.flatten(2).transpose(1, 2)  # (B, P, C)
+        return cells, self.att_features(cells)  # and W_a a_i, (B, P, A), computed once
 
     def start(self, memory: Memory) -> State:
         mean = memory[0].mean(1)  # (B, C)
@@ -214,5 +274,9 @@ class ShowAttendTell(Captioner):
     def step(self, memory: Memory, state: State, words: Tensor) -> tuple[Tensor, State, Tensor]:
         h, c = state
         context, alpha = self.attend(memory, h)
-        h, c = self.cell(torch.cat([self.embed(words), context], -1), (h, c))
+        embedded = self.embed(words)
+        h, c = self.cell(torch.cat([embedded, context], -1), (h, c))
+        if self.config.deep_output:
+            read = torch.tanh(embedded + self.out_h(h) + self.out_z(context))
+            return self.out(self.drop(read)), (h, c), alpha
         return self.out(self.drop(h)), (h, c), alpha

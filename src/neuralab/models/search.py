@@ -43,10 +43,12 @@ def teacher_inputs(targets: Tensor, bos: int) -> Tensor:
     return torch.cat([torch.full_like(targets[:, :1], bos), targets[:, :-1]], 1)
 
 
-def step_through(model: Decoder, x: Tensor, words: Tensor) -> tuple[Tensor, Tensor]:
-    """Teacher forcing by stepping: (B, T) input words (``<bos>`` first) read one at a time
-    -> (B, T, V) logits of the words after each and (B, T, P) attention weights."""
-    memory = model.encode(x)
+def step_through(
+    model: Decoder, memory: tuple[Tensor, ...], words: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Teacher forcing by stepping from the encoded input: (B, T) input words (``<bos>``
+    first) read one at a time -> (B, T, V) logits of the words after each and (B, T, P)
+    attention weights."""
     state = model.start(memory)
     logits, weights = [], []
     for t in range(words.shape[1]):

@@ -108,7 +108,7 @@ class Seq2Seq(nn.Module):
     def forward(self, src: Tensor, words: Tensor, need_weights: bool = False):
         """Teacher forcing: (B, T) input words (``<bos>`` first) -> (B, T, V) logits of the
         words after each (and the (B, T, S) attention weights if asked)."""
-        logits, weights = step_through(self, src, words)
+        logits, weights = step_through(self, self.encode(src), words)
         return (logits, weights) if need_weights else logits
 
     def num_params(self, trainable_only: bool = False) -> int:

@@ -44,13 +44,22 @@ EXAMPLES = 20  # test captions kept in test_captions.json
 
 class CaptionBatches(ImageBatches):
     """Scenes (uint8, made float per batch) with one of their references each, drawn from
-    (seed, step): (B, 3, S, S) and (B, T) word ids."""
+    (seed, step): (B, 3, S, S) and (B, T) word ids, followed, if ``cells`` (N, P, 3) are
+    given, by the flattened object targets of the scene's cells: (B, T + 3P)."""
+
+    def __init__(self, *args, cells: Tensor | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cells = cells
 
     def get(self, step: int) -> Batch:
-        xb, yb, _ = super().get(step)  # yb: (B, references, T)
+        idx = self.indices(step)
+        references = self.y[idx]  # (B, references, T)
         gen = derived_generator(self.seed, step, 1)
-        pick = torch.randint(yb.shape[1], (len(yb),), generator=gen)
-        return Batch(xb.float().div_(255), yb[torch.arange(len(yb)), pick])
+        pick = torch.randint(references.shape[1], (len(idx),), generator=gen)
+        y = references[torch.arange(len(idx)), pick]
+        if self.cells is not None:
+            y = torch.cat([y, self.cells[idx].flatten(1)], 1)
+        return Batch(self.x[idx].float().div_(255), y)
 
 
 @torch.no_grad()
@@ -111,18 +120,27 @@ class CaptionTask(Task):
             image_size=cfg.data.scene_size,
             mean=mean,
             std=std,
-            **cfg.model.options,
+            **{"object_targets": captions.OBJECT_TARGETS, **cfg.model.options},
         )
         length = model.config.max_len
         y_train = captions.encode_references(self.vocab, train.references, length)
         y_val = captions.encode_references(self.vocab, self.val_split.references, length)
-        batches = CaptionBatches(train.images, y_train, cfg.train.batch_size, cfg.seed)
+        cells = None
+        if model.config.objects:
+            side = cfg.data.scene_size // model.config.stride
+            cells = captions.object_cells(train.things, cfg.data.scene_size, side)
+        batches = CaptionBatches(train.images, y_train, cfg.train.batch_size, cfg.seed, cells=cells)
         sizes = {"train/examples": len(train.images), "val/examples": len(y_val)}
         return Setup(model, batches, (self.val_split.images, y_val), sizes)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Teacher-forced cross-entropy of the words (``train/acc``: words right)."""
-        return unwrap(model, Captioner).loss(model(x, teacher_inputs(y, BOS)), y)
+        """Teacher-forced cross-entropy of the words (``train/acc``: words right), and the
+        objects loss if the batch carries the cells' targets after the words."""
+        captioner = unwrap(model, Captioner)
+        words, rest = y[:, : captioner.config.max_len], y[:, captioner.config.max_len :]
+        targets = len(captioner.config.object_targets)
+        cells = rest.view(len(y), -1, targets) if rest.shape[1] else None
+        return captioner.loss(model(x, teacher_inputs(words, BOS)), words, cells)
 
     def evaluate(
         self, model: nn.Module, split: captions.CaptionSplit, batch_size: int, beam: int = 1

@@ -4,9 +4,10 @@ baselines.
 Prints one JSON object per result (machine included): for the chosen preset, BLEU-1..4,
 CIDEr-D and the grounded fact precision/recall/F1 on the i.i.d. and the compositional test
 splits, for greedy decoding and beam search (beam 3), the greedy captions' facts by kind
-(count, colour, size, relation: where they go wrong) and how often an item's class and
-colour are named together when training never showed that pair, its training wall time
-and its captions per second; beside them three baselines scored the same way:
+(count, colour, size, relation: where they go wrong), how often an item's class and colour
+are named together (when training never showed that pair or did; by the item's size) and
+which classes are named in place of which, its training wall time and its captions per
+second; beside them three baselines scored the same way:
 
 - one caption for every scene: of the first references of 100 training scenes, the one with
   the best fact F1 on 500 other training scenes (what ignoring the image can reach, roughly);
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +38,12 @@ from vision import emit, trained_or_given
 
 from neuralab import config
 from neuralab.data import captions
-from neuralab.data.caption_grammar import fact_breakdown, fact_scores, parse, stated_facts
+from neuralab.data.caption_grammar import NOUNS, fact_breakdown, fact_scores, parse, stated_facts
 from neuralab.tasks.caption import CaptionTask, caption_all
 from neuralab.tasks.caption_metrics import bleu, cider_d
 from neuralab.train import load_model
 
+CLASSES = [nouns[0][0] for nouns in NOUNS]
 KEYS = ("bleu1", "bleu4", "cider", "fact_precision", "fact_recall", "fact_f1")
 
 
@@ -61,6 +64,25 @@ def held_out_named(written: list[str], split: captions.CaptionSplit) -> dict:
             tally[0] += ("colour", t.cls, t.colour) in facts
             tally[1] += 1
     return {k: round(hit / n, 4) if n else None for k, (hit, n) in named.items()}
+
+
+def named_by_size(written: list[str], split: captions.CaptionSplit) -> dict:
+    """How often an item's class and colour are named together, by the item's size, and the
+    commonest wrong classes named with an item's colour: (true class, said class) counts."""
+    named = {size: [0, 0] for size in captions.SIZES}
+    wrong: Counter = Counter()
+    for caption, things in zip(written, split.things, strict=True):
+        mentions = [(m.cls, m.colour) for m in parse(caption).mentions]
+        for t in things:
+            named[t.size][0] += (t.cls, t.colour) in mentions
+            named[t.size][1] += 1
+            said = [cls for cls, colour in mentions if colour == t.colour]
+            if said and t.cls not in said:
+                wrong[(CLASSES[t.cls], CLASSES[said[0]])] += 1
+    return {
+        "by_size": {k: round(hit / n, 4) if n else None for k, (hit, n) in named.items()},
+        "confusions": [[*pair, n] for pair, n in wrong.most_common(8)],
+    }
 
 
 def pixels(images: torch.Tensor) -> torch.Tensor:
@@ -116,6 +138,7 @@ def main() -> None:
             "beam3": scores(beam, split),
             "greedy_facts_by_kind": fact_breakdown(greedy, split.things),
             "greedy_class_and_colour_named": held_out_named(greedy, split),
+            "greedy_class_and_colour_named_by_size": named_by_size(greedy, split),
             "greedy_captions_per_s": round(per_s, 1),
         }
     emit(

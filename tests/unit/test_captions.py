@@ -190,19 +190,15 @@ def test_teacher_forcing_equals_decoding_step_by_step(name, options):
         torch.testing.assert_close(alphas.sum(-1), torch.ones(3, 7))
 
 
+SMALL = {"vocab_size": 30, "widths": (8, 8, 16), "hidden": 24, "embed": 12}
+
+
 def test_deep_output_is_the_papers_readout():
     """With ``deep_output`` the logits of a step are L_o(tanh(E y + L_h h + L_z z)) (Xu et
     al. 2015, eq. 7) of the step's new state h and its attended context z, computed here
     from the step's own pieces; without it, the NeuralTalk caption model refuses it."""
     torch.manual_seed(0)
-    model = create_model(
-        "caption_attention",
-        vocab_size=30,
-        widths=(8, 8, 16),
-        hidden=24,
-        embed=12,
-        deep_output=True,
-    ).eval()
+    model = create_model("caption_attention", **SMALL, deep_output=True).eval()
     x, words = torch.rand(2, 3, 64, 64), torch.tensor([5, 7])
     memory = model.encode(x)
     state = model.start(memory)
@@ -243,15 +239,7 @@ def test_the_task_reads_the_cells_targets_after_the_words():
     from neuralab.tasks.caption import CaptionTask
 
     torch.manual_seed(0)
-    model = create_model(
-        "caption_attention",
-        vocab_size=30,
-        widths=(8, 8, 16),
-        hidden=24,
-        embed=12,
-        max_len=6,
-        objects=0.5,
-    ).eval()
+    model = create_model("caption_attention", **SMALL, max_len=6, objects=0.5).eval()
     x, words = torch.rand(2, 3, 64, 64), torch.randint(3, 30, (2, 6))
     scenes = [[thing(BAG, RED, "small", 2, 20)], [thing(BOOT, BLUE, "large", 10, 10, side=36)]]
     cells = object_cells(scenes, 64, 8)

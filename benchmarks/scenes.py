@@ -116,22 +116,18 @@ def true_masks_miou(task, cfg, y: torch.Tensor, predicted: torch.Tensor) -> dict
     return {k: scores[k] for k in ("miou", "pixel_acc")}
 
 
-def crop_cnn_reference(
-    task, cfg, y: torch.Tensor, x: torch.Tensor, n_scenes: int = 40000, epochs: int = 6
-) -> dict:
-    """A ceiling for recognition: the true boxes (perfect localisation), each crop classified
-    by fashion_cnn's network (3 channels) trained on every true box of the first ``n_scenes``
-    train scenes, resized to 28x28, for ``epochs`` (AdamW, one-cycle, label smoothing 0.1,
-    the precision ``auto`` picks); mAP with the top-3 classes as for the logistic regression,
-    and the crops' top-1 accuracy."""
+def train_crop_cnn(
+    features: torch.Tensor, classes: torch.Tensor, epochs: int = 6
+) -> tuple[torch.nn.Module, float]:
+    """fashion_cnn's network (3 channels) trained on 3x28x28 crops (flattened in
+    ``features``) for ``epochs`` (AdamW, one-cycle, label smoothing 0.1, the precision
+    ``auto`` picks); the model in eval mode and the training seconds."""
     import torch.nn.functional as F
 
     from neuralab.models import create_model
     from neuralab.runs import autocast_dtype
 
     torch.manual_seed(0)
-    x_train, y_train = task.load(cfg.data, "train", raw=True)
-    features, classes = crops(x_train[:n_scenes], y_train[:n_scenes])
     features = features.view(-1, 3, 28, 28)
     model = create_model(
         "cnn", in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, widths=(16, 32, 64),
@@ -151,13 +147,27 @@ def crop_cnn_reference(
             loss.backward()
             optimizer.step()
             schedule.step()
-    train_s = time.perf_counter() - start
-    model.eval()
-    test_features, test_classes = crops(x, y)
+    return model.eval(), time.perf_counter() - start
+
+
+def crop_probs(model: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The crop classifier's class probabilities for flattened 3x28x28 crops."""
     with torch.no_grad():
-        probs = torch.cat(
-            [model(b).softmax(1) for b in test_features.view(-1, 3, 28, 28).split(512)]
-        )
+        return torch.cat([model(b).softmax(1) for b in features.view(-1, 3, 28, 28).split(512)])
+
+
+def crop_cnn_reference(
+    task, cfg, y: torch.Tensor, x: torch.Tensor, n_scenes: int = 40000, epochs: int = 6
+) -> dict:
+    """A ceiling for recognition: the true boxes (perfect localisation), each crop classified
+    by ``train_crop_cnn`` trained on every true box of the first ``n_scenes`` train scenes,
+    resized to 28x28; mAP with the top-3 classes as for the logistic regression, and the
+    crops' top-1 accuracy."""
+    x_train, y_train = task.load(cfg.data, "train", raw=True)
+    features, classes = crops(x_train[:n_scenes], y_train[:n_scenes])
+    model, train_s = train_crop_cnn(features, classes, epochs)
+    test_features, test_classes = crops(x, y)
+    probs = crop_probs(model, test_features)
     boxes = [rows[rows[:, 4] >= 0] for rows in y]
     found = coco_map(y, true_boxes_detections(boxes, probs), task.classes)
     return {

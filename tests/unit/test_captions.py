@@ -12,7 +12,7 @@ import sacrebleu
 import torch
 
 from neuralab.data import caption_grammar as grammar
-from neuralab.data.captions import EOS, PAD, UNK, Vocabulary, object_cells
+from neuralab.data.captions import EOS, OBJECT_TARGETS, PAD, UNK, Vocabulary, object_cells
 from neuralab.errors import UserError
 from neuralab.models import create_model
 from neuralab.models.captioner import (
@@ -162,10 +162,13 @@ def test_cider_d_equals_the_coco_caption_code():
     ("name", "options"),
     [
         ("caption_lstm", {}),
-        ("caption_lstm", {"objects": 1.0}),
+        ("caption_lstm", {"objects": 1.0, "object_targets": OBJECT_TARGETS}),
         ("caption_attention", {}),
         ("caption_attention", {"stride": 4}),
-        ("caption_attention", {"deep_output": True, "objects": 0.5}),
+        (
+            "caption_attention",
+            {"deep_output": True, "objects": 0.5, "object_targets": OBJECT_TARGETS},
+        ),
     ],
 )
 def test_teacher_forcing_equals_decoding_step_by_step(name, options):
@@ -239,7 +242,9 @@ def test_the_task_reads_the_cells_targets_after_the_words():
     from neuralab.tasks.caption import CaptionTask
 
     torch.manual_seed(0)
-    model = create_model("caption_attention", **SMALL, max_len=6, objects=0.5).eval()
+    model = create_model(
+        "caption_attention", **SMALL, max_len=6, objects=0.5, object_targets=OBJECT_TARGETS
+    ).eval()
     x, words = torch.rand(2, 3, 64, 64), torch.randint(3, 30, (2, 6))
     scenes = [[thing(BAG, RED, "small", 2, 20)], [thing(BOOT, BLUE, "large", 10, 10, side=36)]]
     cells = object_cells(scenes, 64, 8)

@@ -66,8 +66,8 @@ class CaptionerConfig(ImageModelConfig):
     alpha_c: float = 1.0  # λ of the doubly stochastic attention regulariser
     deep_output: bool = False  # the word from tanh(E y + L_h h + L_z z), not h alone
     objects: float = 0.0  # weight of the loss naming each cell's item (0: no such head)
-    object_targets: tuple[int, ...] = (11, 8, 3)  # values of a cell's targets: class or none,
-    # colour, size
+    object_targets: tuple[int, ...] = ()  # values of each of a cell's targets (the caption
+    # task gives them: class or none, colour, size)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,10 +82,10 @@ class CaptionerConfig(ImageModelConfig):
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.alpha_c >= 0, f"alpha_c must be >= 0, got {self.alpha_c}")
         check(self.objects >= 0, f"objects must be >= 0, got {self.objects}")
-        check(
-            len(self.object_targets) >= 1 and all(n >= 2 for n in self.object_targets),
-            f"object_targets must be sizes >= 2, got {self.object_targets}",
-        )
+        check(all(n >= 2 for n in self.object_targets),
+              f"object_targets must be sizes >= 2, got {self.object_targets}")  # fmt: skip
+        check(not self.objects or self.object_targets,
+              "objects needs object_targets: the sizes of a cell's targets")  # fmt: skip
         check(self.image_size >= 16, f"captioners need image_size >= 16, got {self.image_size}")
 
 
@@ -125,7 +125,8 @@ class Captioner(nn.Module):
         self.encoder = Encoder(config)
         self.embed = nn.Embedding(config.vocab_size, config.embed)
         self.drop = nn.Dropout(config.dropout)
-        self.out = nn.Linear(config.hidden, config.vocab_size)
+        readout = config.embed if config.deep_output else config.hidden  # eq. 7's L_o, or h
+        self.out = nn.Linear(readout, config.vocab_size)
         self.objects = (
             nn.Linear(config.widths[-1], sum(config.object_targets)) if config.objects else None
         )
@@ -251,9 +252,8 @@ class ShowAttendTell(Captioner):
         self.att_score = nn.Linear(a, 1)
         self.gate = nn.Linear(h, c)
         self.cell = nn.LSTMCell(config.embed + c, h)
-        if config.deep_output:  # L_h, L_z, and L_o over the embedding size (E y is added)
+        if config.deep_output:  # L_h and L_z to the embedding size (E y is added)
             self.out_h, self.out_z = nn.Linear(h, config.embed), nn.Linear(c, config.embed)
-            self.out = nn.Linear(config.embed, config.vocab_size)
 
     def read(self, features: Tensor) -> Memory:
         cells = features.flatten(2).transpose(1, 2)  # (B, P, C)

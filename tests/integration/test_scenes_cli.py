@@ -120,3 +120,20 @@ def test_detection_presets_train_test_predict_attack_and_report(tmp_path, preset
     ]
     for argv, words in cases:
         assert_user_error(neuralab(*argv, cwd=tmp_path, check=False), words)
+
+
+def test_a_detector_trains_on_mnist_scenes_where_mnist_is_present(tmp_path):
+    """`neuralab train fashion_scenes_det data.name=mnist-scenes --data-dir DIR` builds the
+    scenes from the MNIST files in DIR (here stand-ins of rectangles of ink) and scores the
+    detector per digit class."""
+    from datafakes import write_ink_mnist
+
+    write_ink_mnist(tmp_path / "data/mnist")
+    small = ["data.scenes_train=48", "data.scenes_test=12", "data.scene_size=32"]
+    args = ["fashion_scenes_det", "data.name=mnist-scenes", *small, "model.widths=8,8,16,16"]
+    out = neuralab("train", *args, "train.max_steps=4", "--data-dir", "data", "--run-dir", "d",
+                   "--json", cwd=tmp_path)  # fmt: skip
+    result = json.loads(out.stdout)
+    assert 0 <= result["test/map"] <= result["test/map50"] <= 1
+    assert list(result["test/ap"]) == [str(d) for d in range(10)]
+    assert len(list((tmp_path / "data/mnist-scenes").glob("*.npz"))) == 2

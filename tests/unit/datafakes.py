@@ -66,6 +66,24 @@ def write_idx_dataset(
     return directory
 
 
+def write_ink_mnist(directory: Path, n_train: int = 40, n_test: int = 20) -> np.ndarray:
+    """Write MNIST's four (uncompressed) IDX files into ``directory``: 28x28 stand-ins, image
+    i a rectangle of ink of value 100 + i whose size and place vary with i, labels i % 10.
+    Returns every image, train then test."""
+    rng = np.random.default_rng(0)
+    n = n_train + n_test
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, image in enumerate(images):
+        top, left = rng.integers(2, 8, 2)
+        image[top : top + 12 + i % 9, left : left + 10 + i // 9 % 9] = 100 + i
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = (images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
+    for name, array in zip(IDX_NAMES, arrays, strict=True):
+        (directory / name.removesuffix(".gz")).write_bytes(idx_bytes(array))
+    return images
+
+
 def tiny_spec(name: str = "tiny", files: tuple[RemoteFile, ...] | None = None) -> DatasetSpec:
     """A 1x4x4 IDX dataset spec whose files are the ones ``write_idx_dataset`` writes."""
     if files is None:

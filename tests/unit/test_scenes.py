@@ -132,3 +132,27 @@ def test_bad_specs_are_one_line_errors():
             spec.check()
     with pytest.raises(UserError, match="not a scene set"):
         scenes.source_items("fashion-mnist", "train")
+
+
+def test_mnist_scenes_draw_from_mnist_where_it_is_present(tmp_path):
+    """mnist-scenes is fashion-scenes' generator over MNIST: given MNIST's four IDX files in
+    a data directory (here 28x28 stand-ins, each a distinct rectangle of ink), train scenes
+    place only its train images and test scenes only its test images, each object keeps its
+    source image's label and shows its ink, the registry names the ten digits, and the set
+    is cached under the data directory."""
+    from datafakes import write_ink_mnist
+
+    from neuralab.data import DATASETS
+
+    write_ink_mnist(tmp_path / "mnist")
+    labels = (np.arange(60) % 10).astype(np.uint8)
+    spec = scenes.SceneSpec(size=64, max_side=40, clutter=0)
+    train, path = scenes.scene_set("mnist-scenes", "train", 20, spec, 0, tmp_path)
+    test, _ = scenes.scene_set("mnist-scenes", "test", 10, spec, 0, tmp_path)
+    assert path.parent == tmp_path / "mnist-scenes"
+    assert (train.sources < 40).all() and (test.sources < 20).all()
+    assert all((train.instances[i] > 0).any() for i in range(len(train)))
+    np.testing.assert_array_equal(train.labels, labels[:40][train.sources])
+    np.testing.assert_array_equal(test.labels, labels[40:][test.sources])
+    assert DATASETS.get("mnist-scenes").classes == DATASETS.get("mnist").classes
+    assert len(DATASETS.get("mnist").classes) == 10

@@ -127,8 +127,9 @@ def boxes(split: captions.CaptionSplit) -> torch.Tensor:
 def class_ceiling(train: captions.CaptionSplit, test: dict[str, captions.CaptionSplit]) -> dict:
     """The facts of captions written by the grammar from each test scene's true layout, with
     each item's class named by a CNN trained on the training scenes' item crops."""
-    model, train_s = train_crop_cnn(*crops(train.images, boxes(train)))
-    out = {"train_crops": sum(map(len, train.things)), "train_s": round(train_s, 1)}
+    features, classes = crops(train.images, boxes(train))
+    model, train_s = train_crop_cnn(features, classes)
+    out = {"train_crops": len(features), "train_s": round(train_s, 1)}
     for name, split in test.items():
         features, classes = crops(split.images, boxes(split))
         predicted = crop_probs(model, features).argmax(1)

@@ -46,17 +46,10 @@ def numbered_images(n: int, size: int = 4) -> np.ndarray:
     return images
 
 
-def write_idx_dataset(
-    directory: Path, n_train: int = 50, n_test: int = 10, gz: bool = True
-) -> Path:
-    """Write the four MNIST-style IDX files (4x4 images, labels i % 10) into ``directory``."""
+def write_idx_files(directory: Path, arrays: tuple[np.ndarray, ...], gz: bool = True) -> Path:
+    """Write MNIST's four IDX files (train images, train labels, test images, test labels, in
+    ``IDX_NAMES``' order) into ``directory``, gzipped or raw."""
     directory.mkdir(parents=True, exist_ok=True)
-    arrays = (
-        numbered_images(n_train),
-        np.arange(n_train, dtype=np.uint8) % 10,
-        numbered_images(n_test),
-        np.arange(n_test, dtype=np.uint8) % 10,
-    )
     for name, array in zip(IDX_NAMES, arrays, strict=True):
         data = idx_bytes(array)
         if gz:
@@ -66,10 +59,23 @@ def write_idx_dataset(
     return directory
 
 
+def write_idx_dataset(
+    directory: Path, n_train: int = 50, n_test: int = 10, gz: bool = True
+) -> Path:
+    """Write the four MNIST-style IDX files (4x4 images, labels i % 10) into ``directory``."""
+    arrays = (
+        numbered_images(n_train),
+        np.arange(n_train, dtype=np.uint8) % 10,
+        numbered_images(n_test),
+        np.arange(n_test, dtype=np.uint8) % 10,
+    )
+    return write_idx_files(directory, arrays, gz)
+
+
 def write_ink_mnist(directory: Path, n_train: int = 40, n_test: int = 20) -> np.ndarray:
-    """Write MNIST's four (uncompressed) IDX files into ``directory``: 28x28 stand-ins, image
-    i a rectangle of ink of value 100 + i whose size and place vary with i, labels i % 10.
-    Returns every image, train then test."""
+    """Write MNIST's four IDX files into ``directory``: 28x28 stand-ins, image i a rectangle
+    of ink of value 100 + i whose size and place vary with i, labels i % 10. Returns the
+    labels, train then test."""
     rng = np.random.default_rng(0)
     n = n_train + n_test
     images = np.zeros((n, 28, 28), np.uint8)
@@ -77,11 +83,9 @@ def write_ink_mnist(directory: Path, n_train: int = 40, n_test: int = 20) -> np.
         top, left = rng.integers(2, 8, 2)
         image[top : top + 12 + i % 9, left : left + 10 + i // 9 % 9] = 100 + i
     labels = (np.arange(n) % 10).astype(np.uint8)
-    directory.mkdir(parents=True, exist_ok=True)
     arrays = (images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
-    for name, array in zip(IDX_NAMES, arrays, strict=True):
-        (directory / name.removesuffix(".gz")).write_bytes(idx_bytes(array))
-    return images
+    write_idx_files(directory, arrays)
+    return labels
 
 
 def tiny_spec(name: str = "tiny", files: tuple[RemoteFile, ...] | None = None) -> DatasetSpec:

@@ -144,8 +144,7 @@ def test_mnist_scenes_draw_from_mnist_where_it_is_present(tmp_path):
 
     from neuralab.data import DATASETS
 
-    write_ink_mnist(tmp_path / "mnist")
-    labels = (np.arange(60) % 10).astype(np.uint8)
+    labels = write_ink_mnist(tmp_path / "mnist", n_train=40, n_test=20)
     spec = scenes.SceneSpec(size=64, max_side=40, clutter=0)
     train, path = scenes.scene_set("mnist-scenes", "train", 20, spec, 0, tmp_path)
     test, _ = scenes.scene_set("mnist-scenes", "test", 10, spec, 0, tmp_path)

@@ -214,7 +214,7 @@ def bench_fusion(seed: int, out: Path, overrides: list[str], episodes: int) -> N
     fused = rl_config.load("highway_fusion_dqn", [*overrides, f"seed={seed}"])
     sensors_config = fused.env.config["observation"]["observation_configs"]
     rows = {}
-    for sensor in [*sensors_config, None]:  # each sensor alone (its own encoder), then all
+    for sensor in [None, *sensors_config]:  # all sensors, then each alone (its own encoder)
         one = {"type": "TupleObservation", "observation_configs": [sensor]}
         extra = [f"env.config.observation={json.dumps(one)}"]
         cfg = (
@@ -232,13 +232,14 @@ def bench_fusion(seed: int, out: Path, overrides: list[str], episodes: int) -> N
             "env_steps": results["env/steps"], "wall_s": results["train/wall_s"],
             "steps_per_s": results["train/steps_per_s"], "run_dir": str(run_dir),
         })  # fmt: skip
-    _, agent = load_agent(run_dir, "last")  # the fused run, trained last
-    for name, _, _ in spaces(fused.env)[0].parts:
-        failed = evaluate(fused, agent, episodes, failed=[name])
-        emit({
-            "benchmark": "fusion", "seed": seed, "sensors": "fused", "failed_sensor": name,
-            **{k: failed[k] for k in ("crash_rate", "mean_speed", "mean_return")},
-        })  # fmt: skip
+        if sensor is None:  # the fused agent with each sensor failed, before the single ones
+            _, agent = load_agent(run_dir, "last")
+            for part, _, _ in spaces(fused.env)[0].parts:
+                failed = evaluate(fused, agent, episodes, failed=[part])
+                emit({
+                    "benchmark": "fusion", "seed": seed, "sensors": "fused", "failed_sensor": part,
+                    **{k: failed[k] for k in ("crash_rate", "mean_speed", "mean_return")},
+                })  # fmt: skip
     best_single = min(row["crash_rate"] for name, row in rows.items() if name != "fused")
     emit({
         "benchmark": "fusion", "seed": seed, "fused_crash_rate": rows["fused"]["crash_rate"],

@@ -18,9 +18,9 @@ TINY = ["--train", "40", "--test", "12", "--size", "48"]
 def test_make_show_export_and_their_user_errors(tmp_path):
     require_dataset("fashion-mnist")
     out = neuralab("data", "make", "fashion-scenes", *TINY, cwd=tmp_path).stdout
-    assert "train: 40 scenes" in out and "test: 12 scenes" in out
+    assert "train: 36 scenes" in out and "val: 4 scenes" in out and "test: 12 scenes" in out
     cached = list((tmp_path / "cache/fashion-scenes").glob("*.npz"))
-    assert len(cached) == 2  # in the user cache, named by a hash of what they depend on
+    assert len(cached) == 3  # in the user cache, named by a hash of what they depend on
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     neuralab("data", "make", "fashion-scenes", *TINY, cwd=tmp_path)  # read from the cache
     assert {p: p.stat().st_mtime_ns for p in cached[0].parent.iterdir()} == stamps
@@ -136,4 +136,4 @@ def test_a_detector_trains_on_mnist_scenes_where_mnist_is_present(tmp_path):
     result = json.loads(out.stdout)
     assert 0 <= result["test/map"] <= result["test/map50"] <= 1
     assert list(result["test/ap"]) == [str(d) for d in range(10)]
-    assert len(list((tmp_path / "data/mnist-scenes").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "data/mnist-scenes").glob("*.npz"))) == 3  # train, val, test

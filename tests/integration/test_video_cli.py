@@ -93,7 +93,7 @@ def test_data_info_and_show_of_the_clips(tmp_path):
     )
     assert info["variant"] == "appearance" and info["chance"] == 0.1
     assert sum(info["splits"]["test"]["clips_per_class"].values()) == 10
-    assert info["splits"]["train"]["items_per_clip"] == {"1": 30, "2": 0}
+    assert info["splits"]["train"]["items_per_clip"] == {"1": 27, "2": 0}  # val has 3
     out = neuralab("data", "show", "moving-fashion", *sizes, "--n", "3", "--out", "s.png",
                    cwd=tmp_path).stdout  # fmt: skip
     assert "3 test clips (motion)" in out and (tmp_path / "s.png").stat().st_size > 0
@@ -104,4 +104,4 @@ def test_data_info_and_show_of_the_clips(tmp_path):
     assert len(out.splitlines()[-1].split(", ")) == 5
     proc = neuralab("data", "show", "moving-fashion", *sizes, "--split", "test_comp",
                     cwd=tmp_path, check=False)  # fmt: skip
-    assert_user_error(proc, "clip sets have the splits train, test")
+    assert_user_error(proc, "clip sets have the splits train, val, test")

@@ -183,6 +183,20 @@ def test_split_arguments(roots):
         load("tiny", "val", val_fraction=1.0)
 
 
+def test_generated_sets_share_their_training_examples_with_val():
+    """A generated set's train and val split data.scenes_train between them, val the rounded
+    val_fraction (80,000 at 0.05: 76,000 + 4,000, worked by hand); test keeps its own size;
+    a share that leaves a split empty is a UserError."""
+    generated_size = splits.generated_size
+    sizes = [generated_size(s, 80000, 2000, 0.05) for s in ("train", "val", "test")]
+    assert sizes == [76000, 4000, 2000]
+    assert [generated_size(s, 30, 10, 0.1) for s in ("train", "val")] == [27, 3]
+    with pytest.raises(UserError, match="leave 4 for train and 0 for val"):
+        generated_size("val", 4, 10, 0.1)
+    with pytest.raises(UserError, match="split must be train, val or test"):
+        generated_size("test_comp", 4, 10, 0.1)
+
+
 def test_files_are_read_once(roots, monkeypatch):
     """Loading train, val and test decodes the files once (in-process cache)."""
     write_idx_dataset(roots["cache"] / "tiny")

@@ -164,8 +164,8 @@ def test_items_that_name_the_class_are_upright_in_the_middle_of_the_clip():
 def test_bad_settings_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="data.variant must be one of motion, appearance, mixed"):
         moving.clip_set("train", 4, variant="colour", data_dir=tmp_path)
-    with pytest.raises(UserError, match="splits train, test"):
-        moving.clip_set("val", 4, data_dir=tmp_path)
+    with pytest.raises(UserError, match="splits train, val, test"):
+        moving.clip_set("dev", 4, data_dir=tmp_path)
     with pytest.raises(UserError, match="data.frames must be in"):
         moving.clip_set("train", 4, frames=2, data_dir=tmp_path)
 
@@ -173,14 +173,17 @@ def test_bad_settings_are_one_line_errors(tmp_path):
 @pytest.mark.data
 def test_no_test_image_moves_in_a_train_clip(tmp_path):
     """Items of train clips are Fashion-MNIST train images, none a test image (by the hash of
-    its pixels), and test clips hold test images only; a second call reads the cache."""
+    its pixels) nor one of val's held-out images, val and test clips hold only their own
+    images; a second call reads the cache."""
     from neuralab.data.scenes import source_items
 
     require_dataset("fashion-mnist")
     train, path = moving.clip_set("train", 40, frames=6, size=32, data_dir=tmp_path)
     test, _ = moving.clip_set("test", 20, frames=6, size=32, data_dir=tmp_path)
+    val, _ = moving.clip_set("val", 20, frames=6, size=32, data_dir=tmp_path)
     train_x, _ = source_items("fashion-scenes", "train")
     test_x, _ = source_items("fashion-scenes", "test")
+    val_x, _ = source_items("fashion-scenes", "val")
 
     def hashes(images: np.ndarray) -> set[str]:
         return {hashlib.sha256(im.tobytes()).hexdigest() for im in images}
@@ -188,5 +191,6 @@ def test_no_test_image_moves_in_a_train_clip(tmp_path):
     in_train = hashes(train_x[train.sources[train.sources >= 0]])
     in_test = hashes(test_x[test.sources[test.sources >= 0]])
     assert not in_train & hashes(test_x) and not in_test & hashes(train_x)
+    assert not hashes(val_x[val.sources[val.sources >= 0]]) & hashes(train_x)
     again, same_path = moving.clip_set("train", 40, frames=6, size=32, data_dir=tmp_path)
     assert same_path == path and np.array_equal(again.clips, train.clips)

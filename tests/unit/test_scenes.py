@@ -56,6 +56,18 @@ def test_no_test_image_appears_in_a_train_scene(sets):
     assert not in_test & hashes(train_x)
 
 
+def test_val_scenes_hold_items_no_train_scene_holds(sets):
+    """Val scenes draw from Fashion-MNIST's val carve (a tenth of its training images), the
+    train scenes from the rest, so no val item (by the hash of its pixels) is one a model
+    trained on: validation, like test, is on unseen items."""
+    root, _, _ = sets
+    val, _ = scenes.scene_set("fashion-scenes", "val", 30, SPEC, 0, root)
+    train_x, _ = scenes.source_items("fashion-scenes", "train")
+    val_x, _ = scenes.source_items("fashion-scenes", "val")
+    assert (len(train_x), len(val_x)) == (54000, 6000)
+    assert not hashes(val_x[val.sources]) & hashes(train_x)
+
+
 def test_boxes_are_tight_inside_the_canvas_and_overlap_at_most_max_iou(sets):
     """Each object's visible pixels lie in its box; an object that no other box touches
     fills its box exactly (the box is tight); boxes lie in the canvas, their sides within
@@ -136,22 +148,27 @@ def test_bad_specs_are_one_line_errors():
 
 def test_mnist_scenes_draw_from_mnist_where_it_is_present(tmp_path):
     """mnist-scenes is fashion-scenes' generator over MNIST: given MNIST's four IDX files in
-    a data directory (here 28x28 stand-ins, each a distinct rectangle of ink), train scenes
-    place only its train images and test scenes only its test images, each object keeps its
-    source image's label and shows its ink, the registry names the ten digits, and the set
-    is cached under the data directory."""
+    a data directory (here 28x28 stand-ins, each a distinct rectangle of ink), val scenes
+    place only the train images of MNIST's val carve (a tenth, seed 0), train scenes only its
+    other train images and test scenes only its test images; each object keeps its source
+    image's label and shows its ink, the registry names the ten digits, and the set is
+    cached under the data directory."""
     from datafakes import write_ink_mnist
 
     from neuralab.data import DATASETS
+    from neuralab.data.splits import carve
 
     labels = write_ink_mnist(tmp_path / "mnist", n_train=40, n_test=20)
+    rest, held = carve(40, 0.1, 0)
     spec = scenes.SceneSpec(size=64, max_side=40, clutter=0)
     train, path = scenes.scene_set("mnist-scenes", "train", 20, spec, 0, tmp_path)
+    val, _ = scenes.scene_set("mnist-scenes", "val", 10, spec, 0, tmp_path)
     test, _ = scenes.scene_set("mnist-scenes", "test", 10, spec, 0, tmp_path)
     assert path.parent == tmp_path / "mnist-scenes"
-    assert (train.sources < 40).all() and (test.sources < 20).all()
+    assert (train.sources < 36).all() and (val.sources < 4).all() and (test.sources < 20).all()
     assert all((train.instances[i] > 0).any() for i in range(len(train)))
-    np.testing.assert_array_equal(train.labels, labels[:40][train.sources])
+    np.testing.assert_array_equal(train.labels, labels[:40][rest][train.sources])
+    np.testing.assert_array_equal(val.labels, labels[:40][held][val.sources])
     np.testing.assert_array_equal(test.labels, labels[40:][test.sources])
     assert DATASETS.get("mnist-scenes").classes == DATASETS.get("mnist").classes
     assert len(DATASETS.get("mnist").classes) == 10

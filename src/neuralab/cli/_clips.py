@@ -37,12 +37,14 @@ def clip_info(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from neuralab.data import moving
+    from neuralab.data.splits import generated_size
 
     cfg = clip_config(args)
     classes = moving.classes(cfg.variant)
     info = {"name": cfg.name, "kind": "clips", "variant": cfg.variant, "splits": {}}
     info |= {"frames": cfg.frames, "size": cfg.clip_size, "chance": round(1 / len(classes), 4)}
-    for split, n in (("train", cfg.clips_train), ("test", cfg.clips_test)):
+    for split in moving.SPLITS:
+        n = generated_size(split, cfg.clips_train, cfg.clips_test, cfg.val_fraction)
         found, path = moving.clip_set(
             split, n, cfg.variant, cfg.frames, cfg.clip_size, 0, args.data_dir
         )
@@ -63,6 +65,7 @@ def show_clips(args: argparse.Namespace) -> int:
     """A PNG, one row per clip (every other frame) titled by its class; or, to a ``.gif``,
     the clips playing side by side, their classes printed in reading order."""
     from neuralab.data import moving
+    from neuralab.data.splits import generated_size
     from neuralab.plots import plot_clip_strips, save_clip_gif
 
     if not 1 <= args.n <= 64:
@@ -70,7 +73,7 @@ def show_clips(args: argparse.Namespace) -> int:
     if args.split not in moving.SPLITS:
         raise UserError(f"clip sets have the splits {', '.join(moving.SPLITS)}, not {args.split!r}")
     cfg = clip_config(args)
-    n = cfg.clips_test if args.split == "test" else cfg.clips_train
+    n = generated_size(args.split, cfg.clips_train, cfg.clips_test, cfg.val_fraction)
     found, _ = moving.clip_set(
         args.split, n, cfg.variant, cfg.frames, cfg.clip_size, 0, args.data_dir
     )

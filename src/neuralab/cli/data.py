@@ -62,17 +62,22 @@ def _scene_spec(args: argparse.Namespace):
     if DATASETS.get(args.name).kind != "scenes":
         names = ", ".join(scenes.SOURCES)
         raise UserError(f"{args.name!r} is not a scene set; scene sets: {names}")
-    _check_counts(*_sizes(args).values())
+    _sizes(args)  # checks the counts
     spec = scenes.spec_for_size(args.size or 96, args.max_iou)
     return scenes, spec.check()
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
-    """Train and test scenes: the options', else 20,000 and 2,000."""
-    return {
-        "train": 20000 if args.train is None else args.train,
-        "test": 2000 if args.test is None else args.test,
-    }
+    """Scenes per split, as a run with ``data.scenes_train`` = --train (20,000) and
+    ``data.scenes_test`` = --test (2,000) draws them: val is a tenth of --train."""
+    from neuralab.config import DataConfig
+    from neuralab.data.splits import generated_size
+
+    total = 20000 if args.train is None else args.train
+    test = 2000 if args.test is None else args.test
+    _check_counts(total, test)
+    fraction = DataConfig().val_fraction
+    return {s: generated_size(s, total, test, fraction) for s in ("train", "val", "test")}
 
 
 def _caption_config(name: str, size: int, train: int, test: int, data_dir: str | None):
@@ -217,8 +222,8 @@ def cmd_data_show(args: argparse.Namespace) -> int:
         from neuralab.cli._speech import show_speech
 
         return show_speech(args)
-    if args.split in ("val", "test_seen"):
-        raise UserError(f"only a speech set has a {args.split} split")
+    if args.split == "test_seen":
+        raise UserError("only a speech set has a test_seen split")
     if args.split == "test_comp":
         raise UserError("only a captioned scene set has a test_comp split")
     scenes, spec = _scene_spec(args)
@@ -278,7 +283,8 @@ def _add_scene_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--train",
         type=int,
-        help="train scenes (default: 20000), clips (default: 8000) or utterances (6000)",
+        help="train and val scenes (default: 20000, a tenth for val), clips (default: 8000) "
+        "or utterances (6000)",
     )
     p.add_argument(
         "--test",
@@ -352,7 +358,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="download here instead of the user cache")
     p.set_defaults(func=cmd_data_fetch)
     p = data_sub.add_parser(
-        "make", help="generate a scene set's train and test splits (a speech set's four splits)"
+        "make", help="generate a scene set's train, val and test splits (a speech set's four)"
     )
     _add_scene_options(p)
     p.set_defaults(func=cmd_data_make)
@@ -365,8 +371,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--split",
         choices=["train", "val", "test", "test_comp", "test_seen"],
         default="test",
-        help="test_comp: a captioned set's compositional test split; val, test_seen: a "
-        "speech set's",
+        help="test_comp: a captioned set's compositional test split; test_seen: a speech set's",
     )
     p.add_argument("--out", default="scenes.png", help="the PNG (default: scenes.png)")
     p.set_defaults(func=cmd_data_show)

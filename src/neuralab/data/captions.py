@@ -8,7 +8,8 @@ Training scenes never hold the ``HELD_OUT_COLOURS`` (one colour per class: no "r
 is ever seen) nor the ``HELD_OUT_PAIRS`` of classes together, so the splits are:
 
 - train and val: scenes from Fashion-MNIST's training images, without the held-out
-  combinations (val is carved from them);
+  combinations; val's items are the held-out val images, train's the others
+  (``scenes.source_items``);
 - test: the i.i.d. split, drawn alike from the test images;
 - test_comp: the compositional split, scenes from the test images in which every scene
   holds at least one held-out combination.
@@ -143,29 +144,26 @@ class CaptionSplit(NamedTuple):
 
 
 def load_split(cfg: DataConfig, split: str) -> CaptionSplit:
-    """A split (``SPLITS``) of the captioned scenes: val is ``cfg.val_fraction`` of the
-    training scenes, carved by ``cfg.split_seed``; test and test_comp hold
-    ``cfg.scenes_test`` scenes each (test_comp fewer if the filter found fewer)."""
-    from neuralab.data.splits import carve
+    """A split (``SPLITS``) of the captioned scenes: train and val share
+    ``cfg.scenes_train`` scenes, ``cfg.val_fraction`` of them for val, each drawn from its
+    own items; test and test_comp hold ``cfg.scenes_test`` scenes each (test_comp fewer if
+    the filter found fewer)."""
+    from neuralab.data.splits import generated_size
 
     if split not in SPLITS:
         raise UserError(f"{NAME} has the splits {', '.join(SPLITS)}, not {split!r}")
     size, data_dir = cfg.scene_size, cfg.data_dir or None
-    drawn = "train" if split in ("train", "val") else "test"
     if split == "test_comp":
-        n, seed, held_out = CANDIDATES * cfg.scenes_test, 1, False
+        drawn, n, seed, held_out = "test", CANDIDATES * cfg.scenes_test, 1, False
     else:
-        n, seed, held_out = (cfg.scenes_train if drawn == "train" else cfg.scenes_test), 0, True
+        drawn, seed, held_out = split, 0, True
+        n = generated_size(split, cfg.scenes_train, cfg.scenes_test, cfg.val_fraction)
     found, _ = scenes.scene_set(SOURCE, drawn, n, spec(size), seed, data_dir, rules(size, held_out))
     all_things = [things(found, i) for i in range(len(found))]
+    index = np.arange(len(found))
     if split == "test_comp":
         index = np.array([i for i, s in enumerate(all_things) if is_novel(s)][: cfg.scenes_test])
-    elif drawn == "train":
-        rest, carved = carve(len(found), cfg.val_fraction, cfg.split_seed)
-        index = carved if split == "val" else rest
-    else:
-        index = np.arange(len(found))
-    code = {"train": 0, "val": 0, "test": 1, "test_comp": 2}[split]
+    code = {"train": 0, "test": 1, "test_comp": 2, "val": 3}[split]
     return CaptionSplit(
         torch.from_numpy(found.images[index]),
         [all_things[i] for i in index],

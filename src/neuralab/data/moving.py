@@ -3,10 +3,10 @@ background, for Karpathy et al.'s video comparisons (CVPR 2014), where the motio
 look of a frame, decides the class.
 
 Each clip has ``frames`` frames (16 by default) of ``size``×``size`` grey pixels (64). Its
-1–2 items (the train clips' from Fashion-MNIST's training images, the test clips' from its
-test images only) move on a torus (an item leaving one side enters at the other), each by
-the law of its clip's motion class at its own speed, about the time ``τ = t − (T − 1)/2``
-that is 0 between the two middle frames:
+1–2 items (the train clips' from Fashion-MNIST's training images, the val clips' from its
+held-out val images, the test clips' from its test images only) move on a torus (an item
+leaving one side enters at the other), each by the law of its clip's motion class at its
+own speed, about the time ``τ = t − (T − 1)/2`` that is 0 between the two middle frames:
 
     centre(τ) = centre₀ + v·τ (mod size),  angle(τ) = angle₀ + ω·τ,  side(τ) = side₀·e^(kτ)
 
@@ -49,7 +49,7 @@ NAME = "moving-fashion"
 GENERATOR_VERSION = 2  # bump when the same settings and seed would draw different clips
 MOTIONS = DATASETS.get(NAME).classes  # five pairs of time-reversed twins
 VARIANTS = ("motion", "appearance", "mixed")
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 MAX_ITEMS = 2
 _R = 1 / math.sqrt(2)
 # per motion class: (v_x, v_y, ω, k) multipliers of the item's drawn speeds; y points down,
@@ -289,7 +289,7 @@ def clip_set(
     if not 16 <= size <= 256:
         raise UserError(f"data.clip_size must be in [16, 256], got {size}")
     source_x, source_y = scenes.source_items("fashion-scenes", split, data_dir)
-    seeds = [seed, SPLITS.index(split)]  # train and test draw different clips
+    seeds = [seed, scenes.SEED_CODES[split]]
     settings = {"variant": variant, "frames": frames, "size": size, "n": n, "seed": seeds}
     key = cache_key(settings, source_x, source_y)
     root = Path(data_dir).expanduser() if data_dir is not None else cache_root()
@@ -302,21 +302,14 @@ def clip_set(
 
 
 def load_clip_split(cfg: DataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clips (N, T, 1, S, S) uint8 and labels (N,) int64 of a split: val is
-    ``cfg.val_fraction`` of the train clips, carved by ``cfg.split_seed``; test clips hold
-    only Fashion-MNIST test images."""
-    from neuralab.data.splits import carve
+    """Clips (N, T, 1, S, S) uint8 and labels (N,) int64 of a split: train and val share
+    ``cfg.clips_train`` clips, ``cfg.val_fraction`` of them for val; each split's clips hold
+    only its own Fashion-MNIST images (``scenes.source_items``)."""
+    from neuralab.data.splits import generated_size
 
-    if split not in ("train", "val", "test"):
-        raise UserError(f"split must be train, val or test, got {split!r}")
-    drawn = "test" if split == "test" else "train"
-    n = cfg.clips_test if drawn == "test" else cfg.clips_train
-    found, _ = clip_set(drawn, n, cfg.variant, cfg.frames, cfg.clip_size, 0, cfg.data_dir or None)
-    index = np.arange(len(found))
-    if drawn == "train":
-        rest, carved = carve(len(found), cfg.val_fraction, cfg.split_seed)
-        index = carved if split == "val" else rest
-    return torch.from_numpy(found.clips[index]), torch.from_numpy(found.labels[index])
+    n = generated_size(split, cfg.clips_train, cfg.clips_test, cfg.val_fraction)
+    found, _ = clip_set(split, n, cfg.variant, cfg.frames, cfg.clip_size, 0, cfg.data_dir or None)
+    return torch.from_numpy(found.clips), torch.from_numpy(found.labels)
 
 
 def load_test_videos(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,8 @@
 
 No detection or segmentation dataset installs on these machines, so ``fashion-scenes`` is
 generated from real images: each scene is a square canvas with 1–6 Fashion-MNIST items,
-taken from the matching split (test scenes use only test images), each scaled to 16–56 px
+taken from the matching split (test scenes use only test images, val scenes only the
+source's held-out val images, train scenes the rest), each scaled to 16–56 px
 and tinted, placed so that no two boxes overlap by more than an IoU of 0.3, over a cluttered
 background (a colour gradient, pixel noise, and faded fragments of other items that are not
 objects). Items are painted largest first, so a smaller one may hide part of a larger one,
@@ -295,20 +296,31 @@ def cache_key(
 
 SOURCES = {"fashion-scenes": "fashion-mnist", "mnist-scenes": "mnist"}
 DEFAULT_SPEC = SceneSpec()
-SPLITS = ("train", "test")  # a task carves its validation scenes from train
-DEFAULT_SIZES = {"train": 20000, "test": 2000}
+SPLITS = ("train", "val", "test")
+SEED_CODES = {"train": 0, "test": 1, "val": 2}  # each split's layouts are its own draw
+# Val scenes are drawn from the source's val split at these settings, train scenes from the
+# rest of its training images, so a model is validated on items it never saw.
+ITEMS_VAL_FRACTION, ITEMS_SPLIT_SEED = 0.1, 0
+DEFAULT_SIZES = {"train": 18000, "val": 2000, "test": 2000}  # data.scenes_train's default
 
 
 def source_items(name: str, split: str, data_dir: str | Path | None = None):
     """The (K, 28, 28) uint8 items and (K,) classes that ``split`` of scene set ``name`` is
-    drawn from: the whole official split of its source dataset, in file order."""
+    drawn from, in file order: the source's official test split for test; for val, its val
+    split (``ITEMS_VAL_FRACTION`` of its training images), for train the other ones."""
     from neuralab.data.splits import load
 
     if name not in SOURCES:
         raise UserError(f"{name!r} is not a scene set; scene sets: {', '.join(SOURCES)}")
     if split not in SPLITS:
         raise UserError(f"scene sets have the splits {', '.join(SPLITS)}, not {split!r}")
-    x, y = load(SOURCES[name], split, data_dir=data_dir, val_fraction=0.0)
+    x, y = load(
+        SOURCES[name],
+        split,
+        data_dir=data_dir,
+        val_fraction=ITEMS_VAL_FRACTION,
+        split_seed=ITEMS_SPLIT_SEED,
+    )
     return (x[:, 0] * 255).round().to(torch.uint8).numpy(), y.numpy()
 
 
@@ -327,7 +339,7 @@ def scene_set(
 
     n = DEFAULT_SIZES[split] if n is None else n
     source_x, source_y = source_items(name, split, data_dir)
-    seeds = [seed, SPLITS.index(split)]  # train and test draw different layouts
+    seeds = [seed, SEED_CODES[split]]
     key = cache_key(spec.check(), seeds, n, source_x, source_y, rules)
     root = Path(data_dir).expanduser() if data_dir is not None else cache_root()
     path = root / name / f"{split}-{n}-{key}.npz"
@@ -344,25 +356,15 @@ def spec_for_size(size: int, max_iou: float = 0.3) -> SceneSpec:
     return SceneSpec(size=size, min_side=min(16, max_side), max_side=max_side, max_iou=max_iou)
 
 
-def _scene_split(cfg: DataConfig, split: str) -> tuple[Scenes, np.ndarray]:
-    """The scene set a split is drawn from, and which of its scenes the split holds."""
-    from neuralab.data.splits import carve
+def _scene_split(cfg: DataConfig, split: str) -> Scenes:
+    from neuralab.data.splits import generated_size
 
-    if split not in ("train", "val", "test"):
-        raise UserError(f"split must be train, val or test, got {split!r}")
-    drawn = "test" if split == "test" else "train"
-    n = cfg.scenes_test if drawn == "test" else cfg.scenes_train
-    data_dir = cfg.data_dir or None
-    found, _ = scene_set(cfg.name, drawn, n, spec_for_size(cfg.scene_size), 0, data_dir)
-    index = np.arange(len(found))
-    if drawn == "train":
-        rest, carved = carve(len(found), cfg.val_fraction, cfg.split_seed)
-        index = carved if split == "val" else rest
-    return found, index
+    n = generated_size(split, cfg.scenes_train, cfg.scenes_test, cfg.val_fraction)
+    return scene_set(cfg.name, split, n, spec_for_size(cfg.scene_size), 0, cfg.data_dir or None)[0]
 
 
-def _images(found: Scenes, index: np.ndarray, raw: bool) -> torch.Tensor:
-    x = torch.from_numpy(found.images[index])
+def _images(found: Scenes, raw: bool) -> torch.Tensor:
+    x = torch.from_numpy(found.images)
     return x if raw else x.float().div_(255)
 
 
@@ -370,12 +372,10 @@ def load_scene_split(
     cfg: DataConfig, split: str, raw: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 3, S, S) float32 in [0, 1] (``raw``: uint8, a quarter of the memory) and
-    semantic masks (N, S, S) int64 of a split of the scene set ``cfg.name``: val is
-    ``cfg.val_fraction`` of the train scenes, carved by ``cfg.split_seed``; test scenes are
-    drawn from the source's test images only."""
-    found, index = _scene_split(cfg, split)
-    y = torch.from_numpy(found.semantic[index].astype(np.int64))
-    return _images(found, index, raw), y
+    semantic masks (N, S, S) int64 of a split of the scene set ``cfg.name``, sized by
+    ``splits.generated_size``; a split's scenes hold only its own items (``source_items``)."""
+    found = _scene_split(cfg, split)
+    return _images(found, raw), torch.from_numpy(found.semantic.astype(np.int64))
 
 
 def box_targets(scenes: Scenes, max_objects: int) -> torch.Tensor:
@@ -394,7 +394,6 @@ def load_scene_boxes(
     cfg: DataConfig, split: str, raw: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 3, S, S) as ``load_scene_split`` gives them and box targets (N, K, 5)
-    (``box_targets``, K the most objects a scene may hold) of a split, carved alike."""
-    found, index = _scene_split(cfg, split)
-    max_objects = spec_for_size(cfg.scene_size).max_objects
-    return _images(found, index, raw), box_targets(found, max_objects)[torch.from_numpy(index)]
+    (``box_targets``, K the most objects a scene may hold) of a split."""
+    found = _scene_split(cfg, split)
+    return _images(found, raw), box_targets(found, spec_for_size(cfg.scene_size).max_objects)

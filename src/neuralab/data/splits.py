@@ -58,6 +58,23 @@ def carve(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
+def generated_size(split: str, total: int, test: int, val_fraction: float) -> int:
+    """The examples of ``split`` of a generated set (scenes, clips): ``test`` for test;
+    ``total`` for train and val together, ``val_fraction`` of them (rounded) for val. The
+    val examples are drawn apart, from the source's held-out images, never from train's."""
+    if split not in SPLITS:
+        raise UserError(f"split must be train, val or test, got {split!r}")
+    if split == "test":
+        return test
+    val = round(total * val_fraction)
+    if not 0 < val < total:
+        raise UserError(
+            f"{total} training examples with val_fraction {val_fraction} leave {total - val} "
+            f"for train and {val} for val; each split needs at least one"
+        )
+    return val if split == "val" else total - val
+
+
 def _select(
     raw: RawData, split: str, val_fraction: float, split_seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

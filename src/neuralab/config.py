@@ -70,13 +70,15 @@ class DataConfig:
     path: str = ""  # a UTF-8 text file to model instead of the named dataset (text runs)
     # text runs: random windows (nanoGPT) or contiguous streams with carried state (char-rnn)
     batching: str = field(default="windows", metadata=choices("windows", "streams"))
-    # scene sets (fashion-scenes): the canvas side, and how many train and test scenes
+    # scene sets (fashion-scenes): the canvas side, how many train + val scenes (val_fraction
+    # of them for val, drawn from held-out items) and how many test scenes
     scene_size: int = field(default=96, metadata=bounds(32, 256))
     scenes_train: int = field(default=20000, metadata=bounds(1))
     scenes_test: int = field(default=2000, metadata=bounds(1))
     # clip sets (moving-fashion): what decides the class, frames per clip, the frame's side,
-    # and how many train and test clips; the test videos (0: none), each as long as
-    # video_frames, whose every window of `frames` frames is one of its clips
+    # and how many train + val clips (split as scenes are) and test clips; the test videos
+    # (0: none), each as long as video_frames, whose every window of `frames` frames is one
+    # of its clips
     variant: str = field(default="motion", metadata=choices("motion", "appearance", "mixed"))
     frames: int = field(default=16, metadata=bounds(4, 64))
     clip_size: int = field(default=64, metadata=bounds(16, 256))

@@ -25,10 +25,10 @@ Benchmarks:
                 ego-attention success >= 90%, crashes <= 5%, within 60 minutes, and better
                 than the MLP. A finished run of the same config kept in --out is scored again,
                 not retrained.
-  fusion        highway_fusion_dqn against the same agent (one encoder, the same budget) on
-                each of its sensors alone, then the fused agent with each sensor failed
-                (reading zero) at test time; target: fused at least as safe as the best
-                single sensor. Five trainings: hours on 2 cores.
+  fusion        highway_fusion_dqn, scored whole and with each sensor failed (reading zero)
+                at test time, then the same agent (one encoder, the same budget) on each of
+                its sensors alone; target: fused at least as safe as the best single sensor.
+                Five trainings: about 1.5 hours on 2 cores at train.total_steps=30000.
   planner       the tree-search driver (no training) at budgets of 25 and 75 simulated
                 steps a decision, beside the rule-based driver, on 100 evaluation episodes of
                 highway-fast-v0 and intersection-v0 (normalised rewards): crash rate, speed,

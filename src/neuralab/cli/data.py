@@ -62,22 +62,29 @@ def _scene_spec(args: argparse.Namespace):
     if DATASETS.get(args.name).kind != "scenes":
         names = ", ".join(scenes.SOURCES)
         raise UserError(f"{args.name!r} is not a scene set; scene sets: {names}")
-    _sizes(args)  # checks the counts
+    split_sizes(args.train, args.test)  # checks the counts
     spec = scenes.spec_for_size(args.size or 96, args.max_iou)
     return scenes, spec.check()
 
 
-def _sizes(args: argparse.Namespace) -> dict[str, int]:
-    """Scenes per split, as a run with ``data.scenes_train`` = --train (20,000) and
-    ``data.scenes_test`` = --test (2,000) draws them: val is a tenth of --train."""
+def split_sizes(train: int | None, test: int | None) -> dict[str, int]:
+    """Scenes per split, as a run with ``data.scenes_train`` = ``train`` and
+    ``data.scenes_test`` = ``test`` draws them (the config's defaults where None), val taking
+    the default ``data.val_fraction`` of ``train``."""
     from neuralab.config import DataConfig
     from neuralab.data.splits import generated_size
 
-    total = 20000 if args.train is None else args.train
-    test = 2000 if args.test is None else args.test
+    defaults = DataConfig()
+    total = defaults.scenes_train if train is None else train
+    test = defaults.scenes_test if test is None else test
     _check_counts(total, test)
-    fraction = DataConfig().val_fraction
+    fraction = defaults.val_fraction
     return {s: generated_size(s, total, test, fraction) for s in ("train", "val", "test")}
+
+
+def _sizes(args: argparse.Namespace) -> dict[str, int]:
+    """``split_sizes`` of the --train and --test options."""
+    return split_sizes(args.train, args.test)
 
 
 def _caption_config(name: str, size: int, train: int, test: int, data_dir: str | None):
@@ -137,8 +144,8 @@ def _scene_info(args: argparse.Namespace) -> dict:
     spec = asdict(scenes.DEFAULT_SPEC)  # the spec scene_set draws with by default
     info = {"name": args.name, "kind": "scenes", "spec": spec, "splits": {}}
     classes = DATASETS.get(args.name).classes
-    for split in scenes.SPLITS:
-        found, path = scenes.scene_set(args.name, split, data_dir=args.data_dir)
+    for split, n in split_sizes(None, None).items():
+        found, path = scenes.scene_set(args.name, split, n, data_dir=args.data_dir)
         info["splits"][split] = {"path": str(path), **scene_export.summary(found, classes)}
     return info
 

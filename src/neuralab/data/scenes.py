@@ -301,7 +301,6 @@ SEED_CODES = {"train": 0, "test": 1, "val": 2}  # each split's layouts are its o
 # Val scenes are drawn from the source's val split at these settings, train scenes from the
 # rest of its training images, so a model is validated on items it never saw.
 ITEMS_VAL_FRACTION, ITEMS_SPLIT_SEED = 0.1, 0
-DEFAULT_SIZES = {"train": 18000, "val": 2000, "test": 2000}  # data.scenes_train's default
 
 
 def source_items(name: str, split: str, data_dir: str | Path | None = None):
@@ -327,7 +326,7 @@ def source_items(name: str, split: str, data_dir: str | Path | None = None):
 def scene_set(
     name: str,
     split: str,
-    n: int | None = None,
+    n: int,
     spec: SceneSpec = DEFAULT_SPEC,
     seed: int = 0,
     data_dir: str | Path | None = None,
@@ -337,7 +336,6 @@ def scene_set(
     (in ``data_dir``/NAME, else the user cache) under a hash of what it depends on."""
     from neuralab.data.store import cache_root
 
-    n = DEFAULT_SIZES[split] if n is None else n
     source_x, source_y = source_items(name, split, data_dir)
     seeds = [seed, SEED_CODES[split]]
     key = cache_key(spec.check(), seeds, n, source_x, source_y, rules)

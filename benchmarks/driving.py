@@ -29,6 +29,10 @@ Benchmarks:
                 at test time, then the same agent (one encoder, the same budget) on each of
                 its sensors alone; target: fused at least as safe as the best single sensor.
                 Five trainings: about 1.5 hours on 2 cores at train.total_steps=30000.
+  fusion_dropout  highway_fusion_dqn trained with dqn.sensor_dropout (--sensor-dropout, 0.5:
+                half the replayed observations lose one sensor), scored whole and with each
+                sensor failed, as above: does it degrade more gracefully than the fused agent
+                trained on every sensor? About 45 minutes at train.total_steps=30000.
   planner       the tree-search driver (no training) at budgets of 25 and 75 simulated
                 steps a decision, beside the rule-based driver, on 100 evaluation episodes of
                 highway-fast-v0 and intersection-v0 (normalised rewards): crash rate, speed,
@@ -233,19 +237,43 @@ def bench_fusion(seed: int, out: Path, overrides: list[str], episodes: int) -> N
             "steps_per_s": results["train/steps_per_s"], "run_dir": str(run_dir),
         })  # fmt: skip
         if sensor is None:  # the fused agent with each sensor failed, before the single ones
-            _, agent = load_agent(run_dir, "last")
-            for part, _, _ in spaces(fused.env)[0].parts:
-                failed = evaluate(fused, agent, episodes, failed=[part])
-                emit({
-                    "benchmark": "fusion", "seed": seed, "sensors": "fused", "failed_sensor": part,
-                    **{k: failed[k] for k in ("crash_rate", "mean_speed", "mean_return")},
-                })  # fmt: skip
+            _score_failures(fused, run_dir, seed, episodes, "fused")
     best_single = min(row["crash_rate"] for name, row in rows.items() if name != "fused")
     emit({
         "benchmark": "fusion", "seed": seed, "fused_crash_rate": rows["fused"]["crash_rate"],
         "best_single_crash_rate": best_single,
         "passes": rows["fused"]["crash_rate"] <= best_single,
     })  # fmt: skip
+
+
+def _score_failures(cfg, run_dir: Path, seed: int, episodes: int, label: str) -> None:
+    """The last weights of the fused run in ``run_dir`` with each of its sensors failed."""
+    _, agent = load_agent(run_dir, "last")
+    for part, _, _ in spaces(cfg.env)[0].parts:
+        failed = evaluate(cfg, agent, episodes, failed=[part])
+        emit({
+            "benchmark": "fusion", "seed": seed, "sensors": label, "failed_sensor": part,
+            **{k: failed[k] for k in ("crash_rate", "mean_speed", "mean_return")},
+        })  # fmt: skip
+
+
+def bench_fusion_dropout(
+    seed: int, out: Path, overrides: list[str], episodes: int, dropout: float
+) -> None:
+    cfg = rl_config.load(
+        "highway_fusion_dqn", [*overrides, f"dqn.sensor_dropout={dropout}", f"seed={seed}"]
+    )
+    label = f"fused, sensor dropout {dropout}"
+    run_dir = new_run_dir(out / f"fusion-dropout{dropout}-seed{seed}", cfg)
+    log(f"fusion, {label}, seed {seed}: training {cfg.train.total_steps} steps in {run_dir}")
+    results = train(cfg, run_dir, progress=False)
+    emit({
+        "benchmark": "fusion", "seed": seed, "sensors": label,
+        **{k: results[f"eval/{k}"] for k in ("crash_rate", "mean_speed", "mean_return")},
+        "env_steps": results["env/steps"], "wall_s": results["train/wall_s"],
+        "steps_per_s": results["train/steps_per_s"], "run_dir": str(run_dir),
+    })  # fmt: skip
+    _score_failures(cfg, run_dir, seed, episodes, label)
 
 
 def bench_planner(episodes: int, workers: int) -> None:
@@ -271,15 +299,17 @@ def main() -> None:
     parser.add_argument(
         "--only",
         help=f"vector, baselines, {', '.join([*PRESETS, *SUCCESS_TARGETS])}, planner, "
-        "intersection, fusion",
+        "intersection, fusion, fusion_dropout",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes for the planner")
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--sensor-dropout", type=float, default=0.5, help="for fusion_dropout")
     parser.add_argument("--episodes", type=int, default=EPISODES)
     parser.add_argument("--out", help="where to keep the runs (default: a temporary folder)")
     args = parser.parse_args()
     everything = [
         "vector", "baselines", *PRESETS, *SUCCESS_TARGETS, "planner", "intersection", "fusion",
+        "fusion_dropout",
     ]  # fmt: skip
     names = [args.only] if args.only else everything
     out = Path(args.out or tempfile.mkdtemp(prefix="neuralab-driving-"))
@@ -293,6 +323,9 @@ def main() -> None:
         elif name == "fusion":
             for seed in [int(s) for s in args.seeds.split(",")]:
                 bench_fusion(seed, out, overrides, args.episodes)
+        elif name == "fusion_dropout":
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                bench_fusion_dropout(seed, out, overrides, args.episodes, args.sensor_dropout)
         elif name == "intersection":
             for seed in [int(s) for s in args.seeds.split(",")]:
                 bench_intersection(seed, out, overrides, args.episodes)

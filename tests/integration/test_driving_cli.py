@@ -119,12 +119,13 @@ def test_eval_json_has_the_driving_keys_and_gif(run) -> None:
 
 
 def test_fusion_preset_trains_and_drives_with_failed_sensors(tmp_path) -> None:
-    """highway_fusion_dqn (four sensors, one encoder each) for a few updates through the CLI;
-    rl eval --fail-sensor scores it with the lidar and camera reading zero, names them, and
-    its GIF is that same episode; a sensor the run does not have is a one-line error."""
+    """highway_fusion_dqn (four sensors, one encoder each) for a few updates through the CLI,
+    with sensor dropout; rl eval --fail-sensor scores it with the lidar and camera reading
+    zero, names them, and its GIF is that same episode; a sensor the run does not have is a
+    one-line error."""
     args = ["train.total_steps=48", "train.checkpoint_every=2", "dqn.learning_starts=16",
             "env.config.duration=4", "train.eval_episodes=1",
-            "train.final_eval_episodes=1"]  # fmt: skip
+            "train.final_eval_episodes=1", "dqn.sensor_dropout=0.5"]  # fmt: skip
     neuralab("rl", "train", "highway_fusion_dqn", *args, "--run-dir", "f", cwd=tmp_path)
     proc = neuralab("rl", "eval", "f", "--episodes", "1", "--fail-sensor", "lidar,camera",
                     "--gif", "f.gif", "--json", cwd=tmp_path)  # fmt: skip

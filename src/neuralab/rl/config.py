@@ -114,6 +114,10 @@ class DQNConfig:
     end_e: float = 0.05
     exploration_fraction: float = 0.2  # of total_steps, to anneal epsilon linearly
     double: bool = True  # Double DQN: online net picks, target net values
+    # model.kind=fusion: the chance that a replayed observation loses one of its sensors, drawn
+    # uniformly (it reads zero, as a failed one does), in the online Q-network's forward only;
+    # the TD target still sees every sensor (modality dropout: Neverova et al. 2016, ModDrop)
+    sensor_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,15 @@ def _check(cfg: RLConfig) -> None:
         raise UserError(f"config key 'sac.tau' must be in (0, 1], got {cfg.sac.tau}")
     if cfg.sac.her_k < 0 or cfg.sac.gradient_steps < 0:
         raise UserError("config keys 'sac.her_k' and 'sac.gradient_steps' must be 0 or more")
+    if not 0 <= cfg.dqn.sensor_dropout < 1:
+        raise UserError(
+            f"config key 'dqn.sensor_dropout' must be in [0, 1), got {cfg.dqn.sensor_dropout}"
+        )
+    if cfg.dqn.sensor_dropout and cfg.model.kind != "fusion":
+        raise UserError(
+            "dqn.sensor_dropout drops whole sensors of a fused observation: it needs "
+            f"model.kind=fusion, not model.kind={cfg.model.kind}"
+        )
     if cfg.model.embed % cfg.model.heads:
         raise UserError(f"model.heads={cfg.model.heads} must divide model.embed={cfg.model.embed}")
     if cfg.env.preprocess == "atari" and cfg.algo != "ppo":

@@ -17,7 +17,14 @@ from torch import nn
 
 from neuralab.rl.config import RLConfig
 from neuralab.rl.envs import EpisodeStats, make_vector_env
-from neuralab.rl.nets import anneal, as_batch, build_optimizer, clip_and_step, network
+from neuralab.rl.nets import (
+    anneal,
+    as_batch,
+    build_optimizer,
+    clip_and_step,
+    drop_sensors,
+    network,
+)
 
 
 class QAgent(nn.Module):
@@ -115,7 +122,7 @@ class ReplayBuffer:
 
 class DQN:
     def __init__(self, cfg: RLConfig, obs_shape: int | tuple[int, ...], n_actions: int) -> None:
-        self.cfg, self.c = cfg, cfg.dqn
+        self.cfg, self.c, self.obs_shape = cfg, cfg.dqn, obs_shape
         self.agent = QAgent(obs_shape, n_actions, cfg)
         self.optimizer = build_optimizer(self.agent.q.parameters(), cfg.optim)
         self.buffer = ReplayBuffer(self.c.buffer_size, int(np.prod(obs_shape)))
@@ -153,7 +160,10 @@ class DQN:
                 target = td_target(
                     self.agent, b["rewards"], b["next_obs"], b["terminated"], c.gamma, c.double
                 )
-                q = self.agent.q(b["obs"]).gather(1, b["actions"][:, None]).squeeze(1)
+                obs = b["obs"]
+                if c.sensor_dropout:
+                    obs = drop_sensors(obs, self.obs_shape, c.sensor_dropout)
+                q = self.agent.q(obs).gather(1, b["actions"][:, None]).squeeze(1)
                 loss = F.smooth_l1_loss(q, target)  # Huber, delta 1
                 self.optimizer.zero_grad()
                 loss.backward()

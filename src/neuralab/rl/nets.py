@@ -160,6 +160,19 @@ class Sensors(tuple):
         return out
 
 
+def drop_sensors(x: torch.Tensor, sensors: Sensors, p: float) -> torch.Tensor:
+    """Modality dropout (Neverova et al. 2016, "ModDrop") on a batch of flat fused observations
+    (B, total): each row, with probability ``p``, has one of its sensors, drawn uniformly,
+    read zero, as ``SensorFailure`` makes a failed sensor read at test time. Returns a new
+    tensor; draws from torch's generator."""
+    hit = torch.rand(x.shape[0]) < p  # (B,)
+    which = torch.randint(len(sensors.parts), (x.shape[0],))  # (B,)
+    keep = torch.ones_like(x)
+    for i, part in enumerate(sensors.slices().values()):
+        keep[hit & (which == i), part] = 0
+    return x * keep
+
+
 CNN_MIN = 256  # numbers: a 3-D sensor (grid, camera) at least this big gets a CNN, not an MLP
 
 

@@ -62,7 +62,7 @@ def _scene_spec(args: argparse.Namespace):
     if DATASETS.get(args.name).kind != "scenes":
         names = ", ".join(scenes.SOURCES)
         raise UserError(f"{args.name!r} is not a scene set; scene sets: {names}")
-    split_sizes(args.train, args.test)  # checks the counts
+    _sizes(args)  # checks the counts
     spec = scenes.spec_for_size(args.size or 96, args.max_iou)
     return scenes, spec.check()
 
